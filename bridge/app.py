@@ -1,0 +1,74 @@
+"""The Starlette app factory; its lifespan owns the Redis client, the Celery client and the
+event listener of this process."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bridge.dispatch import Dispatcher
+from bridge.events import EventHub
+from bridge.guard import HostOriginGuard
+from bridge.protocol import LegacyProtocol
+from bridge.registry import Registry
+from bridge.sessions import Sessions
+from bridge.settings import Settings
+from bridge.store import async_client
+from bridge.transport import Transport
+from workers.tools import Tool, catalogue
+
+
+def load_tools(modules: list[str]) -> dict[str, Tool]:
+    for name in modules:
+        importlib.import_module(name)
+    return catalogue()
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    tools = load_tools(settings.tool_modules)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = async_client(settings.redis_url)
+        dispatcher = Dispatcher(settings)
+        hub = EventHub(settings, client)
+        hub.start()
+        protocol = LegacyProtocol(
+            settings,
+            Sessions(settings, client),
+            Registry(settings, client),
+            dispatcher,
+            hub,
+            tools,
+        )
+        app.state.transport = Transport(settings, protocol, hub)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            dispatcher.close()
+            await client.aclose()
+
+    async def endpoint(request: Request) -> Response:
+        transport: Transport = request.app.state.transport
+        return await transport(request)
+
+    return Starlette(
+        routes=[Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"])],
+        middleware=[
+            Middleware(
+                HostOriginGuard,
+                allowed_hosts=settings.allowed_hosts,
+                allowed_origins=settings.allowed_origins,
+            )
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,53 @@
+"""The thin adapter to Celery: publish a tool call, revoke it. Broker errors become
+``DispatchError`` here. Celery's producer is blocking, so calls run in a worker thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+
+from bridge.errors import DispatchError
+from bridge.settings import Settings
+from workers.app import celery_config
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings) -> None:
+        # A client-only app: the bridge publishes by task name and never imports tool code
+        # for execution, only for declarations.
+        self.celery = Celery("mcp_celery_bridge_client", set_as_current=False)
+        self.celery.conf.update(celery_config(settings))
+
+    async def publish(
+        self, celery_name: str, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]
+    ) -> None:
+        def send() -> None:
+            self.celery.send_task(
+                celery_name,
+                kwargs={"arguments": arguments},
+                task_id=celery_id,
+                headers=headers,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+            )
+
+        try:
+            await anyio.to_thread.run_sync(send)
+        except (OperationalError, KombuError, OSError) as exc:
+            raise DispatchError(f"could not reach the task queue: {exc}") from exc
+
+    async def revoke(self, celery_id: str) -> None:
+        def send() -> None:
+            # SIGTERM: the prefork child exits between bytecodes, running `finally` blocks.
+            self.celery.control.revoke(celery_id, terminate=True, signal="SIGTERM")
+
+        try:
+            await anyio.to_thread.run_sync(send)
+        except (OperationalError, KombuError, OSError) as exc:
+            raise DispatchError(f"could not broadcast the revoke: {exc}") from exc
+
+    def close(self) -> None:
+        self.celery.close()

@@ -1,0 +1,83 @@
+"""The one error hierarchy.
+
+    BridgeError
+    ├── McpError(code, message, data)       crosses the wire as a JSON-RPC error
+    │   ├── ParseError           -32700
+    │   ├── InvalidRequest       -32600
+    │   ├── MethodNotFound       -32601
+    │   ├── InvalidParams        -32602
+    │   └── InternalError        -32603
+    │       ├── StoreUnavailable            Redis could not be reached or failed
+    │       └── DispatchError               the Celery broker refused the message
+    └── HttpError(status, message)          a transport-level refusal (400, 403, 404, ...)
+
+Redis and Celery exceptions are translated where they are raised (``bridge.store``,
+``bridge.dispatch``); everything above sees only these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class BridgeError(Exception):
+    pass
+
+
+class McpError(BridgeError):
+    code = INTERNAL_ERROR
+
+    def __init__(self, message: str, data: Any = None, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        if code is not None:
+            self.code = code
+
+    def to_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class ParseError(McpError):
+    code = PARSE_ERROR
+
+
+class InvalidRequest(McpError):
+    code = INVALID_REQUEST
+
+
+class MethodNotFound(McpError):
+    code = METHOD_NOT_FOUND
+
+
+class InvalidParams(McpError):
+    code = INVALID_PARAMS
+
+
+class InternalError(McpError):
+    code = INTERNAL_ERROR
+
+
+class StoreUnavailable(InternalError):
+    pass
+
+
+class DispatchError(InternalError):
+    pass
+
+
+class HttpError(BridgeError):
+    def __init__(self, status: int, message: str, code: int = INVALID_REQUEST) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code

@@ -1,0 +1,205 @@
+"""Task events: one Redis pub/sub listener per bridge process fans out to the open SSE
+streams of this process through bounded queues, and wakes local waiters (``tasks/result``,
+plain tool calls).
+
+Every announced transition is also in the owner's Redis Stream (``Keys.events``); its entry
+id is the SSE event id, so a client that reconnects with ``Last-Event-ID`` is replayed from
+the stream whichever process it reaches. A subscriber whose queue fills is dropped (its
+stream ends) rather than letting memory grow: it resumes with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from bridge.keys import Keys
+from bridge.registry import TaskRecord
+from bridge.settings import Settings
+from bridge.store import translated
+
+log = logging.getLogger(__name__)
+
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def valid_event_id(value: str) -> bool:
+    return bool(_EVENT_ID.match(value))
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    owner: str
+    task: TaskRecord
+
+
+@dataclass(eq=False)
+class Subscription:
+    owner: str
+    queue: asyncio.Queue[Event | None]
+    dropped: bool = field(default=False)
+
+    async def get(self) -> Event | None:
+        """The next event, or None when the stream must end (dropped, or hub stopped)."""
+        return await self.queue.get()
+
+
+class EventHub:
+    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = client
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mcp-event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._end_all()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.channel())
+                self.connected.set()
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self._dispatch(message["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("event listener lost Redis (%s); streams end, retrying", exc)
+                self.connected.clear()
+                # Open streams may have missed events: end them so clients resume with
+                # Last-Event-ID; wake waiters so they re-read the registry.
+                self._end_all()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _end_all(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                self._drop(sub)
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+
+    def _drop(self, sub: Subscription) -> None:
+        sub.dropped = True
+        self._subs.get(sub.owner, set()).discard(sub)
+        while True:
+            try:
+                sub.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                sub.queue.get_nowait()
+
+    def _dispatch(self, raw: str) -> None:
+        try:
+            payload = json.loads(raw)
+            task = TaskRecord.from_event(payload["task"])
+            event = Event(str(payload["id"]), str(payload["owner"]), task)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed task event: %.200s", raw)
+            return
+        for waiter in self._waiters.get(task.id, ()):
+            waiter.set()
+        if not event.id:
+            return  # a hidden task: waiters only
+        for sub in list(self._subs.get(event.owner, ())):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                log.warning("dropping a slow SSE subscriber of %s", event.owner)
+                self._drop(sub)
+
+    # -- subscribers -----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def subscribe(self, owner: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(owner, asyncio.Queue(self.settings.subscriber_queue_size))
+        self._subs[owner].add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(owner)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[owner]
+
+    async def replay(self, owner: str, after: str) -> list[Event]:
+        """Events of ``owner`` after the event id ``after`` (exclusive), oldest first."""
+        with translated():
+            entries = cast(
+                list[tuple[str, dict[str, str]]],
+                await self.redis.xrange(self.keys.events(owner), min=f"({after}"),
+            )
+        return [
+            Event(entry_id, owner, TaskRecord.from_event(json.loads(fields["task"])))
+            for entry_id, fields in entries
+        ]
+
+    async def stream(self, owner: str, last_event_id: str | None) -> AsyncIterator[Event]:
+        """Live events of ``owner``, preceded by those after ``last_event_id`` when given;
+        each once, in stream order."""
+        async with self.subscribe(owner) as sub:
+            last = last_event_id
+            if last is not None:
+                for event in await self.replay(owner, last):
+                    yield event
+                    last = event.id
+            while True:
+                live = await sub.get()
+                if live is None:
+                    return
+                if last is not None and _order(live.id) <= _order(last):
+                    continue
+                last = live.id
+                yield live
+
+    # -- waiters ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def watch(self, task_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever ``task_id`` changes; register before reading the record."""
+        waiter = asyncio.Event()
+        self._waiters[task_id].add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())

@@ -1,0 +1,41 @@
+"""Every Redis key the bridge and the workers use.
+
+| key                          | type    | TTL                                                |
+|------------------------------|---------|----------------------------------------------------|
+| ``{p}:session:{sid}``        | hash    | ``session_ttl_s``, renewed on every request        |
+| ``{p}:task:{task_id}``       | hash    | none while running; the task's ``ttl`` once final  |
+| ``{p}:owner:{owner}:tasks``  | zset    | 2 x ``task_ttl_max_ms`` after the last create;     |
+|                              |         | entries of expired tasks are dropped on list       |
+| ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
+| ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
+| ``{p}:channel``              | pub/sub | every event, to every bridge process               |
+
+The task hash fields are listed in ``bridge.registry``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def session(self, sid: str) -> str:
+        return f"{self.prefix}:session:{sid}"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def owner_tasks(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:tasks"
+
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    def events(self, owner: str) -> str:
+        return f"{self.prefix}:events:{owner}"
+
+    def channel(self) -> str:
+        return f"{self.prefix}:channel"

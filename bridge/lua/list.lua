@@ -1,0 +1,28 @@
+-- One page of an owner's tasks in creation order; index entries whose task hash has
+-- expired are removed on the way.
+-- KEYS[1] owner index (zset, score = sequence number)
+-- ARGV[1] exclusive lower bound of the sequence ("0" for the first page)
+-- ARGV[2] page size  ARGV[3] task hash key prefix (the task id is appended)
+-- Returns {last sequence seen, more (0/1), task JSON...}.
+local after = ARGV[1]
+local size = tonumber(ARGV[2])
+local out = {}
+while #out < size do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, size)
+  if #ids == 0 then break end
+  for i = 1, #ids, 2 do
+    local tid = ids[i]
+    after = ids[i + 1]
+    local r = redis.call('HMGET', ARGV[3] .. tid, 'status', 'message', 'created', 'updated', 'ttl', 'poll')
+    if r[1] then
+      out[#out + 1] = cjson.encode({id = tid, status = r[1], message = r[2], created = tonumber(r[3]),
+        updated = tonumber(r[4]), ttl = tonumber(r[5]), poll = tonumber(r[6])})
+      if #out == size then break end
+    else
+      redis.call('ZREM', KEYS[1], tid)
+    end
+  end
+end
+local more = 0
+if #out == size and redis.call('ZCOUNT', KEYS[1], '(' .. after, '+inf') > 0 then more = 1 end
+return {after, more, unpack(out)}

@@ -1,0 +1,40 @@
+-- Move a task to a new status in one step, and announce it.
+-- A terminal status (completed, failed, cancelled) is final: later calls change nothing.
+-- KEYS[1] task hash   KEYS[2] the owner's event stream
+-- ARGV[1] new status  ARGV[2] status message ("" keeps the current one)
+-- ARGV[3] result JSON ("" for none)  ARGV[4] error JSON ("" for none)
+-- ARGV[5] worker name ("" for none)  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
+-- ARGV[8] pub/sub channel  ARGV[9] "1" to apply only when the message changes
+-- Returns {applied (0/1), status after the call ("" when the task does not exist), event id}.
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then
+  return {0, '', ''}
+end
+if cur == 'completed' or cur == 'failed' or cur == 'cancelled' then
+  return {0, cur, ''}
+end
+local status = ARGV[1]
+if ARGV[9] == '1' and cur == status and redis.call('HGET', KEYS[1], 'message') == ARGV[2] then
+  return {0, cur, ''}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'status', status, 'updated', now)
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[5]) end
+if status == 'completed' or status == 'failed' or status == 'cancelled' then
+  redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl'))
+end
+local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'hidden')
+local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
+  updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
+local body = cjson.encode(task)
+local event_id = ''
+if r[7] ~= '1' then
+  event_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'task', body)
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+redis.call('PUBLISH', ARGV[8], cjson.encode({owner = r[2], id = event_id, task = task}))
+return {1, status, event_id}

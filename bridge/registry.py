@@ -1,0 +1,263 @@
+"""The task registry in Redis: the one source of truth about every MCP task.
+
+A task hash (``bridge.keys.Keys.task``) holds:
+``id, owner, tool, celery_id, status, message, created, updated`` (ms since the epoch),
+``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which is
+neither listed nor announced), ``seq`` (list position), and once known ``worker``,
+``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error JSON).
+
+Every change goes through one Lua script (``bridge/lua``), so a transition, its TTL and its
+event are one atomic step, and a terminal status is final.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, cast
+
+import redis
+import redis.asyncio
+
+from bridge.errors import InternalError
+from bridge.keys import Keys
+from bridge.settings import Settings
+from bridge.store import translated
+
+
+class TaskStatus(enum.StrEnum):
+    WORKING = "working"
+    INPUT_REQUIRED = "input_required"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: str
+    status: TaskStatus
+    message: str
+    created: int
+    updated: int
+    ttl: int | None
+    poll: int
+    owner: str = ""
+    tool: str = ""
+    celery_id: str = ""
+    hidden: bool = False
+    worker: str = ""
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> TaskRecord:
+        return cls(
+            id=h["id"],
+            status=TaskStatus(h["status"]),
+            message=h.get("message", ""),
+            created=int(h["created"]),
+            updated=int(h["updated"]),
+            ttl=int(h["ttl"]) if h.get("ttl") else None,
+            poll=int(h["poll"]),
+            owner=h.get("owner", ""),
+            tool=h.get("tool", ""),
+            celery_id=h.get("celery_id", ""),
+            hidden=h.get("hidden") == "1",
+            worker=h.get("worker", ""),
+            result=json.loads(h["result"]) if h.get("result") else None,
+            error=json.loads(h["error"]) if h.get("error") else None,
+        )
+
+    @classmethod
+    def from_event(cls, d: dict[str, Any]) -> TaskRecord:
+        """The compact form the Lua scripts put in events and list pages."""
+        return cls(
+            id=d["id"],
+            status=TaskStatus(d["status"]),
+            message=d.get("message") or "",
+            created=int(d["created"]),
+            updated=int(d["updated"]),
+            ttl=int(d["ttl"]) if d.get("ttl") is not None else None,
+            poll=int(d["poll"]),
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    tasks: list[TaskRecord]
+    next_after: int | None
+
+
+def _script(name: str) -> str:
+    return files("bridge").joinpath("lua", f"{name}.lua").read_text()
+
+
+class _Base:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+
+    def _transition_args(
+        self,
+        task_id: str,
+        owner: str,
+        status: TaskStatus,
+        message: str,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        worker: str,
+        only_if_changed: bool,
+    ) -> tuple[list[str], list[str | int]]:
+        return (
+            [self.keys.task(task_id), self.keys.events(owner)],
+            [
+                status.value,
+                message,
+                json.dumps(result, separators=(",", ":")) if result is not None else "",
+                json.dumps(error, separators=(",", ":")) if error is not None else "",
+                worker,
+                self.settings.stream_maxlen,
+                self.settings.session_ttl_s * 1000,
+                self.keys.channel(),
+                "1" if only_if_changed else "0",
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    applied: bool
+    status: TaskStatus | None
+    event_id: str
+
+
+def _outcome(raw: list[Any]) -> Outcome:
+    return Outcome(bool(int(raw[0])), TaskStatus(raw[1]) if raw[1] else None, str(raw[2]))
+
+
+class Registry(_Base):
+    """The bridge's (asyncio) view of the registry."""
+
+    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+        super().__init__(settings)
+        self.redis = client
+        self._create = client.register_script(_script("create"))
+        self._transition = client.register_script(_script("transition"))
+        self._list = client.register_script(_script("list"))
+
+    async def create(
+        self,
+        *,
+        task_id: str,
+        owner: str,
+        tool: str,
+        celery_id: str,
+        ttl_ms: int,
+        hidden: bool = False,
+        message: str = "",
+    ) -> TaskRecord:
+        with translated():
+            try:
+                created, _seq = await self._create(
+                    keys=[self.keys.task(task_id), self.keys.owner_tasks(owner), self.keys.seq()],
+                    args=[
+                        task_id,
+                        owner,
+                        tool,
+                        celery_id,
+                        ttl_ms,
+                        self.settings.poll_interval_ms,
+                        "1" if hidden else "0",
+                        message,
+                        self.settings.task_ttl_max_ms * 2,
+                    ],
+                )
+            except redis.exceptions.ResponseError as exc:
+                raise InternalError(f"could not create task: {exc}") from exc
+        return TaskRecord(
+            id=task_id,
+            status=TaskStatus.WORKING,
+            message=message,
+            created=int(created),
+            updated=int(created),
+            ttl=ttl_ms,
+            poll=self.settings.poll_interval_ms,
+            owner=owner,
+            tool=tool,
+            celery_id=celery_id,
+            hidden=hidden,
+        )
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        with translated():
+            h = cast(dict[str, str], await self.redis.hgetall(self.keys.task(task_id)))
+        return TaskRecord.from_hash(h) if h else None
+
+    async def transition(
+        self,
+        record: TaskRecord,
+        status: TaskStatus,
+        message: str = "",
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Outcome:
+        keys, args = self._transition_args(
+            record.id, record.owner, status, message, result, error, "", False
+        )
+        with translated():
+            return _outcome(await self._transition(keys=keys, args=args))
+
+    async def list_page(self, owner: str, after: int, size: int) -> Page:
+        with translated():
+            raw = await self._list(
+                keys=[self.keys.owner_tasks(owner)],
+                args=[after, size, self.keys.task("")],
+            )
+        last, more, *items = raw
+        tasks = [TaskRecord.from_event(json.loads(item)) for item in items]
+        return Page(tasks, int(float(last)) if int(more) else None)
+
+
+class SyncRegistry(_Base):
+    """The workers' (blocking) view: transitions and the cooperative cancel check."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        super().__init__(settings)
+        self.redis = client
+        self._transition = client.register_script(_script("transition"))
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with translated():
+            h = cast(dict[str, str], self.redis.hgetall(self.keys.task(task_id)))
+        return TaskRecord.from_hash(h) if h else None
+
+    def status(self, task_id: str) -> TaskStatus | None:
+        with translated():
+            raw = self.redis.hget(self.keys.task(task_id), "status")
+        return TaskStatus(str(raw)) if raw else None
+
+    def transition(
+        self,
+        task_id: str,
+        owner: str,
+        status: TaskStatus,
+        message: str = "",
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        worker: str = "",
+        only_if_changed: bool = False,
+    ) -> Outcome:
+        keys, args = self._transition_args(
+            task_id, owner, status, message, result, error, worker, only_if_changed
+        )
+        with translated():
+            return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))

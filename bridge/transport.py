@@ -1,0 +1,233 @@
+"""Streamable HTTP (2025-11-25): one endpoint for POST, GET and DELETE.
+
+This module knows HTTP: methods, headers, sessions ids, status codes and SSE framing. It
+hands JSON-RPC requests to the protocol and converts every error to the wire in one place
+(``_error_response``), so no traceback or bare 500 reaches a client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    BridgeError,
+    HttpError,
+    InvalidParams,
+    McpError,
+    MethodNotFound,
+)
+from bridge.events import EventHub, valid_event_id
+from bridge.protocol import SUPPORTED_VERSIONS, LegacyProtocol, status_notification
+from bridge.sessions import Session
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+_SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+
+
+def _error_body(code: int, message: str, data: Any = None, id: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": id, "error": error}
+
+
+def _http_error(exc: HttpError) -> Response:
+    return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.status)
+
+
+def _error_response(exc: BaseException, id: Any) -> dict[str, Any]:
+    if isinstance(exc, McpError):
+        return _error_body(exc.code, exc.message, exc.data, id)
+    log.exception("internal error answering request %r", id, exc_info=exc)
+    return _error_body(INTERNAL_ERROR, "Internal error", None, id)
+
+
+def _media_types(header: str | None) -> set[str]:
+    if not header:
+        return {"*/*"}
+    return {part.split(";")[0].strip().lower() for part in header.split(",") if part.strip()}
+
+
+def _accepts(request: Request) -> tuple[bool, bool]:
+    types = _media_types(request.headers.get("accept"))
+    json_ok = bool(types & {"application/json", "application/*", "*/*"})
+    sse_ok = bool(types & {"text/event-stream", "text/*", "*/*"})
+    return json_ok, sse_ok
+
+
+class Transport:
+    def __init__(self, settings: Settings, protocol: LegacyProtocol, hub: EventHub) -> None:
+        self.settings = settings
+        self.protocol = protocol
+        self.hub = hub
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            if request.method == "POST":
+                return await self.post(request)
+            if request.method == "GET":
+                return await self.get(request)
+            if request.method == "DELETE":
+                return await self.delete(request)
+            return Response(status_code=405, headers={"Allow": "GET, POST, DELETE"})
+        except HttpError as exc:
+            return _http_error(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except BridgeError as exc:
+            # Redis or the broker failed before a request id was known.
+            return JSONResponse(_error_response(exc, None), status_code=503)
+
+    # -- sessions --------------------------------------------------------------------------
+    async def _session(self, request: Request) -> Session:
+        sid = request.headers.get(SESSION_HEADER)
+        if not sid:
+            raise HttpError(400, "Bad Request: missing Mcp-Session-Id header")
+        session = await self.protocol.sessions.get(sid) if _SESSION_ID.match(sid) else None
+        if session is None:
+            raise HttpError(404, "Session not found")
+        version = request.headers.get(VERSION_HEADER)
+        if version is not None and version not in SUPPORTED_VERSIONS:
+            raise HttpError(400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
+        if version is not None and version != session.protocol_version:
+            raise HttpError(400, "Bad Request: MCP-Protocol-Version differs from the session's")
+        return session
+
+    # -- POST ------------------------------------------------------------------------------
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HttpError(413, "Payload Too Large")
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > limit:
+                raise HttpError(413, "Payload Too Large")
+        return bytes(chunks)
+
+    async def post(self, request: Request) -> Response:
+        json_ok, sse_ok = _accepts(request)
+        if not (json_ok or sse_ok):
+            raise HttpError(406, "Not Acceptable: accept application/json and text/event-stream")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise HttpError(415, "Unsupported Media Type: use application/json")
+        body = await self._body(request)
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            raise HttpError(400, "Parse error", PARSE_ERROR) from None
+        if isinstance(message, list):
+            raise HttpError(400, "Invalid Request: batches are not supported", INVALID_REQUEST)
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            raise HttpError(400, "Invalid Request: not a JSON-RPC 2.0 message", INVALID_REQUEST)
+
+        has_id = "id" in message
+        msg_id = message.get("id")
+        if has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, str | int)):
+            raise HttpError(400, "Invalid Request: id must be a string or an integer")
+        method = message.get("method")
+        if method is None:
+            if has_id and ("result" in message) != ("error" in message):
+                # A client's response to a server request: accepted, nothing pending yet.
+                await self._session(request)
+                return Response(status_code=202)
+            raise HttpError(400, "Invalid Request: no method", INVALID_REQUEST)
+        if not isinstance(method, str):
+            raise HttpError(400, "Invalid Request: method must be a string", INVALID_REQUEST)
+
+        if not has_id:
+            await self._session(request)  # notifications need a live session too
+            return Response(status_code=202)
+
+        params = message.get("params")
+        try:
+            if params is not None and not isinstance(params, dict):
+                raise InvalidParams("params must be an object")
+            if method == "initialize":
+                session, result = await self.protocol.initialize(params)
+                return JSONResponse(
+                    {"jsonrpc": "2.0", "id": msg_id, "result": result},
+                    headers={"Mcp-Session-Id": session.id},
+                )
+        except BridgeError as exc:
+            return JSONResponse(_error_response(exc, msg_id))
+
+        session = await self._session(request)
+        handler = self.protocol.handlers.get(method)
+        if handler is None:
+            return JSONResponse(
+                _error_response(MethodNotFound(f"Method not found: {method}"), msg_id)
+            )
+        if sse_ok and self.protocol.is_slow(session, method, params or {}):
+            return EventSourceResponse(
+                self._answer_as_sse(handler, session, params or {}, msg_id),
+                ping=self.settings.sse_ping_s,
+                headers=_SSE_HEADERS,
+            )
+        try:
+            result = await handler(session, params or {})
+            return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
+        except Exception as exc:
+            return JSONResponse(_error_response(exc, msg_id))
+
+    async def _answer_as_sse(
+        self, handler: Any, session: Session, params: dict[str, Any], msg_id: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            reply = {"jsonrpc": "2.0", "id": msg_id, "result": await handler(session, params)}
+        except Exception as exc:
+            reply = _error_response(exc, msg_id)
+        yield {"event": "message", "data": json.dumps(reply)}
+
+    # -- GET -------------------------------------------------------------------------------
+    async def get(self, request: Request) -> Response:
+        _, sse_ok = _accepts(request)
+        if not sse_ok:
+            raise HttpError(406, "Not Acceptable: the GET stream is text/event-stream")
+        session = await self._session(request)
+        last = request.headers.get("last-event-id")
+        if last is not None and not valid_event_id(last):
+            raise HttpError(400, "Bad Request: malformed Last-Event-ID")
+        return EventSourceResponse(
+            self._notifications(session, last),
+            ping=self.settings.sse_ping_s,
+            headers=_SSE_HEADERS,
+        )
+
+    async def _notifications(
+        self, session: Session, last: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in self.hub.stream(session.owner, last):
+                yield {
+                    "event": "message",
+                    "id": event.id,
+                    "data": json.dumps(status_notification(event.task)),
+                }
+        except BridgeError as exc:
+            # The stream ends cleanly; the client resumes with Last-Event-ID.
+            log.warning("ending the SSE stream of %s: %s", session.owner, exc)
+
+    # -- DELETE ----------------------------------------------------------------------------
+    async def delete(self, request: Request) -> Response:
+        session = await self._session(request)
+        await self.protocol.sessions.delete(session.id)
+        return Response(status_code=200)

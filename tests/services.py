@@ -1,0 +1,153 @@
+"""Real services for the tests: Celery worker and bridge subprocesses on a dedicated Redis
+database and key prefix."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, every: float = 0.05
+) -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_env(redis_db: int) -> dict[str, str]:
+    run = uuid.uuid4().hex[:8]
+    return {
+        "MCP_BRIDGE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "MCP_BRIDGE_KEY_PREFIX": f"mcpt-{run}",
+        "MCP_BRIDGE_QUEUE": f"mcpt-{run}",
+        "MCP_BRIDGE_TOOL_MODULES": "workers.examples,tests.tools",
+        "MCP_BRIDGE_POLL_INTERVAL_MS": "500",
+    }
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Process(name, popen, log)
+
+
+@contextlib.contextmanager
+def celery_worker(
+    env: dict[str, str], log_dir: Path, concurrency: int = 2, name: str | None = None
+) -> Iterator[Process]:
+    node = f"{name or 'w' + uuid.uuid4().hex[:6]}@%h"
+    proc = _spawn(
+        node.split("@")[0],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            node,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "info",
+        ],
+        env,
+        log_dir,
+    )
+    try:
+        wait_for(lambda: " ready." in proc.output() or not proc.alive(), 60, "the worker")
+        assert proc.alive(), proc.output()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def bridge_server(env: dict[str, str], log_dir: Path, name: str = "bridge") -> Iterator[str]:
+    port = free_port()
+    proc = _spawn(
+        name,
+        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), "--log-level", "info"],
+        env,
+        log_dir,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise AssertionError(proc.output())
+        try:
+            return httpx.get(url, timeout=1).status_code in (400, 406)
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 30, f"the bridge on port {port}", every=0.1)
+        yield url
+    finally:
+        proc.stop()
+        assert "Traceback" not in proc.output(), proc.output()[-4000:]

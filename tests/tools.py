@@ -1,0 +1,33 @@
+"""Tools only the tests declare (loaded with MCP_BRIDGE_TOOL_MODULES)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from workers.tools import tool
+
+
+@tool(task_support="required")
+def mark_after(seconds: float, path: str) -> str:
+    """Write our pid to `path`.pid, busy-loop for `seconds`, then write `path` (the side
+    effect a cancel must prevent)."""
+    Path(path + ".pid").write_text(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+    Path(path).write_text("done")
+    return "marked"
+
+
+@tool(task_support="forbidden")
+def add(a: int, b: int) -> int:
+    """Add two integers; never runs as a task."""
+    return a + b
+
+
+@tool(task_support="optional")
+def structured(n: int) -> dict[str, int]:
+    """Return a dict, which becomes structuredContent."""
+    return {"n": n, "square": n * n}

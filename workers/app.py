@@ -1,0 +1,35 @@
+"""The Celery app. Its configuration is computed lazily from ``Settings`` the first time
+Celery reads it, so importing this module reads no environment and opens no connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from bridge.settings import Settings
+
+app = Celery("mcp_celery_bridge")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.celery_result_backend,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": settings.queue,
+        # The registry holds results; the backend copy would be a second write per task.
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Long tasks: one at a time per process, so a queued task is not stuck behind a
+        # busy sibling, and a cancel of a queued task finds it still queued.
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "imports": ["workers.signals", *settings.tool_modules],
+        "worker_hijack_root_logger": False,
+    }
+
+
+app.add_defaults(lambda: celery_config(Settings()))

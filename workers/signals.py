@@ -1,0 +1,118 @@
+"""Celery signal handlers that move MCP tasks through their statuses.
+
+Which process fires what (prefork): ``task_prerun``, ``task_success`` and a ``task_failure``
+raised by the tool body fire in the pool child; ``task_revoked``, ``task_unknown`` and the
+``task_failure`` of a lost child (``WorkerLostError``) fire in the worker's main process.
+Each handler is one registry transition; a terminal status is final, so a late success after
+a cancel changes nothing. A handler must never raise (Celery only logs it), so failures to
+reach Redis are logged here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import Task
+from celery.signals import task_failure, task_prerun, task_revoked, task_success, task_unknown
+
+from bridge.errors import BridgeError
+from bridge.registry import TaskStatus
+from workers import runtime
+
+log = logging.getLogger(__name__)
+
+
+def _ids(request: Any) -> tuple[str, str] | None:
+    """The MCP ids the bridge put in the message headers (Celery exposes custom headers as
+    attributes of the task request)."""
+    task_id = getattr(request, "mcp_task_id", None)
+    owner = getattr(request, "mcp_owner", None) or ""
+    return (str(task_id), str(owner)) if task_id else None
+
+
+def _move(request: Any, status: TaskStatus, message: str, **kw: Any) -> None:
+    _move_ids(_ids(request), status, message, **kw)
+
+
+def _move_ids(ids: tuple[str, str] | None, status: TaskStatus, message: str, **kw: Any) -> None:
+    if ids is None:
+        return
+    try:
+        runtime.registry().transition(ids[0], ids[1], status, message, **kw)
+    except BridgeError:
+        log.exception("could not move MCP task %s to %s", ids[0], status)
+
+
+def _error_result(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}
+
+
+@task_prerun.connect
+def _on_prerun(sender: Task[Any, Any] | None = None, **_: Any) -> None:
+    if sender is None:
+        return
+    hostname = getattr(sender.request, "hostname", "") or ""
+    # The pid lets an operator (and the tests) find the pool process running the task.
+    _move(
+        sender.request,
+        TaskStatus.WORKING,
+        f"running on {hostname} (pid {os.getpid()})",
+        worker=hostname,
+    )
+
+
+@task_success.connect
+def _on_success(sender: Task[Any, Any] | None = None, result: Any = None, **_: Any) -> None:
+    if sender is None or not isinstance(result, dict):
+        return
+    if result.get("isError"):
+        text = " ".join(c.get("text", "") for c in result.get("content", []) if isinstance(c, dict))
+        _move(
+            sender.request, TaskStatus.FAILED, text or "the tool reported an error", result=result
+        )
+    else:
+        _move(sender.request, TaskStatus.COMPLETED, "completed", result=result)
+
+
+@task_failure.connect
+def _on_failure(
+    sender: Task[Any, Any] | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    if sender is None:
+        return
+    request = sender.request
+    if isinstance(exception, WorkerLostError):
+        hostname = getattr(request, "hostname", None) or "unknown worker"
+        message = f"worker lost ({hostname}): {exception}"
+    else:
+        message = f"{type(exception).__name__}: {exception}"
+    _move(request, TaskStatus.FAILED, message, result=_error_result(message))
+
+
+@task_revoked.connect
+def _on_revoked(
+    request: Any = None,
+    terminated: bool = False,
+    signum: Any = None,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    if expired:
+        message = "expired before a worker ran it"
+    elif terminated:
+        message = f"cancelled: terminated (signal {signum})"
+    else:
+        message = "cancelled before it ran"
+    _move(request, TaskStatus.CANCELLED, message)
+
+
+@task_unknown.connect
+def _on_unknown(message: Any = None, name: str = "", **_: Any) -> None:
+    headers = getattr(message, "headers", None) or {}
+    text = f"no worker on this queue knows the tool task {name!r}"
+    _move(
+        type("R", (), {"headers": headers})(), TaskStatus.FAILED, text, result=_error_result(text)
+    )

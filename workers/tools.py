@@ -1,0 +1,167 @@
+"""Declaring tools: one decorator makes a plain function an MCP tool and a Celery task.
+
+    @tool(task_support="required")
+    def sleep(seconds: float, steps: int = 10) -> str: ...
+
+The input schema comes from the type hints (or from the function's single pydantic-model
+parameter). Declaring has no side effect beyond registering the task on the Celery app, so
+the bridge can import tool modules to list and validate tools without running anything.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, get_type_hints, overload
+
+from celery import Task
+from celery.exceptions import Ignore
+from pydantic import BaseModel, ConfigDict, create_model
+
+from workers import context, runtime
+from workers.app import app
+
+TaskSupport = Literal["forbidden", "optional", "required"]
+
+#: Celery task names of MCP tools start with this, so workers and Flower can tell them apart.
+TASK_NAME_PREFIX = "mcp."
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    task_support: TaskSupport
+    model: type[BaseModel]
+    func: Callable[..., Any]
+    takes_model: bool
+
+    @property
+    def celery_name(self) -> str:
+        return TASK_NAME_PREFIX + self.name
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        schema = self.model.model_json_schema()
+        schema.pop("title", None)
+        schema.setdefault("properties", {})
+        return schema
+
+    def validate(self, arguments: dict[str, Any]) -> BaseModel:
+        """Raises ``pydantic.ValidationError``."""
+        return self.model.model_validate(arguments)
+
+    def call(self, arguments: dict[str, Any]) -> Any:
+        parsed = self.validate(arguments)
+        if self.takes_model:
+            return self.func(parsed)
+        return self.func(**{name: getattr(parsed, name) for name in type(parsed).model_fields})
+
+
+_catalogue: dict[str, Tool] = {}
+
+
+def catalogue() -> dict[str, Tool]:
+    """Every tool declared by the modules imported so far, by name."""
+    return dict(_catalogue)
+
+
+def _model_for(func: Callable[..., Any]) -> tuple[type[BaseModel], bool]:
+    hints = get_type_hints(func)
+    params = list(inspect.signature(func).parameters.values())
+    if len(params) == 1:
+        only = hints.get(params[0].name)
+        if isinstance(only, type) and issubclass(only, BaseModel):
+            return only, True
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"tool {func.__name__}: *args and **kwargs are not supported")
+        annotation = hints.get(p.name, Any)
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (annotation, default)
+    model = create_model(
+        f"{func.__name__}_arguments",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+    return model, False
+
+
+def to_call_tool_result(value: Any) -> dict[str, Any]:
+    """A tool's return value as a ``CallToolResult``."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if value is None:
+        return {"content": []}
+    if isinstance(value, str):
+        return {"content": [{"type": "text", "text": value}]}
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
+    if isinstance(value, dict):
+        result["structuredContent"] = value
+    return result
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def tool(func: F) -> F: ...
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    task_support: TaskSupport = "optional",
+) -> Callable[[F], F]: ...
+def tool(
+    func: F | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    task_support: TaskSupport = "optional",
+) -> F | Callable[[F], F]:
+    """Declare ``func`` as an MCP tool run by Celery workers."""
+
+    def register(func: F) -> F:
+        model, takes_model = _model_for(func)
+        declared = Tool(
+            name=name or func.__name__,
+            description=description or inspect.cleandoc(func.__doc__ or ""),
+            task_support=task_support,
+            model=model,
+            func=func,
+            takes_model=takes_model,
+        )
+        if declared.name in _catalogue and _catalogue[declared.name].func is not func:
+            raise ValueError(f"tool {declared.name!r} is declared twice")
+        _catalogue[declared.name] = declared
+
+        def run(self: Task[Any, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+            return _execute(self, declared, arguments)
+
+        app.task(name=declared.celery_name, bind=True, ignore_result=True)(run)
+        return func
+
+    return register(func) if func is not None else register
+
+
+def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    task_id = getattr(task.request, "mcp_task_id", None)
+    owner = getattr(task.request, "mcp_owner", None) or ""
+    if task_id is None:
+        # Published by something other than the bridge (Flower, a script): just run it.
+        return to_call_tool_result(declared.call(arguments))
+    status = runtime.registry().status(task_id)
+    if status is None or status.terminal:
+        # Cancelled (or expired) while queued: a cancel must not depend on a worker having
+        # heard the revoke broadcast, so the worker checks the registry itself.
+        raise Ignore()
+    token = context._current.set(context.ToolContext(task_id, owner, declared.name))
+    try:
+        return to_call_tool_result(declared.call(arguments))
+    finally:
+        context._current.reset(token)
