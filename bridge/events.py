@@ -123,9 +123,18 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.queue.get_nowait()
 
+    async def close_owner(self, owner: str) -> None:
+        """End every open stream of ``owner``, in every bridge process."""
+        with translated():
+            await self.redis.publish(self.keys.channel(), json.dumps({"close": owner}))
+
     def _dispatch(self, raw: str) -> None:
         try:
             payload = json.loads(raw)
+            if "close" in payload:
+                for sub in list(self._subs.get(str(payload["close"]), ())):
+                    self._drop(sub)
+                return
             task = TaskRecord.from_event(payload["task"])
             event = Event(str(payload["id"]), str(payload["owner"]), task)
         except (ValueError, KeyError, TypeError):

@@ -6,6 +6,8 @@
 | ``{p}:task:{task_id}``       | hash    | none while running; the task's ``ttl`` once final  |
 | ``{p}:owner:{owner}:tasks``  | zset    | 2 x ``task_ttl_max_ms`` after the last create;     |
 |                              |         | entries of expired tasks are dropped on list       |
+| ``{p}:call:{owner}:{rid}``   | string  | the task id behind a running plain call (request   |
+|                              |         | id ``rid`` as JSON); deleted when the call ends    |
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
 | ``{p}:channel``              | pub/sub | every event, to every bridge process               |
@@ -30,6 +32,9 @@ class Keys:
 
     def owner_tasks(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:tasks"
+
+    def call(self, owner: str, request_id: str) -> str:
+        return f"{self.prefix}:call:{owner}:{request_id}"
 
     def seq(self) -> str:
         return f"{self.prefix}:seq"

@@ -11,6 +11,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,7 +96,19 @@ def _tool_error(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
-Handler = Callable[[Session, dict[str, Any]], Awaitable[dict[str, Any]]]
+@dataclass(frozen=True)
+class Call:
+    """Who is asking, in which request."""
+
+    session: Session
+    request_id: str | int
+
+    @property
+    def owner(self) -> str:
+        return self.session.owner
+
+
+Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class LegacyProtocol:
@@ -166,11 +179,11 @@ class LegacyProtocol:
         # Tasks exist from 2025-11-25 on; older sessions call every tool plainly.
         return session.protocol_version >= "2025-11-25"
 
-    async def ping(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    async def ping(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     # -- tools -----------------------------------------------------------------------------
-    async def tools_list(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         cursor = params.get("cursor")
         start = _decode_cursor("o", cursor) if cursor is not None else 0
         size = self.settings.page_size
@@ -181,7 +194,7 @@ class LegacyProtocol:
             entry: dict[str, Any] = {"name": name, "inputSchema": declared.input_schema}
             if declared.description:
                 entry["description"] = declared.description
-            if self.tasks_enabled(session):
+            if self.tasks_enabled(call.session):
                 entry["execution"] = {"taskSupport": declared.task_support}
             tools.append(entry)
         result: dict[str, Any] = {"tools": tools}
@@ -189,19 +202,19 @@ class LegacyProtocol:
             result["nextCursor"] = _encode_cursor("o", start + size)
         return result
 
-    async def tools_call(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         name = _string(params, "name")
         declared = self.tools.get(name)
         if declared is None:
             raise InvalidParams(f"Unknown tool: {name}")
         arguments = _object(params.get("arguments"), "arguments")
         task_param = params.get("task")
-        as_task = task_param is not None and self.tasks_enabled(session)
+        as_task = task_param is not None and self.tasks_enabled(call.session)
         task_options = _object(task_param, "task") if as_task else {}
         if as_task:
             if declared.task_support == "forbidden":
                 raise MethodNotFound(f"Tool {name} does not support task-augmented execution")
-        elif declared.task_support == "required" and self.tasks_enabled(session):
+        elif declared.task_support == "required" and self.tasks_enabled(call.session):
             raise MethodNotFound(f"Tool {name} requires task-augmented execution")
         try:
             declared.validate(arguments)
@@ -210,11 +223,11 @@ class LegacyProtocol:
             if as_task:
                 # A task-augmented caller expects a CreateTaskResult: the task exists, has
                 # already failed, and its result says why. Nothing is queued.
-                return await self._failed_task(session, declared, invalid, task_options)
+                return await self._failed_task(call, declared, invalid, task_options)
             return invalid
         if as_task:
-            return await self._start_task(session, declared, arguments, task_options)
-        return await self._call_plain(session, declared, arguments)
+            return await self._start_task(call, declared, arguments, task_options)
+        return await self._call_plain(call, declared, arguments)
 
     def _ttl(self, task_param: dict[str, Any]) -> int:
         ttl = task_param.get("ttl")
@@ -226,7 +239,7 @@ class LegacyProtocol:
 
     async def _publish(
         self,
-        session: Session,
+        call: Call,
         declared: Tool,
         arguments: dict[str, Any],
         *,
@@ -237,14 +250,14 @@ class LegacyProtocol:
         celery_id = str(uuid.uuid4())
         record = await self.registry.create(
             task_id=task_id,
-            owner=session.owner,
+            owner=call.owner,
             tool=declared.name,
             celery_id=celery_id,
             ttl_ms=ttl,
             hidden=hidden,
             message="queued",
         )
-        headers = {"mcp_task_id": task_id, "mcp_owner": session.owner, "mcp_tool": declared.name}
+        headers = {"mcp_task_id": task_id, "mcp_owner": call.owner, "mcp_tool": declared.name}
         try:
             await self.dispatcher.publish(declared.celery_name, celery_id, arguments, headers)
         except BridgeError as exc:
@@ -256,26 +269,26 @@ class LegacyProtocol:
 
     async def _start_task(
         self,
-        session: Session,
+        call: Call,
         declared: Tool,
         arguments: dict[str, Any],
         task_param: dict[str, Any],
     ) -> dict[str, Any]:
         record = await self._publish(
-            session, declared, arguments, ttl=self._ttl(task_param), hidden=False
+            call, declared, arguments, ttl=self._ttl(task_param), hidden=False
         )
         return {"task": render_task(record)}
 
     async def _failed_task(
         self,
-        session: Session,
+        call: Call,
         declared: Tool,
         result: dict[str, Any],
         task_param: dict[str, Any],
     ) -> dict[str, Any]:
         record = await self.registry.create(
             task_id=secrets.token_urlsafe(24),
-            owner=session.owner,
+            owner=call.owner,
             tool=declared.name,
             celery_id="",
             ttl_ms=self._ttl(task_param),
@@ -285,42 +298,60 @@ class LegacyProtocol:
         return {"task": render_task(await self.registry.get(record.id) or record)}
 
     async def _call_plain(
-        self, session: Session, declared: Tool, arguments: dict[str, Any]
+        self, call: Call, declared: Tool, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         record = await self._publish(
-            session, declared, arguments, ttl=self.settings.plain_call_ttl_ms, hidden=True
+            call, declared, arguments, ttl=self.settings.plain_call_ttl_ms, hidden=True
         )
+        await self.registry.remember_call(call.owner, call.request_id, record.id)
         try:
             final = await self._wait_terminal(record.id)
         except asyncio.CancelledError:
             # The client went away: nobody can fetch this result, so stop the work.
             await asyncio.shield(self._cancel(record, "the client disconnected"))
             raise
+        finally:
+            await asyncio.shield(self.registry.forget_call(call.owner, call.request_id))
         return self._payload(final)
 
+    async def notification(self, session: Session, method: str, params: dict[str, Any]) -> None:
+        """A client notification. Only ``notifications/cancelled`` does something: it stops
+        a running plain call (tasks are cancelled with ``tasks/cancel``, never this way)."""
+        if method != "notifications/cancelled":
+            return
+        request_id = params.get("requestId")
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return
+        task_id = await self.registry.find_call(session.owner, request_id)
+        record = await self.registry.get(task_id) if task_id else None
+        if record is not None and record.owner == session.owner and not record.status.terminal:
+            reason = params.get("reason")
+            why = f": {reason[:200]}" if isinstance(reason, str) and reason else ""
+            await self._cancel(record, f"cancelled by the client{why}")
+
     # -- tasks -----------------------------------------------------------------------------
-    async def _owned(self, session: Session, params: dict[str, Any]) -> TaskRecord:
+    async def _owned(self, call: Call, params: dict[str, Any]) -> TaskRecord:
         task_id = _string(params, "taskId")
         record = await self.registry.get(task_id) if len(task_id) <= 128 else None
         # Another owner's task is "not found" too, so existence does not leak.
-        if record is None or record.owner != session.owner or record.hidden:
+        if record is None or record.owner != call.owner or record.hidden:
             raise InvalidParams(f"Task not found: {task_id[:128]}")
         return record
 
-    async def tasks_get(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        return render_task(await self._owned(session, params))
+    async def tasks_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return render_task(await self._owned(call, params))
 
-    async def tasks_list(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    async def tasks_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         cursor = params.get("cursor")
         after = _decode_cursor("t", cursor) if cursor is not None else 0
-        page = await self.registry.list_page(session.owner, after, self.settings.page_size)
+        page = await self.registry.list_page(call.owner, after, self.settings.page_size)
         result: dict[str, Any] = {"tasks": [render_task(t) for t in page.tasks]}
         if page.next_after is not None:
             result["nextCursor"] = _encode_cursor("t", page.next_after)
         return result
 
-    async def tasks_cancel(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        record = await self._owned(session, params)
+    async def tasks_cancel(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        record = await self._owned(call, params)
         if record.status.terminal:
             raise _already_terminal(record.status)
         final = await self._cancel(record, "cancelled by the client")
@@ -342,8 +373,8 @@ class LegacyProtocol:
                 )
         return final
 
-    async def tasks_result(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        record = await self._owned(session, params)
+    async def tasks_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        record = await self._owned(call, params)
         return self._payload(await self._wait_terminal(record.id), related=True)
 
     async def _wait_terminal(self, task_id: str) -> TaskRecord:

@@ -215,6 +215,21 @@ class Registry(_Base):
         with translated():
             return _outcome(await self._transition(keys=keys, args=args))
 
+    async def remember_call(self, owner: str, request_id: str | int, task_id: str) -> None:
+        """Map a plain call's JSON-RPC id to its hidden task, for ``notifications/cancelled``."""
+        key = self.keys.call(owner, json.dumps(request_id))
+        with translated():
+            await self.redis.set(key, task_id, px=self.settings.task_ttl_max_ms)
+
+    async def find_call(self, owner: str, request_id: str | int) -> str | None:
+        with translated():
+            found = await self.redis.get(self.keys.call(owner, json.dumps(request_id)))
+        return str(found) if found else None
+
+    async def forget_call(self, owner: str, request_id: str | int) -> None:
+        with translated():
+            await self.redis.delete(self.keys.call(owner, json.dumps(request_id)))
+
     async def list_page(self, owner: str, after: int, size: int) -> Page:
         with translated():
             raw = await self._list(

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
@@ -28,7 +28,13 @@ from bridge.errors import (
     MethodNotFound,
 )
 from bridge.events import EventHub, valid_event_id
-from bridge.protocol import SUPPORTED_VERSIONS, LegacyProtocol, status_notification
+from bridge.protocol import (
+    SUPPORTED_VERSIONS,
+    Call,
+    Handler,
+    LegacyProtocol,
+    status_notification,
+)
 from bridge.sessions import Session
 from bridge.settings import Settings
 
@@ -153,11 +159,13 @@ class Transport:
         if not isinstance(method, str):
             raise HttpError(400, "Invalid Request: method must be a string", INVALID_REQUEST)
 
+        params = message.get("params")
         if not has_id:
-            await self._session(request)  # notifications need a live session too
+            session = await self._session(request)  # notifications need a live session too
+            if isinstance(params, dict) or params is None:
+                await self.protocol.notification(session, method, params or {})
             return Response(status_code=202)
 
-        params = message.get("params")
         try:
             if params is not None and not isinstance(params, dict):
                 raise InvalidParams("params must be an object")
@@ -171,6 +179,7 @@ class Transport:
             return JSONResponse(_error_response(exc, msg_id))
 
         session = await self._session(request)
+        call = Call(session, cast(str | int, msg_id))
         handler = self.protocol.handlers.get(method)
         if handler is None:
             return JSONResponse(
@@ -178,23 +187,23 @@ class Transport:
             )
         if sse_ok and self.protocol.is_slow(session, method, params or {}):
             return EventSourceResponse(
-                self._answer_as_sse(handler, session, params or {}, msg_id),
+                self._answer_as_sse(handler, call, params or {}),
                 ping=self.settings.sse_ping_s,
                 headers=_SSE_HEADERS,
             )
         try:
-            result = await handler(session, params or {})
+            result = await handler(call, params or {})
             return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
         except Exception as exc:
             return JSONResponse(_error_response(exc, msg_id))
 
     async def _answer_as_sse(
-        self, handler: Any, session: Session, params: dict[str, Any], msg_id: Any
+        self, handler: Handler, call: Call, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         try:
-            reply = {"jsonrpc": "2.0", "id": msg_id, "result": await handler(session, params)}
+            reply = {"jsonrpc": "2.0", "id": call.request_id, "result": await handler(call, params)}
         except Exception as exc:
-            reply = _error_response(exc, msg_id)
+            reply = _error_response(exc, call.request_id)
         yield {"event": "message", "data": json.dumps(reply)}
 
     # -- GET -------------------------------------------------------------------------------
@@ -230,4 +239,6 @@ class Transport:
     async def delete(self, request: Request) -> Response:
         session = await self._session(request)
         await self.protocol.sessions.delete(session.id)
+        # End the session's GET streams, in whichever bridge process holds them.
+        await self.hub.close_owner(session.owner)
         return Response(status_code=200)

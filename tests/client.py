@@ -33,6 +33,7 @@ class RawClient:
         self.session_id: str | None = None
         self.version = "2025-11-25"
         self._ids = itertools.count(1)
+        self.last_request_id = 0
 
     def headers(self, **extra: str) -> dict[str, str]:
         h = {"Accept": ACCEPT, "Content-Type": "application/json"}
@@ -72,6 +73,7 @@ class RawClient:
     async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """The whole JSON-RPC response message, schema-checked."""
         request_id = next(self._ids)
+        self.last_request_id = request_id
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             body["params"] = params

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import anyio
 import pytest
+import redis
 
 from tests.client import RpcError, connect
 
@@ -110,3 +114,31 @@ async def test_older_protocol_calls_required_tools_plainly(bridge: str) -> None:
             "tools/call", {"name": "sleep", "arguments": {"seconds": 0.1, "steps": 1}, "task": {}}
         )
         assert result["content"][0]["text"].startswith("slept")
+
+
+async def test_notifications_cancelled_stops_a_plain_call(
+    bridge: str, redis_client: redis.Redis, env: dict[str, str]
+) -> None:
+    async with connect(bridge, version="2025-06-18") as client:
+        outcome: dict[str, Any] = {}
+
+        async def plain_call() -> None:
+            with pytest.raises(RpcError) as err:
+                await client.call(
+                    "tools/call", {"name": "sleep", "arguments": {"seconds": 30, "steps": 300}}
+                )
+            outcome["error"] = err.value
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(plain_call)
+            request_id = 1 + client.last_request_id  # the id the call is about to use
+            # The bridge maps the request id to the call's hidden task before publishing it.
+            key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:call:session:{client.session_id}:{request_id}"
+            with anyio.fail_after(10):
+                while not redis_client.exists(key):
+                    await anyio.sleep(0.02)
+            await client.notify(
+                "notifications/cancelled", {"requestId": request_id, "reason": "changed my mind"}
+            )
+        assert outcome["error"].data["status"] == "cancelled"
+        assert "changed my mind" in outcome["error"].message
