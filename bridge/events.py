@@ -30,11 +30,15 @@ from bridge.store import translated
 
 log = logging.getLogger(__name__)
 
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
 
 
 def valid_event_id(value: str) -> bool:
-    return bool(_EVENT_ID.match(value))
+    """A Redis Stream entry id (``ms-seq``, each an unsigned 64-bit integer)."""
+    if not _EVENT_ID.match(value):
+        return False
+    ms, _, seq = value.partition("-")
+    return int(ms) < 2**64 and int(seq) < 2**64
 
 
 def _order(event_id: str) -> tuple[int, int]:

@@ -8,11 +8,17 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-def _split(hostport: str) -> tuple[str, str]:
+def _split(hostport: str) -> tuple[str, str] | None:
+    """(host, port) of ``host[:port]``, or None when it is not of that form."""
     if hostport.startswith("["):
-        host, _, rest = hostport.partition("]")
-        return host + "]", rest.removeprefix(":")
-    host, _, port = hostport.partition(":")
+        host, bracket, rest = hostport.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        host, port = host + "]", rest[1:]
+    else:
+        host, _, port = hostport.partition(":")
+    if not host or ":" in port or (port and not port.isdigit() and port != "*"):
+        return None
     return host, port
 
 
@@ -29,8 +35,10 @@ def matches(value: str, patterns: list[str]) -> bool:
             v_scheme, _, rest_v = value.partition("://")
             if v_scheme != scheme:
                 continue
-        p_host, p_port = _split(rest_p)
-        v_host, v_port = _split(rest_v)
+        pattern_parts, value_parts = _split(rest_p), _split(rest_v)
+        if pattern_parts is None or value_parts is None or value_parts[1] == "*":
+            continue
+        (p_host, p_port), (v_host, v_port) = pattern_parts, value_parts
         if p_host == v_host and (p_port == "*" or p_port == v_port):
             return True
     return False
@@ -57,9 +65,7 @@ class HostOriginGuard:
 
 
 async def _forbid(send: Send, message: str) -> None:
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
-    ).encode()
+    body = json.dumps({"jsonrpc": "2.0", "error": {"code": -32600, "message": message}}).encode()
     await send(
         {
             "type": "http.response.start",

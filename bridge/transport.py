@@ -50,7 +50,11 @@ def _error_body(code: int, message: str, data: Any = None, id: Any = None) -> di
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return {"jsonrpc": "2.0", "id": id, "error": error}
+    body: dict[str, Any] = {"jsonrpc": "2.0", "error": error}
+    if id is not None:
+        # The schema types the id as string | integer, optional: leave it out when unknown.
+        body["id"] = id
+    return body
 
 
 def _http_error(exc: HttpError) -> Response:
@@ -166,19 +170,19 @@ class Transport:
                 await self.protocol.notification(session, method, params or {})
             return Response(status_code=202)
 
-        try:
-            if params is not None and not isinstance(params, dict):
-                raise InvalidParams("params must be an object")
-            if method == "initialize":
+        if method == "initialize":
+            try:
                 session, result = await self.protocol.initialize(params)
-                return JSONResponse(
-                    {"jsonrpc": "2.0", "id": msg_id, "result": result},
-                    headers={"Mcp-Session-Id": session.id},
-                )
-        except BridgeError as exc:
-            return JSONResponse(_error_response(exc, msg_id))
+            except BridgeError as exc:
+                return JSONResponse(_error_response(exc, msg_id))
+            return JSONResponse(
+                {"jsonrpc": "2.0", "id": msg_id, "result": result},
+                headers={"Mcp-Session-Id": session.id},
+            )
 
         session = await self._session(request)
+        if params is not None and not isinstance(params, dict):
+            return JSONResponse(_error_response(InvalidParams("params must be an object"), msg_id))
         call = Call(session, cast(str | int, msg_id))
         handler = self.protocol.handlers.get(method)
         if handler is None:

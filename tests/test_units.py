@@ -1,0 +1,340 @@
+"""Fast unit tests of pure helpers: no Redis, no worker, no bridge process."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from bridge.errors import InvalidParams
+from bridge.events import valid_event_id
+from bridge.guard import matches
+from bridge.protocol import _decode_cursor, _encode_cursor, iso
+from bridge.settings import Settings
+from tests.schema import check
+from workers.tools import catalogue, to_call_tool_result, tool
+
+DEFAULT_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+DEFAULT_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+# -- bridge.guard.matches ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "localhost:8000",
+        "localhost",
+        "LOCALHOST:8000",
+        "127.0.0.1:1",
+        "127.0.0.1",
+        "[::1]:8000",
+        "[::1]",
+    ],
+)
+def test_matches_allowed_hosts(value: str) -> None:
+    assert matches(value, DEFAULT_HOSTS)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "evil.example",
+        "evil.example:8000",
+        "127.0.0.1.evil.example:8000",
+        "localhost.evil.example",
+        "127.0.0.2:8000",
+        "[::2]:8000",
+        "",
+    ],
+)
+def test_matches_refuses_other_hosts(value: str) -> None:
+    assert not matches(value, DEFAULT_HOSTS)
+
+
+def test_matches_exact_port() -> None:
+    assert matches("localhost:8000", ["localhost:8000"])
+    assert not matches("localhost:8001", ["localhost:8000"])
+    assert not matches("localhost", ["localhost:8000"])
+    assert matches("[::1]:8000", ["[::1]:8000"])
+    assert not matches("[::1]:8001", ["[::1]:8000"])
+
+
+def test_matches_lone_star_matches_anything() -> None:
+    assert matches("anything.example:1234", ["*"])
+    assert matches("http://evil.example", ["*"])
+    assert not matches("anything.example", [])
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://localhost:1234", "http://localhost", "HTTP://LocalHost:1", "http://[::1]:3000"],
+)
+def test_matches_allowed_origins(value: str) -> None:
+    assert matches(value, DEFAULT_ORIGINS)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://evil.example",
+        "https://localhost:1234",  # another scheme
+        "localhost:1234",  # no scheme at all
+        "http://localhost.evil.example:1234",
+        "null",
+        "http://[::2]:3000",
+    ],
+)
+def test_matches_refuses_other_origins(value: str) -> None:
+    assert not matches(value, DEFAULT_ORIGINS)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "[::1]evil.example",  # text after "]" that is not ":port"
+        "[::1].evil.example:80",
+        "[::1",  # unterminated IPv6 literal
+        "localhost:80:90",  # two ports
+        "localhost:abc",  # not a port
+    ],
+)
+def test_matches_refuses_malformed_values(value: str) -> None:
+    # "*" as the port means any port, not any text after the host.
+    assert not matches(value, DEFAULT_HOSTS)
+
+
+# -- cursors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["t", "o"])
+@pytest.mark.parametrize("value", [0, 1, 49, 10**12])
+def test_cursor_round_trip(kind: str, value: int) -> None:
+    cursor = _encode_cursor(kind, value)
+    assert isinstance(cursor, str)
+    assert "=" not in cursor
+    assert _decode_cursor(kind, cursor) == value
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "!!!!",
+        "not a cursor",
+        "x" * 65,
+        _b64(b"t:-1"),
+        _b64(b"t:"),
+        _b64(b"t:abc"),
+        _b64(b"t: 1"),
+        _b64(b"t:1.5"),
+        _b64(b"t1"),
+        _b64(b"\xff\xfe:1"),
+        _b64(b"o:5"),  # another kind of cursor
+        _encode_cursor("o", 5),
+    ],
+)
+def test_cursor_garbage_is_invalid_params(cursor: str) -> None:
+    with pytest.raises(InvalidParams):
+        _decode_cursor("t", cursor)
+
+
+@pytest.mark.parametrize("cursor", [None, 5, 1.5, ["dDox"], {"c": 1}, True])
+def test_cursor_not_a_string_is_invalid_params(cursor: Any) -> None:
+    with pytest.raises(InvalidParams):
+        _decode_cursor("t", cursor)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ALLOWED_HOSTS", "ALLOWED_ORIGINS", "TOOL_MODULES", "MAX_BODY_BYTES"):
+        monkeypatch.delenv(f"MCP_BRIDGE_{name}", raising=False)
+    settings = Settings()
+    assert settings.allowed_hosts == DEFAULT_HOSTS
+    assert settings.allowed_origins == DEFAULT_ORIGINS
+    assert settings.max_body_bytes == 4 * 1024 * 1024
+
+
+def test_settings_comma_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_BRIDGE_ALLOWED_HOSTS", " a.example:* , b.example:8000,,[::1]:* ")
+    monkeypatch.setenv("MCP_BRIDGE_ALLOWED_ORIGINS", "https://app.example,http://localhost:*")
+    monkeypatch.setenv("MCP_BRIDGE_TOOL_MODULES", "workers.examples,tests.tools")
+    settings = Settings()
+    assert settings.allowed_hosts == ["a.example:*", "b.example:8000", "[::1]:*"]
+    assert settings.allowed_origins == ["https://app.example", "http://localhost:*"]
+    assert settings.tool_modules == ["workers.examples", "tests.tools"]
+
+
+def test_settings_single_item_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_BRIDGE_ALLOWED_HOSTS", "*")
+    assert Settings().allowed_hosts == ["*"]
+
+
+def test_settings_reject_default_ttl_above_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_BRIDGE_TASK_TTL_DEFAULT_MS", "20000")
+    monkeypatch.setenv("MCP_BRIDGE_TASK_TTL_MAX_MS", "10000")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("MCP_BRIDGE_TASK_TTL_MAX_MS", "20000")
+    settings = Settings()
+    assert settings.task_ttl_default_ms == settings.task_ttl_max_ms == 20000
+
+
+def test_settings_reject_non_positive_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_BRIDGE_MAX_BODY_BYTES", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+# -- to_call_tool_result ----------------------------------------------------------------------
+
+
+class Args(BaseModel):
+    a: int
+    b: int = 1
+
+
+class Point(BaseModel):
+    x: int
+    when: datetime
+
+
+def test_result_of_a_string() -> None:
+    result = to_call_tool_result("héllo")
+    assert result == {"content": [{"type": "text", "text": "héllo"}]}
+    check("CallToolResult", result)
+
+
+def test_result_of_a_dict_has_structured_content() -> None:
+    result = to_call_tool_result({"n": 3, "name": "é"})
+    assert result["structuredContent"] == {"n": 3, "name": "é"}
+    assert result["content"] == [{"type": "text", "text": '{"n": 3, "name": "é"}'}]
+    check("CallToolResult", result)
+
+
+def test_result_of_none_is_empty_content() -> None:
+    result = to_call_tool_result(None)
+    assert result == {"content": []}
+    check("CallToolResult", result)
+
+
+def test_result_of_a_pydantic_model() -> None:
+    point = Point(x=2, when=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+    result = to_call_tool_result(point)
+    assert result["structuredContent"] == {"x": 2, "when": "2025-01-02T03:04:05Z"}
+    assert result["content"][0]["type"] == "text"
+    assert '"x": 2' in result["content"][0]["text"]
+    check("CallToolResult", result)
+
+
+@pytest.mark.parametrize(("value", "text"), [(3, "3"), ([1, "a"], '[1, "a"]'), (True, "true")])
+def test_result_of_other_values_is_json_text(value: Any, text: str) -> None:
+    result = to_call_tool_result(value)
+    assert result == {"content": [{"type": "text", "text": text}]}
+    check("CallToolResult", result)
+
+
+# -- the @tool decorator ----------------------------------------------------------------------
+
+
+def test_tool_input_schema_with_defaults() -> None:
+    name = f"unit_probe_{uuid.uuid4().hex[:8]}"
+
+    @tool(name=name, task_support="required")
+    def probe(count: int, label: str = "x", ratio: float | None = None) -> str:
+        """A probe.
+
+        With details."""
+        return label * count
+
+    declared = catalogue()[name]
+    schema = declared.input_schema
+    assert schema["type"] == "object"
+    assert schema["required"] == ["count"]
+    assert set(schema["properties"]) == {"count", "label", "ratio"}
+    assert schema["properties"]["count"]["type"] == "integer"
+    assert schema["properties"]["label"] == {"default": "x", "title": "Label", "type": "string"}
+    assert schema["additionalProperties"] is False
+    assert "title" not in schema
+    check("Tool", {"name": name, "inputSchema": schema})
+    assert declared.task_support == "required"
+    assert declared.description == "A probe.\n\nWith details."
+    assert declared.celery_name == f"mcp.{name}"
+    assert declared.call({"count": 2}) == "xx"
+    with pytest.raises(ValidationError):
+        declared.validate({"label": "y"})
+    with pytest.raises(ValidationError):
+        declared.validate({"count": 1, "extra": 1})
+
+
+def test_tool_without_parameters_has_an_object_schema() -> None:
+    name = f"unit_noargs_{uuid.uuid4().hex[:8]}"
+
+    @tool(name=name)
+    def noargs() -> None:
+        return None
+
+    schema = catalogue()[name].input_schema
+    assert schema["type"] == "object"
+    assert schema["properties"] == {}
+    assert "required" not in schema or schema["required"] == []
+    assert catalogue()[name].task_support == "optional"
+    check("Tool", {"name": name, "inputSchema": schema})
+
+
+def test_tool_with_a_model_parameter_uses_the_model() -> None:
+    name = f"unit_model_{uuid.uuid4().hex[:8]}"
+
+    @tool(name=name)
+    def add(args: Args) -> int:
+        return args.a + args.b
+
+    declared = catalogue()[name]
+    assert declared.takes_model
+    assert declared.input_schema["required"] == ["a"]
+    assert declared.call({"a": 2}) == 3
+
+
+# -- iso and event ids ------------------------------------------------------------------------
+
+_ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.mark.parametrize(
+    ("ms", "expected"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1_234, "1970-01-01T00:00:01.234Z"),
+        (1_700_000_000_005, "2023-11-14T22:13:20.005Z"),
+        (1_700_000_000_999, "2023-11-14T22:13:20.999Z"),
+    ],
+)
+def test_iso_is_utc_with_milliseconds(ms: int, expected: str) -> None:
+    text = iso(ms)
+    assert text == expected
+    assert _ISO_MS.match(text)
+    assert text.endswith("Z")
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert parsed.tzinfo is not None
+    assert round(parsed.timestamp() * 1000) == ms
+
+
+@pytest.mark.parametrize("value", ["0-0", "1700000000000-0", "1-18446744073709551615"])
+def test_valid_event_ids(value: str) -> None:
+    assert valid_event_id(value)
+
+
+@pytest.mark.parametrize("value", ["", "abc", "1", "1-", "-1", "1-2-3", "1-a", " 1-2", "1-2 "])
+def test_invalid_event_ids(value: str) -> None:
+    assert not valid_event_id(value)
