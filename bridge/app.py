@@ -16,11 +16,13 @@ from starlette.routing import Route
 from bridge.dispatch import Dispatcher
 from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
-from bridge.protocol import LegacyProtocol
+from bridge.legacy import LegacyProtocol
+from bridge.modern import ModernProtocol
 from bridge.registry import Registry
 from bridge.sessions import Sessions
 from bridge.settings import Settings
 from bridge.store import async_client
+from bridge.tasks import Tasks
 from bridge.transport import Transport
 from workers.tools import Tool, catalogue
 
@@ -41,15 +43,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         dispatcher = Dispatcher(settings)
         hub = EventHub(settings, client)
         hub.start()
-        protocol = LegacyProtocol(
-            settings,
-            Sessions(settings, client),
-            Registry(settings, client),
-            dispatcher,
-            hub,
-            tools,
-        )
-        app.state.transport = Transport(settings, protocol, hub)
+        tasks = Tasks(settings, Registry(settings, client), dispatcher, hub, tools)
+        legacy = LegacyProtocol(Sessions(settings, client), tasks)
+        app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub)
         try:
             yield
         finally:

@@ -6,9 +6,13 @@
     │   ├── InvalidRequest       -32600
     │   ├── MethodNotFound       -32601
     │   ├── InvalidParams        -32602
-    │   └── InternalError        -32603
-    │       ├── StoreUnavailable            Redis could not be reached or failed
-    │       └── DispatchError               the Celery broker refused the message
+    │   │   └── InvalidMeta                 a modern request without its required ``_meta``
+    │   ├── InternalError        -32603
+    │   │   ├── StoreUnavailable            Redis could not be reached or failed
+    │   │   └── DispatchError               the Celery broker refused the message
+    │   ├── HeaderMismatch       -32020     (2026-07-28) headers do not match the body
+    │   ├── MissingCapability    -32021     (2026-07-28) the client must declare a capability
+    │   └── UnsupportedVersion   -32022     (2026-07-28) unknown protocol version
     └── HttpError(status, message)          a transport-level refusal (400, 403, 404, ...)
 
 Redis and Celery exceptions are translated where they are raised (``bridge.store``,
@@ -24,6 +28,9 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+HEADER_MISMATCH = -32020
+MISSING_CAPABILITY = -32021
+UNSUPPORTED_VERSION = -32022
 
 
 class BridgeError(Exception):
@@ -32,6 +39,9 @@ class BridgeError(Exception):
 
 class McpError(BridgeError):
     code = INTERNAL_ERROR
+    #: The HTTP status of a stateless (2026-07-28) answer carrying this error; legacy
+    #: sessions answer every JSON-RPC error with 200.
+    http_status = 200
 
     def __init__(self, message: str, data: Any = None, *, code: int | None = None) -> None:
         super().__init__(message)
@@ -57,10 +67,30 @@ class InvalidRequest(McpError):
 
 class MethodNotFound(McpError):
     code = METHOD_NOT_FOUND
+    http_status = 404
 
 
 class InvalidParams(McpError):
     code = INVALID_PARAMS
+
+
+class InvalidMeta(InvalidParams):
+    http_status = 400
+
+
+class HeaderMismatch(McpError):
+    code = HEADER_MISMATCH
+    http_status = 400
+
+
+class MissingCapability(McpError):
+    code = MISSING_CAPABILITY
+    http_status = 400
+
+
+class UnsupportedVersion(McpError):
+    code = UNSUPPORTED_VERSION
+    http_status = 400
 
 
 class InternalError(McpError):

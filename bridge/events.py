@@ -55,9 +55,13 @@ class Event:
 
 @dataclass(eq=False)
 class Subscription:
+    """Events of one owner (a legacy session's GET stream), or of some tasks (a stateless
+    ``subscriptions/listen`` stream, where ``owner`` is "")."""
+
     owner: str
     queue: asyncio.Queue[Event | None]
     dropped: bool = field(default=False)
+    task_ids: frozenset[str] = frozenset()
 
     async def get(self) -> Event | None:
         """The next event, or None when the stream must end (dropped, or hub stopped)."""
@@ -70,6 +74,7 @@ class EventHub:
         self.keys = Keys(settings.key_prefix)
         self.redis = client
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._task_subs: dict[str, set[Subscription]] = defaultdict(set)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -110,7 +115,7 @@ class EventHub:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _end_all(self) -> None:
-        for subs in list(self._subs.values()):
+        for subs in [*self._subs.values(), *self._task_subs.values()]:
             for sub in list(subs):
                 self._drop(sub)
         for waiters in self._waiters.values():
@@ -120,6 +125,8 @@ class EventHub:
     def _drop(self, sub: Subscription) -> None:
         sub.dropped = True
         self._subs.get(sub.owner, set()).discard(sub)
+        for task_id in sub.task_ids:
+            self._task_subs.get(task_id, set()).discard(sub)
         while True:
             try:
                 sub.queue.put_nowait(None)
@@ -146,9 +153,9 @@ class EventHub:
             return
         for waiter in self._waiters.get(task.id, ()):
             waiter.set()
-        if not event.id:
-            return  # a hidden task: waiters only
-        for sub in list(self._subs.get(event.owner, ())):
+        task_subs = list(self._task_subs.get(task.id, ()))
+        owner_subs = list(self._subs.get(event.owner, ())) if event.id else []
+        for sub in task_subs + owner_subs:
             try:
                 sub.queue.put_nowait(event)
             except asyncio.QueueFull:
@@ -168,6 +175,21 @@ class EventHub:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[owner]
+
+    @contextlib.asynccontextmanager
+    async def subscribe_tasks(self, task_ids: frozenset[str]) -> AsyncIterator[Subscription]:
+        sub = Subscription("", asyncio.Queue(self.settings.subscriber_queue_size), False, task_ids)
+        for task_id in task_ids:
+            self._task_subs[task_id].add(sub)
+        try:
+            yield sub
+        finally:
+            for task_id in task_ids:
+                subs = self._task_subs.get(task_id)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._task_subs[task_id]
 
     async def replay(self, owner: str, after: str) -> list[Event]:
         """Events of ``owner`` after the event id ``after`` (exclusive), oldest first."""
@@ -215,4 +237,7 @@ class EventHub:
                     del self._waiters[task_id]
 
     def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        streams = {
+            sub for subs in [*self._subs.values(), *self._task_subs.values()] for sub in subs
+        }
+        return len(streams)

@@ -2,8 +2,9 @@
 
 A task hash (``bridge.keys.Keys.task``) holds:
 ``id, owner, tool, celery_id, status, message, created, updated`` (ms since the epoch),
-``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which is
-neither listed nor announced), ``seq`` (list position), and once known ``worker``,
+``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which no
+client can fetch), ``listed`` ("1" for a legacy-era task: in its owner's ``tasks/list`` index
+and event stream), ``seq`` (list position), and once known ``worker``,
 ``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error JSON).
 
 Every change goes through one Lua script (``bridge/lua``), so a transition, its TTL and its
@@ -52,6 +53,7 @@ class TaskRecord:
     tool: str = ""
     celery_id: str = ""
     hidden: bool = False
+    listed: bool = False
     worker: str = ""
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -70,6 +72,7 @@ class TaskRecord:
             tool=h.get("tool", ""),
             celery_id=h.get("celery_id", ""),
             hidden=h.get("hidden") == "1",
+            listed=h.get("listed") == "1",
             worker=h.get("worker", ""),
             result=json.loads(h["result"]) if h.get("result") else None,
             error=json.loads(h["error"]) if h.get("error") else None,
@@ -161,6 +164,7 @@ class Registry(_Base):
         celery_id: str,
         ttl_ms: int,
         hidden: bool = False,
+        listed: bool = True,
         message: str = "",
     ) -> TaskRecord:
         with translated():
@@ -177,6 +181,7 @@ class Registry(_Base):
                         "1" if hidden else "0",
                         message,
                         self.settings.task_ttl_max_ms * 2,
+                        "1" if listed and not hidden else "0",
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
@@ -193,6 +198,7 @@ class Registry(_Base):
             tool=tool,
             celery_id=celery_id,
             hidden=hidden,
+            listed=listed and not hidden,
         )
 
     async def get(self, task_id: str) -> TaskRecord | None:

@@ -1,7 +1,13 @@
-"""Streamable HTTP (2025-11-25): one endpoint for POST, GET and DELETE.
+"""Streamable HTTP: one endpoint, two protocol eras.
 
-This module knows HTTP: methods, headers, sessions ids, status codes and SSE framing. It
-hands JSON-RPC requests to the protocol and converts every error to the wire in one place
+A POST whose ``_meta`` carries ``io.modelcontextprotocol/protocolVersion`` (or whose
+``MCP-Protocol-Version`` header names a stateless version) is served statelessly under
+2026-07-28; everything else follows 2025-11-25: ``initialize`` mints a session, later
+requests carry ``Mcp-Session-Id``, GET opens the session's notification stream, DELETE ends
+the session.
+
+This module knows HTTP: methods, headers, session ids, status codes and SSE framing. It
+hands JSON-RPC requests to the protocols and converts every error to the wire in one place
 (``_error_response``), so no traceback or bare 500 reaches a client.
 """
 
@@ -11,7 +17,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
@@ -23,18 +29,15 @@ from bridge.errors import (
     PARSE_ERROR,
     BridgeError,
     HttpError,
+    InvalidMeta,
     InvalidParams,
     McpError,
     MethodNotFound,
 )
 from bridge.events import EventHub, valid_event_id
-from bridge.protocol import (
-    SUPPORTED_VERSIONS,
-    Call,
-    Handler,
-    LegacyProtocol,
-    status_notification,
-)
+from bridge.legacy import LegacyProtocol, status_notification
+from bridge.modern import ModernProtocol, is_modern
+from bridge.protocol import LEGACY_VERSIONS, Call, Handler
 from bridge.sessions import Session
 from bridge.settings import Settings
 
@@ -81,10 +84,21 @@ def _accepts(request: Request) -> tuple[bool, bool]:
     return json_ok, sse_ok
 
 
+def _sse(messages: AsyncIterator[dict[str, Any]], ping_s: float) -> EventSourceResponse:
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        async for message in messages:
+            yield {"event": "message", "data": json.dumps(message)}
+
+    return EventSourceResponse(events(), ping=ping_s, headers=_SSE_HEADERS)
+
+
 class Transport:
-    def __init__(self, settings: Settings, protocol: LegacyProtocol, hub: EventHub) -> None:
+    def __init__(
+        self, settings: Settings, legacy: LegacyProtocol, modern: ModernProtocol, hub: EventHub
+    ) -> None:
         self.settings = settings
-        self.protocol = protocol
+        self.legacy = legacy
+        self.modern = modern
         self.hub = hub
 
     async def __call__(self, request: Request) -> Response:
@@ -109,11 +123,11 @@ class Transport:
         sid = request.headers.get(SESSION_HEADER)
         if not sid:
             raise HttpError(400, "Bad Request: missing Mcp-Session-Id header")
-        session = await self.protocol.sessions.get(sid) if _SESSION_ID.match(sid) else None
+        session = await self.legacy.sessions.get(sid) if _SESSION_ID.match(sid) else None
         if session is None:
             raise HttpError(404, "Session not found")
         version = request.headers.get(VERSION_HEADER)
-        if version is not None and version not in SUPPORTED_VERSIONS:
+        if version is not None and version not in LEGACY_VERSIONS:
             raise HttpError(400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
         if version is not None and version != session.protocol_version:
             raise HttpError(400, "Bad Request: MCP-Protocol-Version differs from the session's")
@@ -154,25 +168,35 @@ class Transport:
         if has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, str | int)):
             raise HttpError(400, "Invalid Request: id must be a string or an integer")
         method = message.get("method")
+        params = message.get("params")
+        modern = is_modern(params, request.headers.get(VERSION_HEADER))
         if method is None:
             if has_id and ("result" in message) != ("error" in message):
+                if modern:
+                    raise HttpError(400, "Invalid Request: clients send no responses in 2026-07-28")
                 # A client's response to a server request: accepted, nothing pending yet.
                 await self._session(request)
                 return Response(status_code=202)
             raise HttpError(400, "Invalid Request: no method", INVALID_REQUEST)
         if not isinstance(method, str):
             raise HttpError(400, "Invalid Request: method must be a string", INVALID_REQUEST)
+        if modern:
+            return await self._post_modern(request, method, msg_id if has_id else None, params)
+        return await self._post_legacy(request, method, has_id, msg_id, params)
 
-        params = message.get("params")
+    async def _post_legacy(
+        self, request: Request, method: str, has_id: bool, msg_id: Any, params: Any
+    ) -> Response:
+        _, sse_ok = _accepts(request)
         if not has_id:
             session = await self._session(request)  # notifications need a live session too
             if isinstance(params, dict) or params is None:
-                await self.protocol.notification(session, method, params or {})
+                await self.legacy.notification(session, method, params or {})
             return Response(status_code=202)
 
         if method == "initialize":
             try:
-                session, result = await self.protocol.initialize(params)
+                session, result = await self.legacy.initialize(params)
             except BridgeError as exc:
                 return JSONResponse(_error_response(exc, msg_id))
             return JSONResponse(
@@ -183,35 +207,65 @@ class Transport:
         session = await self._session(request)
         if params is not None and not isinstance(params, dict):
             return JSONResponse(_error_response(InvalidParams("params must be an object"), msg_id))
-        call = Call(session, cast(str | int, msg_id))
-        handler = self.protocol.handlers.get(method)
+        handler = self.legacy.handlers.get(method)
         if handler is None:
-            return JSONResponse(
-                _error_response(MethodNotFound(f"Method not found: {method}"), msg_id)
-            )
-        if sse_ok and self.protocol.is_slow(session, method, params or {}):
-            return EventSourceResponse(
-                self._answer_as_sse(handler, call, params or {}),
-                ping=self.settings.sse_ping_s,
-                headers=_SSE_HEADERS,
-            )
+            error = MethodNotFound(f"Method not found: {method}")
+            return JSONResponse(_error_response(error, msg_id))
+        call = Call(owner=session.owner, request_id=msg_id, session=session)
+        if sse_ok and self.legacy.is_slow(session, method, params or {}):
+            return _sse(self._answer(handler, call, params or {}), self.settings.sse_ping_s)
         try:
             result = await handler(call, params or {})
             return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
         except Exception as exc:
             return JSONResponse(_error_response(exc, msg_id))
 
-    async def _answer_as_sse(
+    async def _post_modern(
+        self, request: Request, method: str, msg_id: str | int | None, params: Any
+    ) -> Response:
+        if msg_id is None:
+            # This revision defines no client notifications over HTTP (closing a response
+            # stream is the cancellation): accept and ignore.
+            return Response(status_code=202)
+        _, sse_ok = _accepts(request)
+        try:
+            if not isinstance(params, dict):
+                raise InvalidMeta("params with _meta are required")
+            call = self.modern.call(request.headers, method, params, msg_id)
+            if method == "subscriptions/listen":
+                task_ids = await self.modern.listen_filter(call, params)
+                return _sse(self.modern.listen(call, task_ids), self.settings.sse_ping_s)
+            handler = self.modern.handlers[method]
+            if sse_ok and self.modern.is_slow(call, method, params):
+                # Closing this stream cancels the call (the 2026-07-28 rule).
+                return _sse(self._answer(handler, call, params), self.settings.sse_ping_s)
+            result = await handler(call, params)
+            return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
+        except McpError as exc:
+            return JSONResponse(_error_response(exc, msg_id), status_code=exc.http_status)
+        except Exception as exc:
+            return JSONResponse(_error_response(exc, msg_id))
+
+    async def _answer(
         self, handler: Handler, call: Call, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             reply = {"jsonrpc": "2.0", "id": call.request_id, "result": await handler(call, params)}
         except Exception as exc:
             reply = _error_response(exc, call.request_id)
-        yield {"event": "message", "data": json.dumps(reply)}
+        yield reply
 
     # -- GET -------------------------------------------------------------------------------
+    def _no_session(self, request: Request) -> Response | None:
+        # Without a legacy session, GET and DELETE do not exist (the stateless era: 405).
+        if request.headers.get(SESSION_HEADER) is None:
+            return Response(status_code=405, headers={"Allow": "POST"})
+        return None
+
     async def get(self, request: Request) -> Response:
+        refused = self._no_session(request)
+        if refused is not None:
+            return refused
         _, sse_ok = _accepts(request)
         if not sse_ok:
             raise HttpError(406, "Not Acceptable: the GET stream is text/event-stream")
@@ -241,8 +295,11 @@ class Transport:
 
     # -- DELETE ----------------------------------------------------------------------------
     async def delete(self, request: Request) -> Response:
+        refused = self._no_session(request)
+        if refused is not None:
+            return refused
         session = await self._session(request)
-        await self.protocol.sessions.delete(session.id)
+        await self.legacy.sessions.delete(session.id)
         # End the session's GET streams, in whichever bridge process holds them.
         await self.hub.close_owner(session.owner)
         return Response(status_code=200)

@@ -141,7 +141,7 @@ def bridge_server(env: dict[str, str], log_dir: Path, name: str = "bridge") -> I
         if not proc.alive():
             raise AssertionError(proc.output())
         try:
-            return httpx.get(url, timeout=1).status_code in (400, 406)
+            return httpx.get(url, timeout=1).status_code in (400, 405, 406)
         except httpx.TransportError:
             return False
 

@@ -155,9 +155,11 @@ def test_unknown_session_is_404_even_with_bad_params(
     assert_error(http.post(bridge, json=body, headers=headers), 404)
 
 
-def test_missing_session_id_on_get_is_400(http: httpx.Client, bridge: str) -> None:
+def test_get_without_a_session_is_405(http: httpx.Client, bridge: str) -> None:
+    # Dual-era: without a legacy session there is no GET stream (the 2026-07-28 rule).
     response = http.get(bridge, headers={"Accept": "text/event-stream"})
-    assert_error(response, 400)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize(
@@ -185,8 +187,10 @@ def test_deleted_session_is_404(session: Session) -> None:
     assert_error(session.http.get(session.url, headers=get_headers), 404)
 
 
-def test_delete_without_session_id_is_400(http: httpx.Client, bridge: str) -> None:
-    assert_error(http.delete(bridge), 400)
+def test_delete_without_a_session_is_405(http: httpx.Client, bridge: str) -> None:
+    response = http.delete(bridge)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
 
 
 # -- MCP-Protocol-Version --------------------------------------------------------------------

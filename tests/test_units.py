@@ -14,7 +14,9 @@ from pydantic import BaseModel, ValidationError
 from bridge.errors import InvalidParams
 from bridge.events import valid_event_id
 from bridge.guard import matches
-from bridge.protocol import _decode_cursor, _encode_cursor, iso
+from bridge.protocol import decode_cursor as _decode_cursor
+from bridge.protocol import encode_cursor as _encode_cursor
+from bridge.protocol import iso
 from bridge.settings import Settings
 from tests.schema import check
 from workers.tools import catalogue, to_call_tool_result, tool

@@ -27,12 +27,12 @@ if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[5]) end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl'))
 end
-local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'hidden')
+local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed')
 local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
   updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
 local body = cjson.encode(task)
 local event_id = ''
-if r[7] ~= '1' then
+if r[7] == '1' then
   event_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'task', body)
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end

@@ -1,0 +1,229 @@
+"""The 2025-11-25 protocol era (and the older versions it negotiates down to): sessions
+from ``initialize``, task-augmented ``tools/call``, ``tasks/get|list|result|cancel`` and
+``notifications/tasks/status`` on the session's GET stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.errors import InvalidParams, McpError, MethodNotFound
+from bridge.protocol import (
+    INSTRUCTIONS,
+    LEGACY_VERSIONS,
+    SERVER_INFO,
+    Call,
+    Handler,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    obj,
+    string,
+    tool_definition,
+    tool_error,
+)
+from bridge.registry import TaskRecord, TaskStatus
+from bridge.sessions import Session, Sessions
+from bridge.tasks import Tasks
+
+RELATED_TASK = "io.modelcontextprotocol/related-task"
+#: The JSON-RPC error ``tasks/result`` answers for a cancelled task (the spec leaves it open).
+TASK_CANCELLED_CODE = -32603
+
+
+def render_task(record: TaskRecord) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "taskId": record.id,
+        "status": record.status.value,
+        "createdAt": iso(record.created),
+        "lastUpdatedAt": iso(record.updated),
+        "ttl": record.ttl,
+        "pollInterval": record.poll,
+    }
+    if record.message:
+        task["statusMessage"] = record.message
+    return task
+
+
+def status_notification(record: TaskRecord) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": render_task(record)}
+
+
+def tasks_enabled(session: Session) -> bool:
+    # Tasks exist from 2025-11-25 on; older sessions call every tool plainly.
+    return session.protocol_version >= "2025-11-25"
+
+
+def _session(call: Call) -> Session:
+    assert call.session is not None, "legacy handlers run in a session"
+    return call.session
+
+
+class LegacyProtocol:
+    """Methods of a session-bound (2025-11-25 and older) client."""
+
+    def __init__(self, sessions: Sessions, tasks: Tasks) -> None:
+        self.sessions = sessions
+        self.tasks = tasks
+        self.settings = tasks.settings
+        self.handlers: dict[str, Handler] = {
+            "ping": self.ping,
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "tasks/get": self.tasks_get,
+            "tasks/list": self.tasks_list,
+            "tasks/cancel": self.tasks_cancel,
+            "tasks/result": self.tasks_result,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def initialize(self, params: Any) -> tuple[Session, dict[str, Any]]:
+        params = obj(params, "params", required=True)
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            raise InvalidParams("protocolVersion must be a string")
+        capabilities = obj(params.get("capabilities"), "capabilities", required=True)
+        client_info = obj(params.get("clientInfo"), "clientInfo", required=True)
+        if not isinstance(client_info.get("name"), str) or not isinstance(
+            client_info.get("version"), str
+        ):
+            raise InvalidParams("clientInfo needs a name and a version")
+        version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
+        session = await self.sessions.create(version, capabilities, client_info)
+        server_caps: dict[str, Any] = {"tools": {"listChanged": False}}
+        if tasks_enabled(session):
+            server_caps["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        result = {
+            "protocolVersion": version,
+            "capabilities": server_caps,
+            "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS,
+        }
+        return session, result
+
+    def is_slow(self, session: Session, method: str, params: dict[str, Any]) -> bool:
+        """Whether the answer may take long (the transport then streams it as SSE)."""
+        if method == "tasks/result":
+            return True
+        return method == "tools/call" and not (
+            params.get("task") is not None and tasks_enabled(session)
+        )
+
+    async def ping(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async def notification(self, session: Session, method: str, params: dict[str, Any]) -> None:
+        """A client notification. Only ``notifications/cancelled`` does something: it stops
+        a running plain call (tasks are cancelled with ``tasks/cancel``, never this way)."""
+        if method != "notifications/cancelled":
+            return
+        request_id = params.get("requestId")
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return
+        reason = params.get("reason")
+        why = f": {reason[:200]}" if isinstance(reason, str) and reason else ""
+        await self.tasks.cancel_plain_call(
+            session.owner, request_id, f"cancelled by the client{why}"
+        )
+
+    # -- tools -----------------------------------------------------------------------------
+    async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        start = decode_cursor("o", cursor) if cursor is not None else 0
+        size = self.settings.page_size
+        names = self.tasks.tool_names
+        execution = tasks_enabled(_session(call))
+        result: dict[str, Any] = {
+            "tools": [
+                tool_definition(self.tasks.tools[name], with_execution=execution)
+                for name in names[start : start + size]
+            ]
+        }
+        if start + size < len(names):
+            result["nextCursor"] = encode_cursor("o", start + size)
+        return result
+
+    async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        declared = self.tasks.tool(string(params, "name"))
+        arguments = obj(params.get("arguments"), "arguments")
+        task_param = params.get("task")
+        as_task = task_param is not None and tasks_enabled(_session(call))
+        task_options = obj(task_param, "task") if as_task else {}
+        if as_task and declared.task_support == "forbidden":
+            raise MethodNotFound(f"Tool {declared.name} does not support task-augmented execution")
+        if not as_task and declared.task_support == "required" and tasks_enabled(_session(call)):
+            raise MethodNotFound(f"Tool {declared.name} requires task-augmented execution")
+        invalid = self.tasks.invalid_arguments(declared, arguments)
+        if as_task:
+            ttl = self.tasks.ttl(task_options.get("ttl"))
+            if invalid is not None:
+                # A task-augmented caller expects a CreateTaskResult: the task exists, has
+                # already failed, and its result says why. Nothing is queued.
+                record = await self.tasks.failed(
+                    call.owner, declared, invalid, ttl=ttl, listed=True
+                )
+            else:
+                record = await self.tasks.start(
+                    call.owner, declared, arguments, ttl=ttl, listed=True
+                )
+            return {"task": render_task(record)}
+        if invalid is not None:
+            return invalid
+        final = await self.tasks.run_plain(call.owner, declared, arguments, call.request_id)
+        return _payload(final)
+
+    # -- tasks -----------------------------------------------------------------------------
+    async def _owned(self, call: Call, params: dict[str, Any]) -> TaskRecord:
+        task_id = string(params, "taskId")
+        record = await self.tasks.registry.get(task_id) if len(task_id) <= 128 else None
+        # Another owner's task is "not found" too, so existence does not leak. A task with
+        # no owner (made statelessly, without authentication) is reachable by its id.
+        if record is None or record.hidden or record.owner not in (call.owner, ""):
+            raise InvalidParams(f"Task not found: {task_id[:128]}")
+        return record
+
+    async def tasks_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return render_task(await self._owned(call, params))
+
+    async def tasks_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        after = decode_cursor("t", cursor) if cursor is not None else 0
+        page = await self.tasks.registry.list_page(call.owner, after, self.settings.page_size)
+        result: dict[str, Any] = {"tasks": [render_task(t) for t in page.tasks]}
+        if page.next_after is not None:
+            result["nextCursor"] = encode_cursor("t", page.next_after)
+        return result
+
+    async def tasks_cancel(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        record = await self._owned(call, params)
+        if not record.status.terminal:
+            record = await self.tasks.cancel(record, "cancelled by the client")
+            if record.status is TaskStatus.CANCELLED:
+                return render_task(record)
+        # Also when the work finished between our read and the cancel.
+        raise InvalidParams(
+            f"Cannot cancel task: already in terminal status '{record.status.value}'"
+        )
+
+    async def tasks_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        record = await self._owned(call, params)
+        return _payload(await self.tasks.wait_terminal(record.id), related=True)
+
+
+def _payload(record: TaskRecord, *, related: bool = False) -> dict[str, Any]:
+    """What the original ``tools/call`` would have answered: its result or its error."""
+    if record.status is TaskStatus.CANCELLED:
+        raise McpError(
+            f"Task was cancelled and has no result: {record.message}",
+            {"taskId": record.id, "status": "cancelled"},
+            code=TASK_CANCELLED_CODE,
+        )
+    if record.error is not None:
+        raise McpError(
+            str(record.error.get("message", "task failed")),
+            record.error.get("data"),
+            code=int(record.error.get("code", -32603)),
+        )
+    result = dict(record.result or tool_error(record.message or "the task failed"))
+    if related:
+        result["_meta"] = {**result.get("_meta", {}), RELATED_TASK: {"taskId": record.id}}
+    return result

@@ -1,0 +1,330 @@
+"""The 2026-07-28 protocol era: stateless requests carrying their version and capabilities
+in ``_meta``, ``server/discover``, and tasks as the ``io.modelcontextprotocol/tasks``
+extension (server-decided tasks, ``tasks/get|update|cancel``, ``notifications/tasks`` on a
+``subscriptions/listen`` stream)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from bridge.errors import (
+    HeaderMismatch,
+    InvalidMeta,
+    InvalidParams,
+    McpError,
+    MethodNotFound,
+    MissingCapability,
+    UnsupportedVersion,
+)
+from bridge.events import EventHub
+from bridge.protocol import (
+    INSTRUCTIONS,
+    LEGACY_VERSIONS,
+    MODERN_VERSIONS,
+    SERVER_INFO,
+    Call,
+    Handler,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    obj,
+    string,
+    tool_definition,
+    tool_error,
+)
+from bridge.registry import TaskRecord, TaskStatus
+from bridge.tasks import Tasks
+
+EXT_TASKS = "io.modelcontextprotocol/tasks"
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_SERVER = "io.modelcontextprotocol/serverInfo"
+META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"
+#: How long clients may cache ``server/discover`` and ``tools/list``: tools change only when
+#: the bridge is redeployed with other tool modules.
+CACHE_TTL_MS = 300_000
+#: Methods whose ``Mcp-Name`` header mirrors a body field.
+NAME_FIELDS = {
+    "tools/call": "name",
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
+TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+
+
+def is_modern(params: Any, version_header: str | None) -> bool:
+    """Whether a POSTed message speaks the stateless era (or claims to)."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return (isinstance(meta, dict) and META_VERSION in meta) or version_header in MODERN_VERSIONS
+
+
+def _decode_header(value: str) -> str:
+    if value.startswith("=?base64?") and value.endswith("?=") and len(value) >= 11:
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise HeaderMismatch("Header mismatch: malformed base64 header value") from None
+    return value
+
+
+def check_request(
+    headers: Mapping[str, str], method: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate a stateless request's ``_meta`` and mirrored headers, in the order the
+    spec gives its errors; returns the client capabilities."""
+    meta = params.get("_meta")
+    if not isinstance(meta, dict):
+        raise InvalidMeta("params._meta is required")
+    version = meta.get(META_VERSION)
+    capabilities = meta.get(META_CAPABILITIES)
+    if not isinstance(version, str) or not isinstance(capabilities, dict):
+        raise InvalidMeta(f"params._meta needs {META_VERSION} and {META_CAPABILITIES}")
+    header_version = headers.get("mcp-protocol-version")
+    if header_version is None:
+        raise HeaderMismatch("Header mismatch: missing MCP-Protocol-Version header")
+    if header_version != version:
+        raise HeaderMismatch(
+            f"Header mismatch: MCP-Protocol-Version {header_version!r} differs from "
+            f"_meta version {version!r}"
+        )
+    if version not in MODERN_VERSIONS:
+        raise UnsupportedVersion(
+            "Unsupported protocol version",
+            {"supported": [*MODERN_VERSIONS, *LEGACY_VERSIONS], "requested": version},
+        )
+    header_method = headers.get("mcp-method")
+    if header_method != method:
+        raise HeaderMismatch(
+            "Header mismatch: missing Mcp-Method header"
+            if header_method is None
+            else f"Header mismatch: Mcp-Method {header_method!r} differs from {method!r}"
+        )
+    field = NAME_FIELDS.get(method)
+    if field is not None and isinstance(params.get(field), str):
+        header_name = headers.get("mcp-name")
+        if header_name is None:
+            raise HeaderMismatch("Header mismatch: missing Mcp-Name header")
+        if _decode_header(header_name) != params[field]:
+            raise HeaderMismatch(f"Header mismatch: Mcp-Name differs from params.{field}")
+    return capabilities
+
+
+def _with_meta(result: dict[str, Any], result_type: str = "complete") -> dict[str, Any]:
+    return {**result, "resultType": result_type, "_meta": {META_SERVER: SERVER_INFO}}
+
+
+def render_task(record: TaskRecord) -> dict[str, Any]:
+    """The extension's ``DetailedTask``. The registry keeps the legacy facts: a tool that
+    raised (or returned ``isError``) is ``failed`` there, but ``completed`` in this era,
+    where ``failed`` is only for JSON-RPC errors."""
+    status = record.status
+    if status is TaskStatus.FAILED and record.error is None:
+        status = TaskStatus.COMPLETED
+    task: dict[str, Any] = {
+        "taskId": record.id,
+        "status": status.value,
+        "createdAt": iso(record.created),
+        "lastUpdatedAt": iso(record.updated),
+        "ttlMs": record.ttl,
+        "pollIntervalMs": record.poll,
+    }
+    if record.message:
+        task["statusMessage"] = record.message
+    if status is TaskStatus.COMPLETED:
+        task["result"] = record.result or tool_error(record.message or "the task failed")
+    elif status is TaskStatus.FAILED:
+        task["error"] = record.error
+    elif status is TaskStatus.INPUT_REQUIRED:
+        task["inputRequests"] = {}
+    return task
+
+
+class ModernProtocol:
+    def __init__(self, tasks: Tasks, hub: EventHub) -> None:
+        self.tasks = tasks
+        self.hub = hub
+        self.settings = tasks.settings
+        self.handlers: dict[str, Handler] = {
+            "server/discover": self.discover,
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "tasks/get": self.tasks_get,
+            "tasks/update": self.tasks_update,
+            "tasks/cancel": self.tasks_cancel,
+        }
+
+    def call(
+        self, headers: Mapping[str, str], method: str, params: dict[str, Any], request_id: Any
+    ) -> Call:
+        """Check a request before anything runs; raises the error to answer."""
+        capabilities = check_request(headers, method, params)
+        if method not in self.handlers and method != "subscriptions/listen":
+            raise MethodNotFound(f"Method not found: {method}")
+        call = Call(owner="", request_id=request_id, client_capabilities=capabilities)
+        if method in TASK_METHODS and not self.declares_tasks(call):
+            raise _missing_tasks()
+        return call
+
+    @staticmethod
+    def declares_tasks(call: Call) -> bool:
+        extensions = call.client_capabilities.get("extensions")
+        return isinstance(extensions, dict) and isinstance(extensions.get(EXT_TASKS), dict)
+
+    def is_slow(self, call: Call, method: str, params: dict[str, Any]) -> bool:
+        """A ``tools/call`` that runs to its end within the request (streamed as SSE, whose
+        closing cancels the call)."""
+        if method != "tools/call":
+            return False
+        declared = self.tasks.tools.get(str(params.get("name")))
+        return (
+            declared is None
+            or declared.task_support == "forbidden"
+            or not (self.declares_tasks(call))
+        )
+
+    async def discover(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return _with_meta(
+            {
+                "supportedVersions": [*MODERN_VERSIONS, *LEGACY_VERSIONS],
+                "capabilities": {"tools": {"listChanged": False}, "extensions": {EXT_TASKS: {}}},
+                "instructions": INSTRUCTIONS,
+                "ttlMs": CACHE_TTL_MS,
+                "cacheScope": "public",
+            }
+        )
+
+    async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        start = decode_cursor("o", cursor) if cursor is not None else 0
+        size = self.settings.page_size
+        names = self.tasks.tool_names
+        result: dict[str, Any] = {
+            "tools": [
+                tool_definition(self.tasks.tools[name], with_execution=False)
+                for name in names[start : start + size]
+            ],
+            "ttlMs": CACHE_TTL_MS,
+            "cacheScope": "public",
+        }
+        if start + size < len(names):
+            result["nextCursor"] = encode_cursor("o", start + size)
+        return _with_meta(result)
+
+    async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        declared = self.tasks.tool(string(params, "name"))
+        arguments = obj(params.get("arguments"), "arguments")
+        as_task = declared.task_support != "forbidden" and self.declares_tasks(call)
+        if declared.task_support == "required" and not as_task:
+            raise _missing_tasks()
+        invalid = self.tasks.invalid_arguments(declared, arguments)
+        if invalid is not None:
+            return _with_meta(invalid)
+        if as_task:
+            record = await self.tasks.start(
+                call.owner, declared, arguments, ttl=self.tasks.ttl(None), listed=False
+            )
+            created = {k: v for k, v in render_task(record).items() if k != "result"}
+            return _with_meta(created, "task")
+        final = await self.tasks.run_plain(call.owner, declared, arguments)
+        if final.error is not None:
+            raise McpError(
+                str(final.error.get("message", "the call failed")),
+                final.error.get("data"),
+                code=int(final.error.get("code", -32603)),
+            )
+        if final.status is TaskStatus.CANCELLED:
+            raise McpError(f"The call was cancelled: {final.message}")
+        return _with_meta(final.result or tool_error(final.message or "the call failed"))
+
+    async def _visible(self, call: Call, params: dict[str, Any]) -> TaskRecord:
+        task_id = string(params, "taskId")
+        record = await self.tasks.registry.get(task_id) if len(task_id) <= 128 else None
+        # Without a principal the unguessable id is the capability; with one, only the
+        # principal's own (or unowned) tasks are visible, and others look absent.
+        if record is None or record.hidden or (call.owner and record.owner not in ("", call.owner)):
+            raise InvalidParams(f"Failed to retrieve task: Task not found: {task_id[:128]}")
+        return record
+
+    async def tasks_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return _with_meta(render_task(await self._visible(call, params)))
+
+    async def tasks_update(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        await self._visible(call, params)
+        obj(params.get("inputResponses"), "inputResponses", required=True)
+        # No task of ours waits for input yet, so every response answers a key that is not
+        # outstanding, which the extension says to ignore.
+        return _with_meta({})
+
+    async def tasks_cancel(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        record = await self._visible(call, params)
+        if not record.status.terminal:
+            await self.tasks.cancel(record, "cancelled by the client")
+        return _with_meta({})
+
+    # -- subscriptions/listen --------------------------------------------------------------
+    async def listen_filter(self, call: Call, params: dict[str, Any]) -> list[str]:
+        """The task ids a ``subscriptions/listen`` request may follow (the acknowledged
+        subset); raises before the stream opens."""
+        notifications = obj(params.get("notifications"), "notifications", required=True)
+        task_ids = notifications.get("taskIds")
+        if task_ids is None:
+            return []
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise InvalidParams("notifications.taskIds must be an array of strings")
+        if not self.declares_tasks(call):
+            raise _missing_tasks()
+        accepted = []
+        for task_id in dict.fromkeys(task_ids[:1000]):
+            try:
+                await self._visible(call, {"taskId": task_id})
+            except InvalidParams:
+                continue
+            accepted.append(task_id)
+        return accepted
+
+    async def listen(self, call: Call, task_ids: list[str]) -> AsyncIterator[dict[str, Any]]:
+        """The messages of a listen stream: the acknowledgement, each task's current state,
+        then every change, until the client closes the stream or the bridge stops."""
+        meta = {META_SUBSCRIPTION: call.request_id}
+        yield {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"_meta": meta, "notifications": {"taskIds": task_ids} if task_ids else {}},
+        }
+        async with self.hub.subscribe_tasks(frozenset(task_ids)) as sub:
+            for task_id in task_ids:
+                record = await self.tasks.registry.get(task_id)
+                if record is not None:
+                    yield _task_notification(record, meta)
+            while True:
+                event = await sub.get()
+                if event is None:
+                    break
+                record = await self.tasks.registry.get(event.task.id)
+                if record is not None:
+                    yield _task_notification(record, meta)
+        # The server ends the subscription (shutdown, or Redis lost): say so, gracefully.
+        yield {"jsonrpc": "2.0", "id": call.request_id, "result": _listen_result(meta)}
+
+
+def _listen_result(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"resultType": "complete", "_meta": {**meta, META_SERVER: SERVER_INFO}}
+
+
+def _task_notification(record: TaskRecord, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "method": "notifications/tasks",
+        "params": {**render_task(record), "_meta": meta},
+    }
+
+
+def _missing_tasks() -> MissingCapability:
+    return MissingCapability(
+        "Missing required client capability",
+        {"requiredCapabilities": {"extensions": {EXT_TASKS: {}}}},
+    )

@@ -1,0 +1,179 @@
+"""Task operations both protocol eras share: start a tool call on a worker, run a plain
+call to its end, cancel, wait. Each era renders the records its own way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from bridge.dispatch import Dispatcher
+from bridge.errors import INTERNAL_ERROR, BridgeError, InvalidParams, McpError
+from bridge.events import EventHub
+from bridge.protocol import explain, tool_error
+from bridge.registry import Registry, TaskRecord, TaskStatus
+from bridge.settings import Settings
+from workers.tools import Tool
+
+log = logging.getLogger(__name__)
+
+#: A waiter re-reads the registry at least this often, in case a pub/sub message was lost.
+WAIT_RECHECK_S = 5.0
+#: Shortest retention a client may ask for: a result must outlive the request that made it.
+MIN_TTL_MS = 1_000
+
+
+def new_task_id() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits: the id cannot be guessed
+
+
+class Tasks:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        dispatcher: Dispatcher,
+        hub: EventHub,
+        tools: dict[str, Tool],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.tools = tools
+        self.tool_names = sorted(tools)
+
+    def tool(self, name: str) -> Tool:
+        declared = self.tools.get(name)
+        if declared is None:
+            raise InvalidParams(f"Unknown tool: {name}")
+        return declared
+
+    def ttl(self, requested: Any) -> int:
+        if requested is None:
+            return self.settings.task_ttl_default_ms
+        if isinstance(requested, bool) or not isinstance(requested, int | float) or requested < 0:
+            raise InvalidParams("task.ttl must be a non-negative number of milliseconds")
+        return int(min(max(requested, MIN_TTL_MS), self.settings.task_ttl_max_ms))
+
+    @staticmethod
+    def invalid_arguments(declared: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``CallToolResult`` to answer when the arguments do not fit the schema."""
+        try:
+            declared.validate(arguments)
+        except ValidationError as exc:
+            return tool_error(f"Invalid arguments for tool {declared.name}: {explain(exc)}")
+        return None
+
+    async def start(
+        self,
+        owner: str,
+        declared: Tool,
+        arguments: dict[str, Any],
+        *,
+        ttl: int,
+        listed: bool,
+        hidden: bool = False,
+    ) -> TaskRecord:
+        """Record the task, then publish it: the record exists before any worker can run it."""
+        task_id = new_task_id()
+        celery_id = str(uuid.uuid4())
+        record = await self.registry.create(
+            task_id=task_id,
+            owner=owner,
+            tool=declared.name,
+            celery_id=celery_id,
+            ttl_ms=ttl,
+            hidden=hidden,
+            listed=listed,
+            message="queued",
+        )
+        headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
+        try:
+            await self.dispatcher.publish(declared.celery_name, celery_id, arguments, headers)
+        except BridgeError as exc:
+            code = exc.code if isinstance(exc, McpError) else INTERNAL_ERROR
+            error = {"code": code, "message": str(exc)}
+            await self.registry.transition(
+                record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
+            )
+            raise
+        return record
+
+    async def failed(
+        self, owner: str, declared: Tool, result: dict[str, Any], *, ttl: int, listed: bool
+    ) -> TaskRecord:
+        """A task that exists only to report ``result`` (a tool error); nothing is queued."""
+        record = await self.registry.create(
+            task_id=new_task_id(),
+            owner=owner,
+            tool=declared.name,
+            celery_id="",
+            ttl_ms=ttl,
+            listed=listed,
+        )
+        message = result["content"][0]["text"]
+        await self.registry.transition(record, TaskStatus.FAILED, message, result=result)
+        return await self.registry.get(record.id) or record
+
+    async def run_plain(
+        self, owner: str, declared: Tool, arguments: dict[str, Any], request_id: Any = None
+    ) -> TaskRecord:
+        """Run a tool call on a worker and wait for its end. If the caller goes away
+        (cancellation of this coroutine), the work is cancelled: nobody could fetch it."""
+        record = await self.start(
+            owner,
+            declared,
+            arguments,
+            ttl=self.settings.plain_call_ttl_ms,
+            listed=False,
+            hidden=True,
+        )
+        if request_id is not None:
+            await self.registry.remember_call(owner, request_id, record.id)
+        try:
+            return await self.wait_terminal(record.id)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.cancel(record, "the client disconnected"))
+            raise
+        finally:
+            if request_id is not None:
+                await asyncio.shield(self.registry.forget_call(owner, request_id))
+
+    async def cancel(self, record: TaskRecord, message: str) -> TaskRecord:
+        """Mark the task cancelled, then stop its work. Returns the record as it ends up
+        (a task that finished first keeps its terminal status)."""
+        # Cancel before revoke: the registry says `cancelled` before anything else happens,
+        # so a worker that receives the message later drops it by its own check.
+        await self.registry.transition(record, TaskStatus.CANCELLED, message)
+        final = await self.registry.get(record.id) or record
+        if final.status is TaskStatus.CANCELLED and record.celery_id:
+            try:
+                await self.dispatcher.revoke(record.celery_id)
+            except BridgeError:
+                log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
+        return final
+
+    async def wait_terminal(self, task_id: str) -> TaskRecord:
+        while True:
+            async with self.hub.watch(task_id) as changed:
+                record = await self.registry.get(task_id)
+                if record is None:
+                    raise InvalidParams(f"Task not found: {task_id}")
+                if record.status.terminal:
+                    return record
+                try:
+                    await asyncio.wait_for(changed.wait(), WAIT_RECHECK_S)
+                except TimeoutError:
+                    pass
+
+    async def cancel_plain_call(self, owner: str, request_id: Any, reason: str) -> None:
+        """``notifications/cancelled`` for a running plain call."""
+        task_id = await self.registry.find_call(owner, request_id)
+        record = await self.registry.get(task_id) if task_id else None
+        if record is not None and record.owner == owner and not record.status.terminal:
+            await self.cancel(record, reason)
