@@ -167,6 +167,11 @@ class ModernProtocol:
         call = Call(owner="", request_id=request_id, client_capabilities=capabilities)
         if method in TASK_METHODS and not self.declares_tasks(call):
             raise _missing_tasks()
+        if method == "tools/call" and not self.declares_tasks(call):
+            declared = self.tasks.tools.get(str(params.get("name")))
+            # Known before anything runs, so it is answered as a plain 400, not in a stream.
+            if declared is not None and declared.task_support == "required":
+                raise _missing_tasks()
         return call
 
     @staticmethod

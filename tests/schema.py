@@ -69,3 +69,75 @@ def check_server_message(message: dict[str, Any]) -> None:
     name = NOTIFICATION_DEFS.get(message["method"])
     if name:
         check(name, message)
+
+
+MODERN = "2026-07-28"
+#: Messages of the tasks extension validate against its own schema, the rest against core.
+_EXT_NAMES = frozenset(
+    {
+        "CreateTaskResult",
+        "GetTaskResult",
+        "CancelTaskResult",
+        "UpdateTaskResult",
+        "TaskStatusNotification",
+        "DetailedTask",
+    }
+)
+
+
+@functools.cache
+def _ext_defs() -> dict[str, Any]:
+    doc = json.loads((SPEC / "ext-tasks-draft.schema.json").read_text())
+    return dict(doc["$defs"])
+
+
+@functools.cache
+def modern_validator(name: str) -> Draft202012Validator:
+    defs = _ext_defs() if name in _EXT_NAMES else _defs(MODERN)
+    return Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": defs})
+
+
+def check_modern(name: str, instance: Any) -> None:
+    errors = sorted(modern_validator(name).iter_errors(instance), key=str)
+    assert not errors, f"{name} invalid: {errors[0].message} in {json.dumps(instance)[:500]}"
+
+
+MODERN_RESULT_DEFS = {
+    "server/discover": "DiscoverResult",
+    "tools/list": "ListToolsResult",
+    "tools/call": "CallToolResult",
+    "tasks/get": "GetTaskResult",
+    "tasks/update": "UpdateTaskResult",
+    "tasks/cancel": "CancelTaskResult",
+    "subscriptions/listen": "SubscriptionsListenResult",
+}
+MODERN_ERROR_DEFS = {
+    -32020: "HeaderMismatchError",
+    -32021: "MissingRequiredClientCapabilityError",
+    -32022: "UnsupportedProtocolVersionError",
+}
+
+
+def check_modern_response(method: str, message: dict[str, Any]) -> None:
+    """A response the server sent to a stateless (2026-07-28) request."""
+    if "error" in message:
+        check_modern("JSONRPCErrorResponse", message)
+        special = MODERN_ERROR_DEFS.get(message["error"]["code"])
+        if special:
+            check_modern(special, message)
+        return
+    check_modern("JSONRPCResultResponse", message)
+    result = message["result"]
+    assert "resultType" in result, "every 2026-07-28 result carries resultType"
+    if method == "tools/call" and result["resultType"] == "task":
+        check_modern("CreateTaskResult", result)
+    else:
+        check_modern(MODERN_RESULT_DEFS[method], result)
+
+
+def check_modern_notification(message: dict[str, Any]) -> None:
+    check_modern("JSONRPCNotification", message)
+    if message["method"] == "notifications/tasks":
+        check_modern("TaskStatusNotification", message)
+    else:
+        check_modern("ServerNotification", message)

@@ -31,3 +31,16 @@ def add(a: int, b: int) -> int:
 def structured(n: int) -> dict[str, int]:
     """Return a dict, which becomes structuredContent."""
     return {"n": n, "square": n * n}
+
+
+@tool(task_support="optional")
+def nap(seconds: float) -> str:
+    """Sleep `seconds` in small steps, stopping when cancelled (an optional-task tool)."""
+    from workers.context import current
+
+    ctx = current()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ctx.check_cancelled()
+        time.sleep(0.05)
+    return "rested"
