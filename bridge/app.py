@@ -1,5 +1,5 @@
-"""The Starlette app factory; its lifespan owns the Redis client, the Celery client and the
-event listener of this process."""
+"""The Starlette app factory; its lifespan owns the Redis client, the Celery client, the
+event listener and the lease reaper of this process."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
 from bridge.legacy import LegacyProtocol
 from bridge.modern import ModernProtocol
+from bridge.reaper import Reaper
 from bridge.registry import Registry
 from bridge.sessions import Sessions
 from bridge.settings import Settings
@@ -25,6 +26,8 @@ from bridge.store import async_client
 from bridge.tasks import Tasks
 from bridge.transport import Transport
 from workers.tools import Tool, catalogue
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def load_tools(modules: list[str]) -> dict[str, Tool]:
@@ -43,12 +46,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         dispatcher = Dispatcher(settings)
         hub = EventHub(settings, client)
         hub.start()
-        tasks = Tasks(settings, Registry(settings, client), dispatcher, hub, tools)
+        registry = Registry(settings, client)
+        reaper = Reaper(settings, registry)
+        reaper.start()
+        tasks = Tasks(settings, registry, dispatcher, hub, tools)
         legacy = LegacyProtocol(Sessions(settings, client), tasks)
         app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub)
         try:
             yield
         finally:
+            await reaper.stop()
             await hub.stop()
             dispatcher.close()
             await client.aclose()
@@ -58,7 +65,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return await transport(request)
 
     return Starlette(
-        routes=[Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"])],
+        # Every method reaches the transport, which answers the ones it does not serve with
+        # a JSON-RPC 405 rather than the router's plain-text one.
+        routes=[Route("/mcp", endpoint, methods=[*ALL_METHODS])],
         middleware=[
             Middleware(
                 HostOriginGuard,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -57,6 +58,13 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mcp-celery-bridge")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +79,17 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    if (
+        not _loopback(args.host)
+        and not settings.auth_enabled
+        and not settings.allow_unauthenticated_remote
+    ):
+        parser.exit(
+            2,
+            f"mcp-celery-bridge: refusing to serve {args.host} without authentication: "
+            "configure MCP_BRIDGE_AUTH_TOKENS or a JWT key, or set "
+            "MCP_BRIDGE_ALLOW_UNAUTHENTICATED_REMOTE=true\n",
+        )
     if args.command == "serve":
         _serve(settings, args.host, args.port, args.log_level)
         return

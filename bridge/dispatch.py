@@ -39,10 +39,10 @@ class Dispatcher:
         except (OperationalError, KombuError, OSError) as exc:
             raise DispatchError(f"could not reach the task queue: {exc}") from exc
 
-    async def revoke(self, celery_id: str) -> None:
+    async def revoke(self, celery_id: str, *, terminate: bool) -> None:
         def send() -> None:
             # SIGTERM: the prefork child exits between bytecodes, running `finally` blocks.
-            self.celery.control.revoke(celery_id, terminate=True, signal="SIGTERM")
+            self.celery.control.revoke(celery_id, terminate=terminate, signal="SIGTERM")
 
         try:
             await anyio.to_thread.run_sync(send)

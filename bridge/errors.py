@@ -10,6 +10,7 @@
     │   ├── InternalError        -32603
     │   │   ├── StoreUnavailable            Redis could not be reached or failed
     │   │   └── DispatchError               the Celery broker refused the message
+    │   ├── LimitExceeded        -32000     a per-owner limit (in flight, per minute) is hit
     │   ├── HeaderMismatch       -32020     (2026-07-28) headers do not match the body
     │   ├── MissingCapability    -32021     (2026-07-28) the client must declare a capability
     │   └── UnsupportedVersion   -32022     (2026-07-28) unknown protocol version
@@ -76,6 +77,12 @@ class InvalidParams(McpError):
 
 class InvalidMeta(InvalidParams):
     http_status = 400
+
+
+class LimitExceeded(McpError):
+    # -32000..-32019 are left to implementations (MCP reserves -32020..-32099).
+    code = -32000
+    http_status = 429
 
 
 class HeaderMismatch(McpError):

@@ -5,7 +5,9 @@ plain tool calls).
 Every announced transition is also in the owner's Redis Stream (``Keys.events``); its entry
 id is the SSE event id, so a client that reconnects with ``Last-Event-ID`` is replayed from
 the stream whichever process it reaches. A subscriber whose queue fills is dropped (its
-stream ends) rather than letting memory grow: it resumes with ``Last-Event-ID``.
+stream ends) rather than letting memory grow: it resumes with ``Last-Event-ID``. So does
+every open stream when the listener's connection to Redis breaks, even one redis-py mends
+on its own: pub/sub does not replay what was published meanwhile, the stream does.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 import redis.asyncio
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import RedisError
 
 from bridge.keys import Keys
@@ -44,6 +48,21 @@ def valid_event_id(value: str) -> bool:
 def _order(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq)
+
+
+class _Listener(PubSub):
+    """A pub/sub connection that says when redis-py reconnected it behind our back."""
+
+    def __init__(self, pool: ConnectionPool, on_reconnect: Callable[[], None]) -> None:
+        super().__init__(pool, ignore_subscribe_messages=True)
+        self._on_reconnect = on_reconnect
+
+    async def on_connect(self, connection: Connection) -> None:
+        if self.channels:
+            # Subscribed before, so this is a reconnect: redis-py re-subscribes silently,
+            # and whatever was published in between never reaches this process.
+            self._on_reconnect()
+        await super().on_connect(connection)
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,7 @@ class EventHub:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = _Listener(self.redis.connection_pool, self._reconnected)
             try:
                 await pubsub.subscribe(self.keys.channel())
                 self.connected.set()
@@ -113,6 +132,10 @@ class EventHub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _reconnected(self) -> None:
+        log.warning("event listener reconnected to Redis; open streams end and resume")
+        self._end_all()
 
     def _end_all(self) -> None:
         for subs in [*self._subs.values(), *self._task_subs.values()]:

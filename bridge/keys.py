@@ -8,9 +8,16 @@
 |                              |         | entries of expired tasks are dropped on list       |
 | ``{p}:call:{owner}:{rid}``   | string  | the task id behind a running plain call (request   |
 |                              |         | id ``rid`` as JSON); deleted when the call ends    |
+| ``{p}:owner:{owner}:inflight``| zset   | 2 x ``task_ttl_max_ms`` after the last create;     |
+|                              |         | task ids created and maybe running; ended ones are |
+|                              |         | pruned when the owner reaches its in-flight limit  |
+| ``{p}:owner:{owner}:rate:{m}``| string | 61 s; creations by the owner in clock minute ``m`` |
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
 | ``{p}:channel``              | pub/sub | every event, to every bridge process               |
+| ``{p}:leases``               | zset    | none; task id -> lease deadline (ms, Redis clock)  |
+|                              |         | of each running tool body; entries leave when the  |
+|                              |         | body ends or the reaper fails the task             |
 
 The task hash fields are listed in ``bridge.registry``.
 """
@@ -36,6 +43,12 @@ class Keys:
     def call(self, owner: str, request_id: str) -> str:
         return f"{self.prefix}:call:{owner}:{request_id}"
 
+    def inflight(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:inflight"
+
+    def rate(self, owner: str, minute: int) -> str:
+        return f"{self.prefix}:owner:{owner}:rate:{minute}"
+
     def seq(self) -> str:
         return f"{self.prefix}:seq"
 
@@ -44,3 +57,6 @@ class Keys:
 
     def channel(self) -> str:
         return f"{self.prefix}:channel"
+
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.audit import audit
 from bridge.errors import InvalidParams, McpError, MethodNotFound
 from bridge.protocol import (
     INSTRUCTIONS,
@@ -76,7 +77,7 @@ class LegacyProtocol:
         }
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def initialize(self, params: Any) -> tuple[Session, dict[str, Any]]:
+    async def initialize(self, params: Any, principal: str = "") -> tuple[Session, dict[str, Any]]:
         params = obj(params, "params", required=True)
         requested = params.get("protocolVersion")
         if not isinstance(requested, str):
@@ -88,7 +89,7 @@ class LegacyProtocol:
         ):
             raise InvalidParams("clientInfo needs a name and a version")
         version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
-        session = await self.sessions.create(version, capabilities, client_info)
+        session = await self.sessions.create(version, capabilities, client_info, principal)
         server_caps: dict[str, Any] = {"tools": {"listChanged": False}}
         if tasks_enabled(session):
             server_caps["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
@@ -165,6 +166,7 @@ class LegacyProtocol:
                 record = await self.tasks.start(
                     call.owner, declared, arguments, ttl=ttl, listed=True
                 )
+            audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             return {"task": render_task(record)}
         if invalid is not None:
             return invalid
@@ -178,6 +180,7 @@ class LegacyProtocol:
         # Another owner's task is "not found" too, so existence does not leak. A task with
         # no owner (made statelessly, without authentication) is reachable by its id.
         if record is None or record.hidden or record.owner not in (call.owner, ""):
+            audit("task.lookup_failed", call, task=task_id[:128])
             raise InvalidParams(f"Task not found: {task_id[:128]}")
         return record
 
@@ -195,6 +198,7 @@ class LegacyProtocol:
 
     async def tasks_cancel(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         record = await self._owned(call, params)
+        audit("task.cancel", call, task=record.id, status=record.status)
         if not record.status.terminal:
             record = await self.tasks.cancel(record, "cancelled by the client")
             if record.status is TaskStatus.CANCELLED:
@@ -206,7 +210,9 @@ class LegacyProtocol:
 
     async def tasks_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         record = await self._owned(call, params)
-        return _payload(await self.tasks.wait_terminal(record.id), related=True)
+        final = await self.tasks.wait_terminal(record.id)
+        audit("task.result", call, task=record.id, status=final.status)
+        return _payload(final, related=True)
 
 
 def _payload(record: TaskRecord, *, related: bool = False) -> dict[str, Any]:

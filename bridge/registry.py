@@ -5,7 +5,9 @@ A task hash (``bridge.keys.Keys.task``) holds:
 ``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which no
 client can fetch), ``listed`` ("1" for a legacy-era task: in its owner's ``tasks/list`` index
 and event stream), ``seq`` (list position), and once known ``worker``,
-``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error JSON).
+``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error JSON); ``runs`` (how many
+times a worker started the tool body) and ``holder`` (``<worker> (pid <n>)`` of the latest
+run) come with the lease (``Keys.leases``) a running body renews.
 
 Every change goes through one Lua script (``bridge/lua``), so a transition, its TTL and its
 event are one atomic step, and a terminal status is final.
@@ -14,7 +16,9 @@ event are one atomic step, and a terminal status is final.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import time
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, cast
@@ -22,7 +26,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from bridge.errors import InternalError
+from bridge.errors import InternalError, LimitExceeded
 from bridge.keys import Keys
 from bridge.settings import Settings
 from bridge.store import translated
@@ -170,7 +174,13 @@ class Registry(_Base):
         with translated():
             try:
                 created, _seq = await self._create(
-                    keys=[self.keys.task(task_id), self.keys.owner_tasks(owner), self.keys.seq()],
+                    keys=[
+                        self.keys.task(task_id),
+                        self.keys.owner_tasks(owner),
+                        self.keys.seq(),
+                        self.keys.inflight(owner),
+                        self.keys.rate(owner, int(time.time() // 60)),
+                    ],
                     args=[
                         task_id,
                         owner,
@@ -182,9 +192,19 @@ class Registry(_Base):
                         message,
                         self.settings.task_ttl_max_ms * 2,
                         "1" if listed and not hidden else "0",
+                        self.settings.max_inflight_per_owner,
+                        self.settings.max_creates_per_minute,
+                        self.keys.task(""),
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith("LIMIT "):
+                    _, which, limit = str(exc).split(" ", 2)
+                    raise LimitExceeded(
+                        f"Too many tasks: the limit of {limit} {which.replace('-', ' ')} "
+                        "is reached; try again later",
+                        {"limit": which, "max": int(limit)},
+                    ) from None
                 raise InternalError(f"could not create task: {exc}") from exc
         return TaskRecord(
             id=task_id,
@@ -246,6 +266,39 @@ class Registry(_Base):
         tasks = [TaskRecord.from_event(json.loads(item)) for item in items]
         return Page(tasks, int(float(last)) if int(more) else None)
 
+    # -- leases (the reaper) ---------------------------------------------------------------
+    @functools.cached_property
+    def _expired(self) -> redis.commands.core.AsyncScript:
+        return self.redis.register_script(_script("expired"))
+
+    async def expired_leases(self, limit: int) -> list[str]:
+        """Ids of tasks whose lease expired by the Redis clock, oldest first."""
+        with translated():
+            raw = await self._expired(keys=[self.keys.leases()], args=[limit])
+        return [str(task_id) for task_id in raw]
+
+    async def fail_lost(self, task_id: str) -> Outcome:
+        """Fail ``task_id`` because its worker stopped renewing its lease, naming that worker.
+        Applies only while the lease is still expired and the task not terminal (a renewal
+        or another bridge may have come first); the expired lease is dropped either way."""
+        with translated():
+            owner, holder, worker = cast(
+                list[str | None],
+                await self.redis.hmget(self.keys.task(task_id), ["owner", "holder", "worker"]),
+            )
+            if owner is None:
+                # The record expired under a lease that was never released: drop the lease.
+                await self.redis.zrem(self.keys.leases(), task_id)
+                return Outcome(False, None, "")
+        message = f"worker lost ({holder or worker or 'unknown worker'}): lease expired"
+        result = {"content": [{"type": "text", "text": message}], "isError": True}
+        keys, args = self._transition_args(
+            task_id, str(owner), TaskStatus.FAILED, message, result, None, "", False
+        )
+        with translated():
+            raw = await self._transition(keys=[*keys, self.keys.leases()], args=[*args, task_id])
+        return _outcome(raw)
+
 
 class SyncRegistry(_Base):
     """The workers' (blocking) view: transitions and the cooperative cancel check."""
@@ -282,3 +335,47 @@ class SyncRegistry(_Base):
         )
         with translated():
             return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))
+
+    # -- leases (a running tool body) ------------------------------------------------------
+    @functools.cached_property
+    def _lease(self) -> redis.commands.core.Script:
+        return self.redis.register_script(_script("lease"))
+
+    def take_lease(
+        self, task_id: str, holder: str, lease_ms: int, max_runs: int
+    ) -> tuple[TaskStatus | None, int]:
+        """Count a run of ``task_id`` by ``holder`` and lease it for ``lease_ms``: the
+        task's status (None when it is gone) and its runs so far. No lease is taken for a
+        terminal or missing task, nor for a run beyond ``max_runs``."""
+        with translated():
+            status, runs = cast(
+                list[Any],
+                self._lease(
+                    keys=[self.keys.task(task_id), self.keys.leases()],
+                    args=[task_id, lease_ms, holder, max_runs],
+                ),
+            )
+        return (TaskStatus(status) if status else None), int(runs)
+
+    def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None:
+        """Push the lease of ``task_id`` ``lease_ms`` ahead (one round trip); the task's
+        status, None when it is gone. A terminal or missing task loses its lease instead."""
+        with translated():
+            status, _ = cast(
+                list[Any],
+                self._lease(
+                    keys=[self.keys.task(task_id), self.keys.leases()],
+                    args=[task_id, lease_ms, "", 0],
+                ),
+            )
+        return TaskStatus(status) if status else None
+
+    def holder(self, task_id: str) -> str | None:
+        """``<worker> (pid <n>)`` of the latest run of ``task_id``, once one took its lease."""
+        with translated():
+            raw = self.redis.hget(self.keys.task(task_id), "holder")
+        return str(raw) if raw else None
+
+    def release_lease(self, task_id: str) -> None:
+        with translated():
+            self.redis.zrem(self.keys.leases(), task_id)

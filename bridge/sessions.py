@@ -21,11 +21,13 @@ class Session:
     protocol_version: str
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any]
+    principal: str = ""
 
     @property
     def owner(self) -> str:
-        # Room for an authenticated principal: the owner is what tasks are bound to.
-        return f"session:{self.id}"
+        """What the session's tasks are bound to: its authenticated principal (so they are
+        visible from any of the principal's sessions), else the session itself."""
+        return f"principal:{self.principal}" if self.principal else f"session:{self.id}"
 
 
 class Sessions:
@@ -35,9 +37,15 @@ class Sessions:
         self.redis = client
 
     async def create(
-        self, protocol_version: str, capabilities: dict[str, Any], client_info: dict[str, Any]
+        self,
+        protocol_version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        principal: str = "",
     ) -> Session:
-        session = Session(secrets.token_hex(16), protocol_version, capabilities, client_info)
+        session = Session(
+            secrets.token_hex(16), protocol_version, capabilities, client_info, principal
+        )
         key = self.keys.session(session.id)
         with translated():
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -47,6 +55,7 @@ class Sessions:
                         "protocol_version": protocol_version,
                         "capabilities": json.dumps(capabilities),
                         "client_info": json.dumps(client_info),
+                        "principal": principal,
                         "created": int(time.time() * 1000),
                     },
                 )
@@ -69,6 +78,7 @@ class Sessions:
             h["protocol_version"],
             json.loads(h.get("capabilities") or "{}"),
             json.loads(h.get("client_info") or "{}"),
+            h.get("principal", ""),
         )
 
     async def delete(self, sid: str) -> bool:

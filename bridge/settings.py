@@ -49,6 +49,30 @@ class Settings(BaseSettings):
     page_size: int = Field(50, gt=0, le=1000)
     """Items per page of ``tools/list`` and ``tasks/list``."""
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    """Largest request body (413 above it)."""
+    max_argument_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest tool ``arguments`` object, as JSON (``-32602`` above it)."""
+    max_result_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    """Largest tool result a worker stores; a larger one fails the call with a tool error."""
+    max_inflight_per_owner: int = Field(1_000, gt=0)
+    """Tasks (and plain calls) an owner may have running or queued at once."""
+    max_creates_per_minute: int = Field(6_000, gt=0)
+    """Task creations (and plain calls) per owner per clock minute."""
+
+    auth_tokens: Annotated[dict[str, str], NoDecode] = {}
+    """Static bearer tokens, ``token:principal,token:principal``. Setting these (or a JWT
+    key) turns authentication on: every request then needs ``Authorization: Bearer``."""
+    jwt_key: str = ""
+    """Verify bearer JWTs with this key: an HMAC secret, or a PEM public key."""
+    jwt_jwks_url: str = ""
+    """Verify bearer JWTs with the keys published at this JWKS URL."""
+    jwt_issuer: str = ""
+    """Required ``iss`` of bearer JWTs (checked when set)."""
+    jwt_audience: str = ""
+    """Required ``aud`` of bearer JWTs (checked when set)."""
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "HS256"]
+    allow_unauthenticated_remote: bool = False
+    """Serve without authentication on a non-loopback address (refused unless set)."""
 
     allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     """Host header allow-list; ``*`` as the port matches any port, a lone ``*`` any host."""
@@ -59,10 +83,48 @@ class Settings(BaseSettings):
     ]
     """Origin allow-list for browser requests; requests without Origin are allowed."""
 
-    @field_validator("tool_modules", "allowed_hosts", "allowed_origins", mode="before")
+    lease_s: float = Field(30.0, gt=0)
+    """While a tool body runs, its pool process renews a lease every ``lease_s / 3``; a
+    task whose lease is ``lease_s`` old (its worker died, or froze) is failed by the reaper.
+    Read by the workers (the lease length) and the bridges (the grace after an outage)."""
+    reaper_interval_s: float = Field(1.0, gt=0)
+    """How often each bridge process looks for expired leases; a task whose worker died
+    leaves ``working`` within ``lease_s + reaper_interval_s``."""
+    acks_late: bool = False
+    """Workers acknowledge a tool call's Celery message when it finishes rather than when it
+    starts, and requeue it when its pool process is lost (``task_acks_late`` and
+    ``task_reject_on_worker_lost``): at-least-once runs instead of at-most-once."""
+    visibility_timeout_s: int = Field(3_600, gt=0)
+    """Age after which the Redis broker hands an unacknowledged message (a late-acked call
+    whose worker died, or a prefetched one) to another worker. Must exceed the longest tool
+    run when ``acks_late`` is on, or a running call is delivered a second time."""
+    max_runs: int = Field(3, gt=0)
+    """How many times a task may be started (a redelivered message starts it again); beyond
+    this it fails instead, so a call that kills its worker every time cannot loop."""
+
+    @field_validator(
+        "tool_modules", "allowed_hosts", "allowed_origins", "jwt_algorithms", mode="before"
+    )
     @classmethod
     def _commas(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _token_pairs(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for item in _split_commas(value):
+            token, sep, principal = item.rpartition(":")
+            if not sep or not token or not principal:
+                raise ValueError("auth_tokens are token:principal pairs")
+            pairs[token] = principal
+        return pairs
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_tokens or self.jwt_key or self.jwt_jwks_url)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

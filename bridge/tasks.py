@@ -4,6 +4,7 @@ call to its end, cancel, wait. Each era renders the records its own way."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import uuid
@@ -60,9 +61,15 @@ class Tasks:
             raise InvalidParams("task.ttl must be a non-negative number of milliseconds")
         return int(min(max(requested, MIN_TTL_MS), self.settings.task_ttl_max_ms))
 
-    @staticmethod
-    def invalid_arguments(declared: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``CallToolResult`` to answer when the arguments do not fit the schema."""
+    def invalid_arguments(self, declared: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``CallToolResult`` to answer when the arguments do not fit the schema.
+        Raises InvalidParams when they are too large to be worth reading."""
+        size = len(json.dumps(arguments, separators=(",", ":")).encode())
+        if size > self.settings.max_argument_bytes:
+            raise InvalidParams(
+                f"Tool arguments too large: {size} bytes (at most "
+                f"{self.settings.max_argument_bytes})"
+            )
         try:
             declared.validate(arguments)
         except ValidationError as exc:
@@ -152,8 +159,13 @@ class Tasks:
         await self.registry.transition(record, TaskStatus.CANCELLED, message)
         final = await self.registry.get(record.id) or record
         if final.status is TaskStatus.CANCELLED and record.celery_id:
+            # Terminate only a task a worker has started (its prerun named the worker before
+            # our transition, or it never will: a later start sees `cancelled` and drops the
+            # task). Terminating one that has not started would kill a pool process that is
+            # about to drop it anyway, and the pool replaces killed processes slowly.
+            started = bool(final.worker)
             try:
-                await self.dispatcher.revoke(record.celery_id)
+                await self.dispatcher.revoke(record.celery_id, terminate=started)
             except BridgeError:
                 log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
         return final

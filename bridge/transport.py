@@ -23,6 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from bridge.auth import Authenticator, Principal
 from bridge.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -49,6 +50,52 @@ _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
+#: Deeper JSON is refused before anything reads it: no MCP message needs it, and Python's
+#: own (de)serialisers give up near 1,000 levels.
+MAX_DEPTH = 100
+
+
+class JsonResponse(JSONResponse):
+    # ASCII-only output: a string the bridge echoes can never fail to encode.
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse(body: bytes) -> Any:
+    """The JSON-RPC message in ``body``: strict UTF-8 (no surrogates), no NaN/Infinity, at
+    most ``MAX_DEPTH`` deep, no unpaired ``\\uD800``-style escapes."""
+    try:
+        message = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise HttpError(400, "Parse error", PARSE_ERROR) from None
+    stack: list[tuple[Any, int]] = [(message, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise HttpError(400, f"Parse error: nested deeper than {MAX_DEPTH}", PARSE_ERROR)
+        if isinstance(value, str):
+            _utf8(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _utf8(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return message
+
+
+def _utf8(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HttpError(400, "Parse error: unpaired surrogate", PARSE_ERROR) from None
+
+
 def _error_body(code: int, message: str, data: Any = None, id: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -61,7 +108,10 @@ def _error_body(code: int, message: str, data: Any = None, id: Any = None) -> di
 
 
 def _http_error(exc: HttpError) -> Response:
-    return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.status)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 405:
+        headers = {"Allow": "GET, POST, DELETE"}
+    return JsonResponse(_error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
 
 def _error_response(exc: BaseException, id: Any) -> dict[str, Any]:
@@ -100,6 +150,7 @@ class Transport:
         self.legacy = legacy
         self.modern = modern
         self.hub = hub
+        self.auth = Authenticator(settings)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -109,22 +160,27 @@ class Transport:
                 return await self.get(request)
             if request.method == "DELETE":
                 return await self.delete(request)
-            return Response(status_code=405, headers={"Allow": "GET, POST, DELETE"})
+            raise HttpError(405, f"Method Not Allowed: {request.method}", INVALID_REQUEST)
         except HttpError as exc:
             return _http_error(exc)
         except ClientDisconnect:
             return Response(status_code=400)
         except BridgeError as exc:
             # Redis or the broker failed before a request id was known.
-            return JSONResponse(_error_response(exc, None), status_code=503)
+            return JsonResponse(_error_response(exc, None), status_code=503)
 
     # -- sessions --------------------------------------------------------------------------
+    async def _principal(self, request: Request) -> Principal | None:
+        return await self.auth.authenticate(request.headers.get("authorization"))
+
     async def _session(self, request: Request) -> Session:
+        principal = await self._principal(request)
         sid = request.headers.get(SESSION_HEADER)
         if not sid:
             raise HttpError(400, "Bad Request: missing Mcp-Session-Id header")
         session = await self.legacy.sessions.get(sid) if _SESSION_ID.match(sid) else None
-        if session is None:
+        # Another principal's session answers exactly like one that does not exist.
+        if session is None or session.principal != (principal.subject if principal else ""):
             raise HttpError(404, "Session not found")
         version = request.headers.get(VERSION_HEADER)
         if version is not None and version not in LEGACY_VERSIONS:
@@ -153,11 +209,7 @@ class Transport:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, "Unsupported Media Type: use application/json")
-        body = await self._body(request)
-        try:
-            message = json.loads(body)
-        except (ValueError, RecursionError):
-            raise HttpError(400, "Parse error", PARSE_ERROR) from None
+        message = _parse(await self._body(request))
         if isinstance(message, list):
             raise HttpError(400, "Invalid Request: batches are not supported", INVALID_REQUEST)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
@@ -195,34 +247,44 @@ class Transport:
             return Response(status_code=202)
 
         if method == "initialize":
+            principal = await self._principal(request)
             try:
-                session, result = await self.legacy.initialize(params)
+                session, result = await self.legacy.initialize(
+                    params, principal.subject if principal else ""
+                )
             except BridgeError as exc:
-                return JSONResponse(_error_response(exc, msg_id))
-            return JSONResponse(
+                return JsonResponse(_error_response(exc, msg_id))
+            return JsonResponse(
                 {"jsonrpc": "2.0", "id": msg_id, "result": result},
                 headers={"Mcp-Session-Id": session.id},
             )
 
-        session = await self._session(request)
+        try:
+            session = await self._session(request)
+        except HttpError:
+            raise
+        except BridgeError as exc:
+            # Redis failed: a JSON-RPC error that names the request, not a bare 503 page.
+            return JsonResponse(_error_response(exc, msg_id), status_code=503)
         if params is not None and not isinstance(params, dict):
-            return JSONResponse(_error_response(InvalidParams("params must be an object"), msg_id))
+            return JsonResponse(_error_response(InvalidParams("params must be an object"), msg_id))
         handler = self.legacy.handlers.get(method)
         if handler is None:
             error = MethodNotFound(f"Method not found: {method}")
-            return JSONResponse(_error_response(error, msg_id))
+            return JsonResponse(_error_response(error, msg_id))
         call = Call(owner=session.owner, request_id=msg_id, session=session)
         if sse_ok and self.legacy.is_slow(session, method, params or {}):
             return _sse(self._answer(handler, call, params or {}), self.settings.sse_ping_s)
         try:
             result = await handler(call, params or {})
-            return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
+            return JsonResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
         except Exception as exc:
-            return JSONResponse(_error_response(exc, msg_id))
+            return JsonResponse(_error_response(exc, msg_id))
 
     async def _post_modern(
         self, request: Request, method: str, msg_id: str | int | None, params: Any
     ) -> Response:
+        principal = await self._principal(request)
         if msg_id is None:
             # This revision defines no client notifications over HTTP (closing a response
             # stream is the cancellation): accept and ignore.
@@ -231,7 +293,8 @@ class Transport:
         try:
             if not isinstance(params, dict):
                 raise InvalidMeta("params with _meta are required")
-            call = self.modern.call(request.headers, method, params, msg_id)
+            owner = principal.owner if principal else ""
+            call = self.modern.call(request.headers, method, params, msg_id, owner)
             if method == "subscriptions/listen":
                 task_ids = await self.modern.listen_filter(call, params)
                 return _sse(self.modern.listen(call, task_ids), self.settings.sse_ping_s)
@@ -240,11 +303,11 @@ class Transport:
                 # Closing this stream cancels the call (the 2026-07-28 rule).
                 return _sse(self._answer(handler, call, params), self.settings.sse_ping_s)
             result = await handler(call, params)
-            return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
+            return JsonResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
         except McpError as exc:
-            return JSONResponse(_error_response(exc, msg_id), status_code=exc.http_status)
+            return JsonResponse(_error_response(exc, msg_id), status_code=exc.http_status)
         except Exception as exc:
-            return JSONResponse(_error_response(exc, msg_id))
+            return JsonResponse(_error_response(exc, msg_id))
 
     async def _answer(
         self, handler: Handler, call: Call, params: dict[str, Any]

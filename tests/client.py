@@ -151,6 +151,8 @@ class RawClient:
 
             async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
                 async for event in EventSource(response).aiter_sse():
+                    if not event.data:
+                        continue  # a keep-alive comment, which httpx-sse hands over empty
                     message = json.loads(event.data)
                     schema.check_server_message(message)
                     yield event.id, message
@@ -159,8 +161,11 @@ class RawClient:
 
 
 @contextlib.asynccontextmanager
-async def connect(url: str, version: str = "2025-11-25") -> AsyncIterator[RawClient]:
-    async with httpx.AsyncClient(timeout=30) as http:
+async def connect(
+    url: str, version: str = "2025-11-25", token: str | None = None
+) -> AsyncIterator[RawClient]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
         client = RawClient(url, http)
         await client.initialize(version)
         yield client

@@ -25,6 +25,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Long tasks: one at a time per process, so a queued task is not stuck behind a
         # busy sibling, and a cancel of a queued task finds it still queued.
         "worker_prefetch_multiplier": 1,
+        # Early ack (the default) runs a call at most once: a message whose worker dies is
+        # gone, and the lease reaper fails its task. Late ack runs it at least once: a lost
+        # pool process requeues it at once, a dead worker's message comes back after the
+        # visibility timeout, and a task the reaper failed meanwhile is dropped by the
+        # worker's registry check (``workers.tools``).
+        "task_acks_late": settings.acks_late,
+        "task_reject_on_worker_lost": settings.acks_late,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "imports": ["workers.signals", *settings.tool_modules],

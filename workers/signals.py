@@ -46,6 +46,17 @@ def _move_ids(ids: tuple[str, str] | None, status: TaskStatus, message: str, **k
         log.exception("could not move MCP task %s to %s", ids[0], status)
 
 
+def _lost_process(request: Any) -> str:
+    """The lost pool process as its lease recorded it (worker and pid), else the worker."""
+    hostname = getattr(request, "hostname", None) or "unknown worker"
+    ids = _ids(request)
+    try:
+        holder = runtime.registry().holder(ids[0]) if ids is not None else None
+    except BridgeError:
+        holder = None
+    return holder or str(hostname)
+
+
 def _error_result(message: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": message}], "isError": True}
 
@@ -85,8 +96,7 @@ def _on_failure(
         return
     request = sender.request
     if isinstance(exception, WorkerLostError):
-        hostname = getattr(request, "hostname", None) or "unknown worker"
-        message = f"worker lost ({hostname}): {exception}"
+        message = f"worker lost ({_lost_process(request)}): {exception}"
     else:
         message = f"{type(exception).__name__}: {exception}"
     _move(request, TaskStatus.FAILED, message, result=_error_result(message))

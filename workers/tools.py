@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_type_hints, overload
@@ -20,8 +21,10 @@ from celery import Task
 from celery.exceptions import Ignore
 from pydantic import BaseModel, ConfigDict, create_model
 
+from bridge.registry import TaskStatus
 from workers import context, runtime
 from workers.app import app
+from workers.lease import Heartbeat
 
 TaskSupport = Literal["forbidden", "optional", "required"]
 
@@ -155,13 +158,31 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
     if task_id is None:
         # Published by something other than the bridge (Flower, a script): just run it.
         return to_call_tool_result(declared.call(arguments))
-    status = runtime.registry().status(task_id)
+    registry = runtime.registry()
+    settings = registry.settings
+    holder = f"{getattr(task.request, 'hostname', None) or 'unknown worker'} (pid {os.getpid()})"
+    # One round trip checks the status and takes the lease the reaper watches.
+    status, runs = registry.take_lease(
+        task_id, holder, int(settings.lease_s * 1000), settings.max_runs
+    )
     if status is None or status.terminal:
-        # Cancelled (or expired) while queued: a cancel must not depend on a worker having
-        # heard the revoke broadcast, so the worker checks the registry itself.
+        # Cancelled (or expired) while queued, or already failed by the reaper before a late-
+        # acked message came back: a cancel must not depend on a worker having heard the
+        # revoke broadcast, so the worker checks the registry itself.
+        raise Ignore()
+    if runs > settings.max_runs:
+        message = f"gave up after {settings.max_runs} runs: the worker was lost each time"
+        registry.transition(
+            task_id,
+            owner,
+            TaskStatus.FAILED,
+            message,
+            result={"content": [{"type": "text", "text": message}], "isError": True},
+        )
         raise Ignore()
     token = context._current.set(context.ToolContext(task_id, owner, declared.name))
     try:
-        return to_call_tool_result(declared.call(arguments))
+        with Heartbeat(registry, task_id, settings.lease_s):
+            return to_call_tool_result(declared.call(arguments))
     finally:
         context._current.reset(token)

@@ -4,12 +4,36 @@
 -- ARGV[6] poll interval ms  ARGV[7] hidden ("1" or "0")  ARGV[8] status message
 -- ARGV[9] owner index TTL ms  ARGV[10] listed ("1": in the owner's list and event stream,
 -- the legacy era's view; modern-era tasks and plain calls are neither)
--- Returns {created_ms, seq}, or an error when the id is taken.
+-- KEYS[4] the owner's in-flight set (zset)  KEYS[5] the owner's creations this minute
+-- ARGV[11] most tasks in flight per owner  ARGV[12] most creations per owner per minute
+-- ARGV[13] task hash key prefix (to find which in-flight tasks have ended)
+-- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('task id already exists')
 end
+if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[12]) then
+  return redis.error_reply('LIMIT creations-per-minute ' .. ARGV[12])
+end
+local most = tonumber(ARGV[11])
+if redis.call('ZCARD', KEYS[4]) >= most then
+  -- Only at the limit is the set pruned of tasks that have ended (or expired), so a create
+  -- costs O(1) until then and O(limit) at worst.
+  for _, tid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    local st = redis.call('HGET', ARGV[13] .. tid, 'status')
+    if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then
+      redis.call('ZREM', KEYS[4], tid)
+    end
+  end
+  if redis.call('ZCARD', KEYS[4]) >= most then
+    return redis.error_reply('LIMIT tasks-in-flight ' .. ARGV[11])
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], 61000)
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ARGV[9])
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'owner', ARGV[2], 'tool', ARGV[3], 'celery_id', ARGV[4],

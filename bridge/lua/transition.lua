@@ -5,7 +5,20 @@
 -- ARGV[3] result JSON ("" for none)  ARGV[4] error JSON ("" for none)
 -- ARGV[5] worker name ("" for none)  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
 -- ARGV[8] pub/sub channel  ARGV[9] "1" to apply only when the message changes
+-- KEYS[3] (optional) the lease set: the call then applies only when the lease of task
+--   ARGV[10] has expired by the server clock, and drops that lease. The reaper fails lost
+--   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
+--   change a task at most once.
 -- Returns {applied (0/1), status after the call ("" when the task does not exist), event id}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if KEYS[3] then
+  local deadline = redis.call('ZSCORE', KEYS[3], ARGV[10])
+  if (not deadline) or tonumber(deadline) > now then
+    return {0, redis.call('HGET', KEYS[1], 'status') or '', ''}
+  end
+  redis.call('ZREM', KEYS[3], ARGV[10])
+end
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then
   return {0, '', ''}
@@ -17,8 +30,6 @@ local status = ARGV[1]
 if ARGV[9] == '1' and cur == status and redis.call('HGET', KEYS[1], 'message') == ARGV[2] then
   return {0, cur, ''}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'status', status, 'updated', now)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end

@@ -1,0 +1,71 @@
+"""The reaper: fails the tasks of workers that died without a word.
+
+A worker killed whole (SIGKILL, the OOM killer, a lost host) fires no Celery signal, so its
+running tasks would stay ``working`` forever. While a tool body runs, its pool process renews
+a lease in Redis (``workers.lease``); every bridge process runs a reaper that, every
+``reaper_interval_s``, fails the tasks whose lease expired. Each failure is one Lua step that
+re-checks the lease and the status, so any number of bridges may reap at once and a renewal
+that comes first wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from bridge.errors import BridgeError
+from bridge.registry import Registry
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Expired leases handled per Redis scan; a full batch is followed by another at once.
+BATCH = 100
+
+
+class Reaper:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._task: asyncio.Task[None] | None = None
+        # Reaping is held back until this (monotonic) time; see ``_run``.
+        self._quiet_until = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mcp-reaper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def reap(self) -> int:
+        """One pass: fail every task whose lease expired; how many were failed."""
+        failed = 0
+        while True:
+            expired = await self.registry.expired_leases(BATCH)
+            if time.monotonic() < self._quiet_until:
+                return failed
+            for task_id in expired:
+                outcome = await self.registry.fail_lost(task_id)
+                if outcome.applied:
+                    failed += 1
+                    log.warning("task %s failed: its worker stopped renewing its lease", task_id)
+            if len(expired) < BATCH:
+                return failed
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reap()
+            except BridgeError as exc:
+                # The workers could not renew their leases while Redis was away either: give
+                # them one lease period after Redis is back before their leases count.
+                self._quiet_until = time.monotonic() + self.settings.lease_s
+                log.warning("reaper cannot reach Redis (%s); retrying", exc)
+            except Exception:
+                log.exception("reaper pass failed; retrying")
+            await asyncio.sleep(self.settings.reaper_interval_s)

@@ -1,0 +1,309 @@
+"""What the fault tests share: processes they can kill and bring back (a bridge on a fixed
+port, a private redis-server), and a recorder of a session's GET stream that resumes with
+Last-Event-ID whenever the stream ends or breaks."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+import httpx
+import redis
+from httpx_sse import EventSource
+
+from tests import schema
+from tests.client import RawClient
+from tests.services import ROOT, Process, free_port, wait_for
+
+TERMINAL = {"completed", "failed", "cancelled"}
+RUNNING = re.compile(r"^running on (\S+) \(pid (\d+)\)$")
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[Any] | Any], timeout: float, what: str, every: float = 0.05
+) -> Any:
+    """Call (and await) ``condition`` until it returns something truthy; fail after
+    ``timeout`` s."""
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                value = condition()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return value
+                await anyio.sleep(every)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+async def running_pid(client: RawClient, task_id: str, timeout: float = 20) -> tuple[str, int]:
+    """(worker node, pid) of the pool process running ``task_id``, from the status message
+    the worker sets when the body starts (kept while a one-step ``sleep`` runs)."""
+
+    async def running() -> tuple[str, int] | None:
+        task = await client.get_task(task_id)
+        match = RUNNING.match(task.get("statusMessage", ""))
+        return (match.group(1), int(match.group(2))) if match else None
+
+    found: tuple[str, int] = await eventually(running, timeout, f"{task_id} to start")
+    return found
+
+
+def spawn(name: str, command: list[str], env: dict[str, str], log: Path) -> Process:
+    """Like ``tests.services`` processes, but the log is appended to, so a restarted process
+    keeps its predecessor's output."""
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Process(name, popen, log)
+
+
+@dataclass
+class Bridge:
+    """A bridge process that can be SIGKILLed and started again on the same port."""
+
+    env: dict[str, str]
+    log_dir: Path
+    name: str
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
+        proc = spawn(self.name, command, self.env, self.log_dir / f"{self.name}.log")
+        self.proc = proc
+
+        def up() -> bool:
+            if not proc.alive():
+                raise AssertionError(proc.output()[-4000:])
+            try:
+                return httpx.get(self.url, timeout=1).status_code in (400, 405, 406)
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 30, f"{self.name} on port {self.port}", every=0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(signal.SIGKILL)
+
+    def output(self) -> str:
+        return self.proc.output() if self.proc is not None else ""
+
+
+@contextlib.contextmanager
+def running_bridge(env: dict[str, str], log_dir: Path, name: str) -> Iterator[Bridge]:
+    bridge = Bridge(env, log_dir, name)
+    bridge.start()
+    try:
+        yield bridge
+    finally:
+        if bridge.proc is not None:
+            bridge.proc.stop()
+        assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server that keeps nothing, so stopping it loses every key."""
+
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        self.proc = spawn("redis", command, {}, self.log_dir / f"redis-{self.port}.log")
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_for(answers, 10, f"redis-server on port {self.port}")
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def notifications(
+    client: RawClient, last_event_id: str
+) -> AsyncIterator[AsyncIterator[tuple[str, dict[str, Any]]]]:
+    """The session's GET stream as (event id, message) pairs, schema-checked. Unlike
+    ``RawClient.stream`` it survives keep-alive pings: httpx-sse turns each ping comment
+    that follows an event with an id into an event with empty data, which it skips."""
+    headers = client.headers(Accept="text/event-stream", **{"Last-Event-ID": last_event_id})
+    headers.pop("Content-Type")
+    async with client.http.stream(
+        "GET", client.url, headers=headers, timeout=httpx.Timeout(5, read=None)
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+
+        async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+            async for event in EventSource(response).aiter_sse():
+                if not event.data:
+                    continue
+                message = json.loads(event.data)
+                schema.check_server_message(message)
+                yield event.id, message
+
+        yield events()
+
+
+@dataclass(frozen=True)
+class Notice:
+    event_id: str
+    task_id: str
+    status: str
+    message: str
+
+
+class Recorder:
+    """Keeps a session's GET stream open, recording every task notification; when the stream
+    ends or breaks (a bridge or Redis went away, or ``switch`` was called) it reconnects, to
+    the next of ``clients`` (the same session through different bridges), with
+    Last-Event-ID. Run it with ``task_group.start(recorder.run)``: it has started once the
+    first stream is open."""
+
+    def __init__(self, *clients: RawClient) -> None:
+        self.clients = clients
+        self.notices: list[Notice] = []
+        self.by_task: dict[str, list[Notice]] = {}
+        self.connects = 0
+        self.ends = 0
+        self.last_id = "0-0"
+        self._scope = anyio.CancelScope()
+
+    def switch(self) -> None:
+        """End the current stream; the next one is opened through the next client."""
+        self._scope.cancel()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+        while True:
+            client = self.clients[self.ends % len(self.clients)]
+            with anyio.CancelScope() as self._scope:
+                try:
+                    async with notifications(client, self.last_id) as events:
+                        self.connects += 1
+                        if not started:
+                            started = True
+                            task_status.started()
+                        async for event_id, message in events:
+                            params = message["params"]
+                            notice = Notice(
+                                event_id,
+                                params["taskId"],
+                                params["status"],
+                                params.get("statusMessage", ""),
+                            )
+                            self.notices.append(notice)
+                            self.by_task.setdefault(notice.task_id, []).append(notice)
+                            self.last_id = event_id
+                except (httpx.TransportError, AssertionError):
+                    pass  # the bridge is away (refused, reset, or 503 while Redis is away)
+            self.ends += 1
+            # Paces reconnection attempts while the far side is down; nothing waits on it.
+            await anyio.sleep(0.05)
+
+    def terminal(self) -> dict[str, list[Notice]]:
+        """The terminal notifications, by task id."""
+        found: dict[str, list[Notice]] = {}
+        for notice in self.notices:
+            if notice.status in TERMINAL:
+                found.setdefault(notice.task_id, []).append(notice)
+        return found
+
+    async def wait_terminal(self, task_ids: set[str], timeout: float) -> None:
+        def ended(task_id: str) -> bool:
+            return any(n.status in TERMINAL for n in self.by_task.get(task_id, ()))
+
+        await eventually(
+            lambda: all(ended(task_id) for task_id in task_ids),
+            timeout,
+            f"terminal notifications of {len(task_ids)} tasks",
+            every=0.02,
+        )
+
+
+def stream_ids(client: redis.Redis, prefix: str, session_id: str) -> list[str]:
+    """Every event id in the session's notification stream: what a client must receive."""
+    entries = cast(list[tuple[str, Any]], client.xrange(f"{prefix}:events:session:{session_id}"))
+    return [str(entry_id) for entry_id, _ in entries]
+
+
+def assert_exactly_once(recorder: Recorder, expected_ids: list[str], task_ids: set[str]) -> None:
+    """The recorder got every event of the stream, in order, none twice, and each task's
+    terminal notification exactly once, with nothing after it."""
+    got = [n.event_id for n in recorder.notices]
+    assert len(got) == len(set(got)), "a notification arrived twice"
+    assert got == expected_ids, (
+        f"{len(set(expected_ids) - set(got))} notifications missed, "
+        f"{len(set(got) - set(expected_ids))} unexpected"
+    )
+    terminal = recorder.terminal()
+    assert set(terminal) == task_ids
+    twice = {tid: [n.status for n in ns] for tid, ns in terminal.items() if len(ns) != 1}
+    assert not twice, f"tasks with more than one terminal notification: {twice}"
+    last_index = {n.task_id: i for i, n in enumerate(recorder.notices)}
+    for task_id, [final] in terminal.items():
+        assert recorder.notices[last_index[task_id]] == final, f"{task_id} changed after {final}"
+
+
+def figure_time(start: float) -> float:
+    return round(time.monotonic() - start, 2)

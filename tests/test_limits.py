@@ -1,0 +1,103 @@
+"""Limits, each a setting with a clear error: tasks in flight per owner, creations per owner
+per minute, argument size, maximum TTL (the body size limit is in test_transport)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from tests.client import RpcError, connect
+from tests.modern import ModernClient, ModernError
+from tests.services import Process, bridge_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def limited(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
+    settings = {
+        **env,
+        "MCP_BRIDGE_MAX_INFLIGHT_PER_OWNER": "2",
+        "MCP_BRIDGE_MAX_ARGUMENT_BYTES": "1000",
+        "MCP_BRIDGE_TASK_TTL_MAX_MS": "5000",
+        "MCP_BRIDGE_TASK_TTL_DEFAULT_MS": "4000",
+    }
+    with bridge_server(settings, log_dir, "bridge-limited") as url:
+        yield url
+
+
+async def test_tasks_in_flight_per_owner(limited: str) -> None:
+    async with connect(limited) as client, connect(limited) as other:
+        first = await client.create_task("spin", {"seconds": 30})
+        await client.create_task("spin", {"seconds": 30})
+        with pytest.raises(RpcError) as err:
+            await client.create_task("echo", {"text": "third"})
+        assert err.value.code == -32000
+        assert err.value.data == {"limit": "tasks-in-flight", "max": 2}
+        assert "Too many tasks" in err.value.message
+        # Plain calls count too; another owner is not affected.
+        with pytest.raises(RpcError):
+            await client.call("tools/call", {"name": "echo", "arguments": {"text": "plain"}})
+        await other.create_task("echo", {"text": "fine"})
+        # A task that ends frees its place.
+        await client.call("tasks/cancel", {"taskId": first["taskId"]})
+        third = await client.create_task("echo", {"text": "third"})
+        assert third["status"] == "working"
+        for task in (await client.call("tasks/list"))["tasks"]:
+            if task["status"] == "working":
+                await client.call("tasks/cancel", {"taskId": task["taskId"]})
+
+
+async def test_the_stateless_era_answers_429(limited: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        modern = ModernClient(limited, http)
+        created = [
+            await modern.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
+            for _ in range(2)
+        ]
+        with pytest.raises(ModernError) as err:
+            await modern.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
+        assert (err.value.status, err.value.code) == (429, -32000)
+        for task in created:
+            await modern.request("tasks/cancel", {"taskId": task["taskId"]})
+
+
+async def test_arguments_too_large(limited: str) -> None:
+    async with connect(limited) as client:
+        with pytest.raises(RpcError) as err:
+            await client.call("tools/call", {"name": "echo", "arguments": {"text": "x" * 2000}})
+        assert err.value.code == -32602
+        assert "too large" in err.value.message
+        small = await client.call("tools/call", {"name": "echo", "arguments": {"text": "x" * 100}})
+        assert small["content"][0]["text"] == "x" * 100
+
+
+async def test_ttl_is_clamped_to_the_maximum(limited: str) -> None:
+    async with connect(limited) as client:
+        assert (await client.create_task("echo", {"text": "a"}, ttl=10**9))["ttl"] == 5000
+        assert (await client.create_task("echo", {"text": "b"}))["ttl"] == 4000
+        with pytest.raises(RpcError) as err:
+            await client.create_task("echo", {"text": "c"}, ttl=-5)
+        assert err.value.code == -32602
+
+
+async def test_creations_per_minute(env: dict[str, str], log_dir: Path, worker: Process) -> None:
+    # A fixed window per clock minute: start well inside one.
+    with anyio.fail_after(10):
+        while time.time() % 60 > 50:
+            await anyio.sleep(0.1)
+    with bridge_server(
+        {**env, "MCP_BRIDGE_MAX_CREATES_PER_MINUTE": "3"}, log_dir, "bridge-rate"
+    ) as url:
+        async with connect(url) as client, connect(url) as other:
+            for i in range(3):
+                await client.create_task("echo", {"text": str(i)})
+            with pytest.raises(RpcError) as err:
+                await client.create_task("echo", {"text": "one too many"})
+            assert err.value.data == {"limit": "creations-per-minute", "max": 3}
+            await other.create_task("echo", {"text": "someone else"})
