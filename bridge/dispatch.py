@@ -20,6 +20,10 @@ class Dispatcher:
         # for execution, only for declarations.
         self.celery = Celery("mcp_celery_bridge_client", set_as_current=False)
         self.celery.conf.update(celery_config(settings))
+        # A task-sent event per publish goes through one mutex-guarded event dispatcher and
+        # serialised concurrent publishes (bench/RESULTS.md); workers' own events are enough
+        # for Flower, which then shows a task from "received" on.
+        self.celery.conf.task_send_sent_event = False
 
     async def publish(
         self, celery_name: str, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]
@@ -30,6 +34,10 @@ class Dispatcher:
                 kwargs={"arguments": arguments},
                 task_id=celery_id,
                 headers=headers,
+                # Without this Celery subscribes to the result channel of every task it sends
+                # (two round trips and a pub/sub connection per thread): the registry holds
+                # the result, the backend never does.
+                ignore_result=True,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
             )

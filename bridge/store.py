@@ -21,16 +21,25 @@ RETRIES = 3
 _BACKOFF = {"base": 0.05, "cap": 0.5}
 
 
+#: Connections one bridge process may hold. A burst of requests waits for a free one (up
+#: to ``POOL_WAIT_S``) instead of failing: redis-py's default pool refuses past 100.
+POOL_SIZE = 64
+POOL_WAIT_S = 5
+
+
 def async_client(url: str) -> redis.asyncio.Redis:
     # Short timeouts: a request must fail fast when Redis is away, not hang.
-    return redis.asyncio.Redis.from_url(
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT_S,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=10,
         health_check_interval=15,
         retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
     )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def sync_client(url: str) -> redis.Redis:

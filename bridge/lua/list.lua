@@ -4,15 +4,20 @@
 -- ARGV[1] exclusive lower bound of the sequence ("0" for the first page)
 -- ARGV[2] page size  ARGV[3] task hash key prefix (the task id is appended)
 -- Returns {last sequence seen, more (0/1), task JSON...}.
+-- At most 20 x size entries are looked at per call, so a page stays cheap (Redis runs one
+-- script at a time) even after many of an owner's tasks expired: the page is then short,
+-- and its cursor goes on from where the look stopped.
 local after = ARGV[1]
 local size = tonumber(ARGV[2])
+local budget = size * 20
 local out = {}
-while #out < size do
+while #out < size and budget > 0 do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, size)
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local tid = ids[i]
     after = ids[i + 1]
+    budget = budget - 1
     local r = redis.call('HMGET', ARGV[3] .. tid, 'status', 'message', 'created', 'updated', 'ttl', 'poll')
     if r[1] then
       out[#out + 1] = cjson.encode({id = tid, status = r[1], message = r[2], created = tonumber(r[3]),
@@ -21,8 +26,11 @@ while #out < size do
     else
       redis.call('ZREM', KEYS[1], tid)
     end
+    if budget == 0 then break end
   end
 end
 local more = 0
-if #out == size and redis.call('ZCOUNT', KEYS[1], '(' .. after, '+inf') > 0 then more = 1 end
+if (#out == size or budget == 0) and redis.call('ZCOUNT', KEYS[1], '(' .. after, '+inf') > 0 then
+  more = 1
+end
 return {after, more, unpack(out)}
