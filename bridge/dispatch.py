@@ -31,7 +31,15 @@ class Dispatcher:
         def send() -> None:
             self.celery.send_task(
                 celery_name,
-                kwargs={"arguments": arguments},
+                # The MCP ids ride in the kwargs too, so Flower's task view shows them.
+                kwargs={
+                    "arguments": arguments,
+                    "mcp": {
+                        "task_id": headers["mcp_task_id"],
+                        "tool": headers["mcp_tool"],
+                        "owner": headers["mcp_owner"],
+                    },
+                },
                 task_id=celery_id,
                 headers=headers,
                 # Without this Celery subscribes to the result channel of every task it sends

@@ -164,7 +164,12 @@ class LegacyProtocol:
                 )
             else:
                 record = await self.tasks.start(
-                    call.owner, declared, arguments, ttl=ttl, listed=True
+                    call.owner,
+                    declared,
+                    arguments,
+                    ttl=ttl,
+                    listed=True,
+                    progress_token=_progress_token(params),
                 )
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             return {"task": render_task(record)}
@@ -213,6 +218,26 @@ class LegacyProtocol:
         final = await self.tasks.wait_terminal(record.id)
         audit("task.result", call, task=record.id, status=final.status)
         return _payload(final, related=True)
+
+
+def _progress_token(params: dict[str, Any]) -> str | int | None:
+    """The request's ``progressToken``: valid for the task's whole life (2025-11-25)."""
+    meta = params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+def progress_notification(record: TaskRecord) -> dict[str, Any] | None:
+    """The ``notifications/progress`` an event carries, if it reports progress on a task
+    whose request asked for it."""
+    if record.progress is None or record.progress_token is None or record.status.terminal:
+        return None
+    params: dict[str, Any] = {"progressToken": record.progress_token, "progress": record.progress}
+    if record.total is not None:
+        params["total"] = record.total
+    if record.message:
+        params["message"] = record.message
+    return {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
 
 
 def _payload(record: TaskRecord, *, related: bool = False) -> dict[str, Any]:

@@ -59,6 +59,11 @@ class TaskRecord:
     hidden: bool = False
     listed: bool = False
     worker: str = ""
+    #: The latest progress report, on records and on the events that announce one.
+    progress: float | None = None
+    total: float | None = None
+    #: The ``progressToken`` of the ``tools/call`` that made the task, if it had one.
+    progress_token: str | int | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
@@ -80,6 +85,9 @@ class TaskRecord:
             worker=h.get("worker", ""),
             result=json.loads(h["result"]) if h.get("result") else None,
             error=json.loads(h["error"]) if h.get("error") else None,
+            progress=float(h["progress"]) if h.get("progress") else None,
+            total=float(h["total"]) if h.get("total") else None,
+            progress_token=json.loads(h["ptoken"]) if h.get("ptoken") else None,
         )
 
     @classmethod
@@ -93,6 +101,9 @@ class TaskRecord:
             updated=int(d["updated"]),
             ttl=int(d["ttl"]) if d.get("ttl") is not None else None,
             poll=int(d["poll"]),
+            progress=float(d["progress"]) if d.get("progress") is not None else None,
+            total=float(d["total"]) if d.get("total") is not None else None,
+            progress_token=json.loads(d["ptoken"]) if d.get("ptoken") else None,
         )
 
 
@@ -121,6 +132,7 @@ class _Base:
         error: dict[str, Any] | None,
         worker: str,
         only_if_changed: bool,
+        progress: tuple[float, float | None] | None = None,
     ) -> tuple[list[str], list[str | int]]:
         return (
             [self.keys.task(task_id), self.keys.events(owner)],
@@ -134,6 +146,8 @@ class _Base:
                 self.settings.session_ttl_s * 1000,
                 self.keys.channel(),
                 "1" if only_if_changed else "0",
+                repr(float(progress[0])) if progress is not None else "",
+                repr(float(progress[1])) if progress and progress[1] is not None else "",
             ],
         )
 
@@ -170,6 +184,7 @@ class Registry(_Base):
         hidden: bool = False,
         listed: bool = True,
         message: str = "",
+        progress_token: str | int | None = None,
     ) -> TaskRecord:
         with translated():
             try:
@@ -195,6 +210,7 @@ class Registry(_Base):
                         self.settings.max_inflight_per_owner,
                         self.settings.max_creates_per_minute,
                         self.keys.task(""),
+                        json.dumps(progress_token) if progress_token is not None else "",
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
@@ -219,6 +235,7 @@ class Registry(_Base):
             celery_id=celery_id,
             hidden=hidden,
             listed=listed and not hidden,
+            progress_token=progress_token,
         )
 
     async def get(self, task_id: str) -> TaskRecord | None:
@@ -329,9 +346,10 @@ class SyncRegistry(_Base):
         error: dict[str, Any] | None = None,
         worker: str = "",
         only_if_changed: bool = False,
+        progress: tuple[float, float | None] | None = None,
     ) -> Outcome:
         keys, args = self._transition_args(
-            task_id, owner, status, message, result, error, worker, only_if_changed
+            task_id, owner, status, message, result, error, worker, only_if_changed, progress
         )
         with translated():
             return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))

@@ -85,6 +85,7 @@ class Tasks:
         ttl: int,
         listed: bool,
         hidden: bool = False,
+        progress_token: str | int | None = None,
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it."""
         task_id = new_task_id()
@@ -98,6 +99,7 @@ class Tasks:
             hidden=hidden,
             listed=listed,
             message="queued",
+            progress_token=progress_token,
         )
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
         try:

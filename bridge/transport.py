@@ -36,7 +36,7 @@ from bridge.errors import (
     MethodNotFound,
 )
 from bridge.events import EventHub, valid_event_id
-from bridge.legacy import LegacyProtocol, status_notification
+from bridge.legacy import LegacyProtocol, progress_notification, status_notification
 from bridge.modern import ModernProtocol, is_modern
 from bridge.protocol import LEGACY_VERSIONS, Call, Handler
 from bridge.sessions import Session
@@ -347,6 +347,11 @@ class Transport:
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             async for event in self.hub.stream(session.owner, last):
+                progress = progress_notification(event.task)
+                if progress is not None:
+                    # No id of its own: it belongs to the event that follows, and a client
+                    # that resumes before that event gets both again.
+                    yield {"event": "message", "data": json.dumps(progress)}
                 yield {
                     "event": "message",
                     "id": event.id,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
+from celery import Task
 from celery.exceptions import Ignore
 
 from bridge.registry import TaskStatus
@@ -16,16 +19,32 @@ class TaskCancelled(Ignore):
     """Raised by ``check_cancelled``; Celery then drops the task without a result."""
 
 
+log = logging.getLogger(__name__)
+
 #: Minimum time between two progress writes, so a tight loop cannot flood Redis or clients.
 PROGRESS_MIN_INTERVAL_S = 0.05
+#: Minimum time between two progress events to Flower (a broker publish each).
+FLOWER_MIN_INTERVAL_S = 1.0
 
 
 @dataclass
 class ToolContext:
+    """The running call: ``task_id`` (the MCP task id), ``tool``, ``owner`` (what the task
+    is bound to) and, when the caller authenticated, ``principal``."""
+
     task_id: str
     owner: str
     tool: str
+    celery_task: Task[Any, Any] | None = field(default=None, repr=False)
     _last_report: float = field(default=0.0, repr=False)
+    _last_event: float = field(default=0.0, repr=False)
+    _last_done: float = field(default=float("-inf"), repr=False)
+
+    @property
+    def principal(self) -> str | None:
+        return (
+            self.owner.removeprefix("principal:") if self.owner.startswith("principal:") else None
+        )
 
     def cancelled(self) -> bool:
         """True once the task was cancelled (or its record is gone): stop soon."""
@@ -39,15 +58,40 @@ class ToolContext:
     def report_progress(
         self, done: float, total: float | None = None, message: str | None = None
     ) -> None:
+        """Say how far the call got. One Redis round trip at most, and none when the last
+        report was under ``PROGRESS_MIN_INTERVAL_S`` ago (the last step always goes out).
+        ``done`` must increase: a report that does not is ignored."""
         now = time.monotonic()
         final = total is not None and done >= total
-        if not final and now - self._last_report < PROGRESS_MIN_INTERVAL_S:
+        if done <= self._last_done or (
+            not final and now - self._last_report < PROGRESS_MIN_INTERVAL_S
+        ):
             return
-        self._last_report = now
+        self._last_report, self._last_done = now, done
         text = message or (f"{done:g}/{total:g}" if total is not None else f"{done:g}")
         runtime.registry().transition(
-            self.task_id, self.owner, TaskStatus.WORKING, text, only_if_changed=True
+            self.task_id,
+            self.owner,
+            TaskStatus.WORKING,
+            text,
+            only_if_changed=True,
+            progress=(done, total),
         )
+        if self.celery_task is not None and (
+            final or now - self._last_event >= FLOWER_MIN_INTERVAL_S
+        ):
+            self._last_event = now
+            self._flower_event(done, total, text)
+
+    def _flower_event(self, done: float, total: float | None, text: str) -> None:
+        # Flower shows a task-<x> event as state X: here PROGRESS, with these fields.
+        assert self.celery_task is not None
+        try:
+            self.celery_task.send_event(
+                "task-progress", mcp_task_id=self.task_id, done=done, total=total, message=text
+            )
+        except Exception:  # the broker's problem must not fail the tool
+            log.warning("could not send the progress event of %s", self.task_id, exc_info=True)
 
 
 _current: ContextVar[ToolContext | None] = ContextVar("mcp_tool_context", default=None)

@@ -143,7 +143,11 @@ def tool(
             raise ValueError(f"tool {declared.name!r} is declared twice")
         _catalogue[declared.name] = declared
 
-        def run(self: Task[Any, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+        def run(
+            self: Task[Any, Any], arguments: dict[str, Any], mcp: dict[str, str] | None = None
+        ) -> dict[str, Any]:
+            # ``mcp`` repeats the MCP ids of the message headers where Flower shows them (the
+            # task's kwargs); the headers stay the source the worker trusts.
             return _execute(self, declared, arguments)
 
         app.task(name=declared.celery_name, bind=True, ignore_result=True)(run)
@@ -180,7 +184,7 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
             result={"content": [{"type": "text", "text": message}], "isError": True},
         )
         raise Ignore()
-    token = context._current.set(context.ToolContext(task_id, owner, declared.name))
+    token = context._current.set(context.ToolContext(task_id, owner, declared.name, task))
     try:
         with Heartbeat(registry, task_id, settings.lease_s):
             return to_call_tool_result(declared.call(arguments))

@@ -4,20 +4,23 @@
 -- ARGV[1] new status  ARGV[2] status message ("" keeps the current one)
 -- ARGV[3] result JSON ("" for none)  ARGV[4] error JSON ("" for none)
 -- ARGV[5] worker name ("" for none)  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
--- ARGV[8] pub/sub channel  ARGV[9] "1" to apply only when the message changes
+-- ARGV[8] pub/sub channel  ARGV[9] "1" to apply only when the message (or progress) changes
+-- ARGV[10] progress done ("" for none)  ARGV[11] progress total ("" for none): kept only
+--   when it increases, and then announced with the event (so notifications/progress only
+--   ever increase, and stop with the terminal status, which no later call can leave)
 -- KEYS[3] (optional) the lease set: the call then applies only when the lease of task
---   ARGV[10] has expired by the server clock, and drops that lease. The reaper fails lost
+--   ARGV[12] has expired by the server clock, and drops that lease. The reaper fails lost
 --   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
 --   change a task at most once.
 -- Returns {applied (0/1), status after the call ("" when the task does not exist), event id}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if KEYS[3] then
-  local deadline = redis.call('ZSCORE', KEYS[3], ARGV[10])
+  local deadline = redis.call('ZSCORE', KEYS[3], ARGV[12])
   if (not deadline) or tonumber(deadline) > now then
     return {0, redis.call('HGET', KEYS[1], 'status') or '', ''}
   end
-  redis.call('ZREM', KEYS[3], ARGV[10])
+  redis.call('ZREM', KEYS[3], ARGV[12])
 end
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then
@@ -27,9 +30,15 @@ if cur == 'completed' or cur == 'failed' or cur == 'cancelled' then
   return {0, cur, ''}
 end
 local status = ARGV[1]
-if ARGV[9] == '1' and cur == status and redis.call('HGET', KEYS[1], 'message') == ARGV[2] then
+local progressed = false
+if ARGV[10] ~= '' then
+  progressed = tonumber(ARGV[10]) > tonumber(redis.call('HGET', KEYS[1], 'progress') or '-1')
+end
+if ARGV[9] == '1' and cur == status and not progressed
+    and redis.call('HGET', KEYS[1], 'message') == ARGV[2] then
   return {0, cur, ''}
 end
+if progressed then redis.call('HSET', KEYS[1], 'progress', ARGV[10], 'total', ARGV[11]) end
 redis.call('HSET', KEYS[1], 'status', status, 'updated', now)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
@@ -41,6 +50,11 @@ end
 local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed')
 local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
   updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
+if progressed then
+  task.progress = tonumber(ARGV[10])
+  task.total = tonumber(ARGV[11])
+  task.ptoken = redis.call('HGET', KEYS[1], 'ptoken')
+end
 local body = cjson.encode(task)
 local event_id = ''
 if r[7] == '1' then

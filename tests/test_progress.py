@@ -1,0 +1,97 @@
+"""Progress: a tool body's reports reach the client as notifications/progress with the
+token of its tools/call (legacy era), increasing and stopping at the terminal status, and
+as the task's statusMessage in both eras."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.session import RequestResponder
+
+from tests.client import connect
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_progress_notifications_carry_the_token_and_stop_at_the_end(bridge: str) -> None:
+    async with connect(bridge) as client:
+        async with client.stream() as events:
+            created = await client.call(
+                "tools/call",
+                {
+                    "name": "sleep",
+                    "arguments": {"seconds": 0.5, "steps": 5},
+                    "task": {},
+                    "_meta": {"progressToken": "tok-1"},
+                },
+            )
+            task_id = created["task"]["taskId"]
+            seen: list[dict[str, Any]] = []
+            with anyio.fail_after(20):
+                async for _, message in events:
+                    seen.append(message)
+                    params = message["params"]
+                    if params.get("taskId") == task_id and params.get("status") == "completed":
+                        break
+    progress = [m["params"] for m in seen if m["method"] == "notifications/progress"]
+    assert [p["progress"] for p in progress] == [1, 2, 3, 4, 5]
+    assert all(p["progressToken"] == "tok-1" and p["total"] == 5 for p in progress)
+    assert [p["message"] for p in progress] == [f"step {i}/5" for i in range(1, 6)]
+    # The last message is the terminal status; no progress follows it.
+    assert seen[-1]["method"] == "notifications/tasks/status"
+    statuses = [
+        m["params"]["statusMessage"] for m in seen if m["method"] != "notifications/progress"
+    ]
+    assert "step 3/5" in statuses
+
+
+async def test_no_progress_notifications_without_a_token(bridge: str) -> None:
+    async with connect(bridge) as client, client.stream() as events:
+        created = await client.create_task("sleep", {"seconds": 0.2, "steps": 2})
+        methods = []
+        with anyio.fail_after(20):
+            async for _, message in events:
+                methods.append(message["method"])
+                params = message["params"]
+                if params.get("taskId") == created["taskId"] and params["status"] == "completed":
+                    break
+    assert "notifications/progress" not in methods
+
+
+async def test_the_sdk_client_sees_each_step_in_order(bridge: str) -> None:
+    progress: list[tuple[float, float | None, str | None]] = []
+    done = anyio.Event()
+
+    async def on_message(
+        message: RequestResponder[types.ServerRequest, types.ClientResult]
+        | types.ServerNotification
+        | Exception,
+    ) -> None:
+        if isinstance(message, types.ServerNotification):
+            root = message.root
+            if isinstance(root, types.ProgressNotification) and root.params.progressToken == "sdk":
+                progress.append((root.params.progress, root.params.total, root.params.message))
+            if isinstance(root, types.TaskStatusNotification) and root.params.status == "completed":
+                done.set()
+
+    async with (
+        streamable_http_client(bridge) as (read, write, _),
+        ClientSession(read, write, message_handler=on_message) as session,
+    ):
+        await session.initialize()
+        created = await session.experimental.call_tool_as_task(
+            "sleep", {"seconds": 0.4, "steps": 4}, meta={"progressToken": "sdk"}
+        )
+        with anyio.fail_after(20):
+            await done.wait()
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+    assert [p[0] for p in progress] == [1, 2, 3, 4]
+    assert all(total == 4 for _, total, _ in progress)
+    assert progress[-1][2] == "step 4/4"
+    assert isinstance(result.content[0], types.TextContent)
