@@ -12,6 +12,9 @@
 |                              |         | task ids created and maybe running; ended ones are |
 |                              |         | pruned when the owner reaches its in-flight limit  |
 | ``{p}:owner:{owner}:rate:{m}``| string | 61 s; creations by the owner in clock minute ``m`` |
+| ``{p}:task:{id}:inputs``    | hash    | questions a running tool asked and no one answered |
+|                              |         | yet (key -> request); session TTL, gone at the end |
+| ``{p}:task:{id}:answer:{k}`` | list    | the answer to question ``k``, for the asking worker|
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
 | ``{p}:channel``              | pub/sub | every event, to every bridge process               |
@@ -36,6 +39,13 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
+
+    def inputs(self, task_id: str) -> str:
+        # Derived from the task key: transition.lua finds it the same way.
+        return f"{self.task(task_id)}:inputs"
+
+    def answer(self, task_id: str, key: str) -> str:
+        return f"{self.task(task_id)}:answer:{key}"
 
     def owner_tasks(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:tasks"

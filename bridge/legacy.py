@@ -49,6 +49,31 @@ def status_notification(record: TaskRecord) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": render_task(record)}
 
 
+def can_elicit(session: Session) -> bool:
+    return isinstance(session.client_capabilities.get("elicitation"), dict)
+
+
+INPUT_ID_PREFIX = "mcp-input:"
+
+
+def input_requests(record: TaskRecord) -> list[dict[str, Any]]:
+    """The ``elicitation/create`` requests an event announces, as JSON-RPC requests to the
+    client; the id names the task and the question, so any bridge can route the answer."""
+    requests = []
+    for key, request in record.inputs.items():
+        params = dict(request["params"])
+        params["_meta"] = {RELATED_TASK: {"taskId": record.id}}
+        requests.append(
+            {
+                "jsonrpc": "2.0",
+                "id": f"{INPUT_ID_PREFIX}{record.id}:{key}",
+                "method": request["method"],
+                "params": params,
+            }
+        )
+    return requests
+
+
 def tasks_enabled(session: Session) -> bool:
     # Tasks exist from 2025-11-25 on; older sessions call every tool plainly.
     return session.protocol_version >= "2025-11-25"
@@ -126,6 +151,22 @@ class LegacyProtocol:
             session.owner, request_id, f"cancelled by the client{why}"
         )
 
+    async def response(self, session: Session, message: dict[str, Any]) -> None:
+        """A client's response to one of our requests: an answer to a tool's question."""
+        request_id = message.get("id")
+        if not isinstance(request_id, str) or not request_id.startswith(INPUT_ID_PREFIX):
+            return
+        task_id, _, key = request_id.removeprefix(INPUT_ID_PREFIX).partition(":")
+        record = await self.tasks.registry.get(task_id) if task_id and key else None
+        if record is None or record.owner not in (session.owner, ""):
+            return
+        result = message.get("result")
+        if isinstance(result, dict):
+            answer = result
+        else:  # the client could not ask (a JSON-RPC error): the tool sees a cancel
+            answer = {"action": "cancel", "error": message.get("error")}
+        await self.tasks.registry.answer(task_id, key, answer)
+
     # -- tools -----------------------------------------------------------------------------
     async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         cursor = params.get("cursor")
@@ -170,6 +211,7 @@ class LegacyProtocol:
                     ttl=ttl,
                     listed=True,
                     progress_token=_progress_token(params),
+                    can_ask=can_elicit(_session(call)),
                 )
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             return {"task": render_task(record)}

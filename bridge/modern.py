@@ -145,7 +145,7 @@ def render_task(record: TaskRecord) -> dict[str, Any]:
     elif status is TaskStatus.FAILED:
         task["error"] = record.error
     elif status is TaskStatus.INPUT_REQUIRED:
-        task["inputRequests"] = {}
+        task["inputRequests"] = record.inputs
     return task
 
 
@@ -240,8 +240,14 @@ class ModernProtocol:
         if invalid is not None:
             return _with_meta(invalid)
         if as_task:
+            elicitation = call.client_capabilities.get("elicitation")
             record = await self.tasks.start(
-                call.owner, declared, arguments, ttl=self.tasks.ttl(None), listed=False
+                call.owner,
+                declared,
+                arguments,
+                ttl=self.tasks.ttl(None),
+                listed=False,
+                can_ask=isinstance(elicitation, dict),
             )
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             created = {k: v for k, v in render_task(record).items() if k != "result"}
@@ -274,10 +280,13 @@ class ModernProtocol:
         return _with_meta(render_task(record))
 
     async def tasks_update(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        await self._visible(call, params)
-        obj(params.get("inputResponses"), "inputResponses", required=True)
-        # No task of ours waits for input yet, so every response answers a key that is not
-        # outstanding, which the extension says to ignore.
+        record = await self._visible(call, params)
+        responses = obj(params.get("inputResponses"), "inputResponses", required=True)
+        for key, response in list(responses.items())[:100]:
+            if isinstance(response, dict):
+                # Exactly once, whichever bridge receives it: keys not pending (unknown,
+                # answered, withdrawn) are ignored, as the extension says.
+                await self.tasks.registry.answer(record.id, key, response)
         return _with_meta({})
 
     async def tasks_cancel(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:

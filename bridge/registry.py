@@ -19,7 +19,7 @@ import enum
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, cast
 
@@ -64,6 +64,11 @@ class TaskRecord:
     total: float | None = None
     #: The ``progressToken`` of the ``tools/call`` that made the task, if it had one.
     progress_token: str | int | None = None
+    #: Whether the caller can answer the tool's questions (it declared elicitation).
+    can_ask: bool = False
+    #: Questions asked and not answered yet (key -> request), from ``Keys.inputs``; on an
+    #: event, the one question it announces.
+    inputs: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
@@ -88,6 +93,7 @@ class TaskRecord:
             progress=float(h["progress"]) if h.get("progress") else None,
             total=float(h["total"]) if h.get("total") else None,
             progress_token=json.loads(h["ptoken"]) if h.get("ptoken") else None,
+            can_ask=h.get("can_ask") == "1",
         )
 
     @classmethod
@@ -104,6 +110,7 @@ class TaskRecord:
             progress=float(d["progress"]) if d.get("progress") is not None else None,
             total=float(d["total"]) if d.get("total") is not None else None,
             progress_token=json.loads(d["ptoken"]) if d.get("ptoken") else None,
+            inputs={d["input"]["key"]: d["input"]["request"]} if d.get("input") else {},
         )
 
 
@@ -133,6 +140,8 @@ class _Base:
         worker: str,
         only_if_changed: bool,
         progress: tuple[float, float | None] | None = None,
+        input_request: tuple[str, dict[str, Any]] | None = None,
+        lease_of: str = "",
     ) -> tuple[list[str], list[str | int]]:
         return (
             [self.keys.task(task_id), self.keys.events(owner)],
@@ -148,6 +157,9 @@ class _Base:
                 "1" if only_if_changed else "0",
                 repr(float(progress[0])) if progress is not None else "",
                 repr(float(progress[1])) if progress and progress[1] is not None else "",
+                lease_of,
+                input_request[0] if input_request else "",
+                json.dumps(input_request[1], separators=(",", ":")) if input_request else "",
             ],
         )
 
@@ -170,6 +182,7 @@ class Registry(_Base):
         super().__init__(settings)
         self.redis = client
         self._create = client.register_script(_script("create"))
+        self._answer = client.register_script(_script("answer"))
         self._transition = client.register_script(_script("transition"))
         self._list = client.register_script(_script("list"))
 
@@ -185,6 +198,7 @@ class Registry(_Base):
         listed: bool = True,
         message: str = "",
         progress_token: str | int | None = None,
+        can_ask: bool = False,
     ) -> TaskRecord:
         with translated():
             try:
@@ -211,6 +225,7 @@ class Registry(_Base):
                         self.settings.max_creates_per_minute,
                         self.keys.task(""),
                         json.dumps(progress_token) if progress_token is not None else "",
+                        "1" if can_ask else "0",
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
@@ -236,12 +251,32 @@ class Registry(_Base):
             hidden=hidden,
             listed=listed and not hidden,
             progress_token=progress_token,
+            can_ask=can_ask,
         )
 
     async def get(self, task_id: str) -> TaskRecord | None:
+        """The record, with its pending questions (one round trip)."""
         with translated():
-            h = cast(dict[str, str], await self.redis.hgetall(self.keys.task(task_id)))
-        return TaskRecord.from_hash(h) if h else None
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.task(task_id))
+                pipe.hgetall(self.keys.inputs(task_id))
+                h, inputs = cast(list[dict[str, str]], await pipe.execute())
+        if not h:
+            return None
+        record = TaskRecord.from_hash(h)
+        if inputs:
+            record.inputs.update({key: json.loads(value) for key, value in inputs.items()})
+        return record
+
+    async def answer(self, task_id: str, key: str, answer: dict[str, Any]) -> bool:
+        """Hand ``answer`` to the worker waiting on question ``key``, exactly once: False
+        when that question is not pending (unknown, answered, withdrawn, or the task ended)."""
+        with translated():
+            delivered = await self._answer(
+                keys=[self.keys.inputs(task_id), self.keys.answer(task_id, key)],
+                args=[key, json.dumps(answer, separators=(",", ":")), 3_600_000],
+            )
+        return bool(delivered)
 
     async def transition(
         self,
@@ -310,10 +345,18 @@ class Registry(_Base):
         message = f"worker lost ({holder or worker or 'unknown worker'}): lease expired"
         result = {"content": [{"type": "text", "text": message}], "isError": True}
         keys, args = self._transition_args(
-            task_id, str(owner), TaskStatus.FAILED, message, result, None, "", False
+            task_id,
+            str(owner),
+            TaskStatus.FAILED,
+            message,
+            result,
+            None,
+            "",
+            False,
+            lease_of=task_id,
         )
         with translated():
-            raw = await self._transition(keys=[*keys, self.keys.leases()], args=[*args, task_id])
+            raw = await self._transition(keys=[*keys, self.keys.leases()], args=args)
         return _outcome(raw)
 
 
@@ -353,6 +396,46 @@ class SyncRegistry(_Base):
         )
         with translated():
             return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))
+
+    # -- questions to the client (input_required) ------------------------------------------
+    def ask(
+        self, task_id: str, owner: str, key: str, request: dict[str, Any], message: str
+    ) -> Outcome:
+        """Put the task in ``input_required`` with one more pending question, announced."""
+        keys, args = self._transition_args(
+            task_id,
+            owner,
+            TaskStatus.INPUT_REQUIRED,
+            message,
+            None,
+            None,
+            "",
+            False,
+            input_request=(key, request),
+        )
+        with translated():
+            return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))
+
+    def wait_answer(self, task_id: str, key: str, timeout_s: float) -> dict[str, Any] | None:
+        """The answer to question ``key``, waiting at most ``timeout_s`` (None: no answer)."""
+        with translated():
+            popped = self.redis.brpop([self.keys.answer(task_id, key)], timeout=timeout_s)
+        if not popped:
+            return None
+        answer: dict[str, Any] = json.loads(cast(list[str], popped)[1])
+        return answer
+
+    @functools.cached_property
+    def _withdraw(self) -> redis.commands.core.Script:
+        return self.redis.register_script(_script("withdraw"))
+
+    def withdraw(self, task_id: str, key: str) -> dict[str, Any] | None:
+        """Take question ``key`` back; returns an answer that arrived first, if one did."""
+        with translated():
+            raw = self._withdraw(
+                keys=[self.keys.inputs(task_id), self.keys.answer(task_id, key)], args=[key]
+            )
+        return json.loads(cast(str, raw)) if raw else None
 
     # -- leases (a running tool body) ------------------------------------------------------
     @functools.cached_property

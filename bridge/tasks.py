@@ -86,6 +86,7 @@ class Tasks:
         listed: bool,
         hidden: bool = False,
         progress_token: str | int | None = None,
+        can_ask: bool = False,
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it."""
         task_id = new_task_id()
@@ -100,6 +101,7 @@ class Tasks:
             listed=listed,
             message="queued",
             progress_token=progress_token,
+            can_ask=can_ask,
         )
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
         try:

@@ -36,7 +36,13 @@ from bridge.errors import (
     MethodNotFound,
 )
 from bridge.events import EventHub, valid_event_id
-from bridge.legacy import LegacyProtocol, progress_notification, status_notification
+from bridge.legacy import (
+    LegacyProtocol,
+    can_elicit,
+    input_requests,
+    progress_notification,
+    status_notification,
+)
 from bridge.modern import ModernProtocol, is_modern
 from bridge.protocol import LEGACY_VERSIONS, Call, Handler
 from bridge.sessions import Session
@@ -226,8 +232,9 @@ class Transport:
             if has_id and ("result" in message) != ("error" in message):
                 if modern:
                     raise HttpError(400, "Invalid Request: clients send no responses in 2026-07-28")
-                # A client's response to a server request: accepted, nothing pending yet.
-                await self._session(request)
+                # A client's response to a server request (an answer to a tool's question).
+                session = await self._session(request)
+                await self.legacy.response(session, message)
                 return Response(status_code=202)
             raise HttpError(400, "Invalid Request: no method", INVALID_REQUEST)
         if not isinstance(method, str):
@@ -346,11 +353,15 @@ class Transport:
         self, session: Session, last: str | None
     ) -> AsyncIterator[dict[str, Any]]:
         try:
+            asks = can_elicit(session)
             async for event in self.hub.stream(session.owner, last):
+                # A question for the client and a progress report travel ahead of the status
+                # notification of their event, without an id of their own: a client that
+                # resumes before that event gets them again (an answer counts only once).
+                for question in input_requests(event.task) if asks else []:
+                    yield {"event": "message", "data": json.dumps(question)}
                 progress = progress_notification(event.task)
                 if progress is not None:
-                    # No id of its own: it belongs to the event that follows, and a client
-                    # that resumes before that event gets both again.
                     yield {"event": "message", "data": json.dumps(progress)}
                 yield {
                     "event": "message",

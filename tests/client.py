@@ -43,12 +43,14 @@ class RawClient:
         h.update(extra)
         return h
 
-    async def initialize(self, version: str = "2025-11-25") -> dict[str, Any]:
+    async def initialize(
+        self, version: str = "2025-11-25", capabilities: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         message = await self.request(
             "initialize",
             {
                 "protocolVersion": version,
-                "capabilities": {},
+                "capabilities": capabilities or {},
                 "clientInfo": {"name": "t", "version": "1"},
             },
         )
@@ -162,12 +164,15 @@ class RawClient:
 
 @contextlib.asynccontextmanager
 async def connect(
-    url: str, version: str = "2025-11-25", token: str | None = None
+    url: str,
+    version: str = "2025-11-25",
+    token: str | None = None,
+    capabilities: dict[str, Any] | None = None,
 ) -> AsyncIterator[RawClient]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with httpx.AsyncClient(timeout=30, headers=headers) as http:
         client = RawClient(url, http)
-        await client.initialize(version)
+        await client.initialize(version, capabilities)
         yield client
 
 

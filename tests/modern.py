@@ -42,14 +42,19 @@ def header_value(value: str) -> str:
 
 
 class ModernClient:
-    def __init__(self, url: str, http: httpx.AsyncClient, *, tasks: bool = True) -> None:
+    def __init__(
+        self, url: str, http: httpx.AsyncClient, *, tasks: bool = True, elicitation: bool = False
+    ) -> None:
         self.url = url
         self.http = http
         self.tasks = tasks
+        self.elicitation = elicitation
         self._ids = itertools.count(1)
 
     def meta(self) -> dict[str, Any]:
         capabilities: dict[str, Any] = {"extensions": {EXT: {}}} if self.tasks else {}
+        if self.elicitation:
+            capabilities["elicitation"] = {"form": {}}
         return {
             "io.modelcontextprotocol/protocolVersion": VERSION,
             "io.modelcontextprotocol/clientCapabilities": capabilities,

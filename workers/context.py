@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,23 @@ from workers import runtime
 
 class TaskCancelled(Ignore):
     """Raised by ``check_cancelled``; Celery then drops the task without a result."""
+
+
+class InputUnavailable(Exception):
+    """``ask`` was called, but the caller declared no elicitation: nobody can answer."""
+
+
+class InputTimeout(Exception):
+    """``ask`` got no answer in time; the question was withdrawn."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The user's answer to ``ask``: ``action`` is "accept" (with ``content``), "decline"
+    or "cancel"."""
+
+    action: str
+    content: dict[str, Any] | None = None
 
 
 log = logging.getLogger(__name__)
@@ -82,6 +100,51 @@ class ToolContext:
         ):
             self._last_event = now
             self._flower_event(done, total, text)
+
+    def ask(self, message: str, schema: dict[str, Any], *, timeout: float = 300.0) -> Answer:
+        """Ask the user (an elicitation with ``message`` and the flat ``schema`` of the
+        wanted answer) and wait for the answer, at most ``timeout`` seconds. Meanwhile the
+        task is ``input_required``. Raises InputUnavailable when the caller cannot answer,
+        InputTimeout when it did not, TaskCancelled when the task was cancelled meanwhile."""
+        registry = runtime.registry()
+        record = registry.get(self.task_id)
+        if record is None or record.status.terminal:
+            raise TaskCancelled()
+        if not record.can_ask:
+            raise InputUnavailable("the client declared no elicitation capability")
+        key = uuid.uuid4().hex[:16]  # unique over the task's life, reruns included
+        request = {
+            "method": "elicitation/create",
+            "params": {"mode": "form", "message": message, "requestedSchema": schema},
+        }
+        if not registry.ask(
+            self.task_id, self.owner, key, request, f"waiting for input: {message}"
+        ).applied:
+            raise TaskCancelled()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raw = registry.withdraw(self.task_id, key)
+                if raw is None:
+                    registry.transition(
+                        self.task_id,
+                        self.owner,
+                        TaskStatus.WORKING,
+                        f"no answer within {timeout:g} s",
+                    )
+                    raise InputTimeout(f"no answer within {timeout:g} s")
+                break
+            # Short waits, so a cancel is noticed within a second even without a revoke.
+            raw = registry.wait_answer(self.task_id, key, min(1.0, remaining))
+            if raw is not None:
+                break
+            self.check_cancelled()
+        registry.transition(self.task_id, self.owner, TaskStatus.WORKING, "input received")
+        content = raw.get("content")
+        return Answer(
+            str(raw.get("action", "cancel")), content if isinstance(content, dict) else None
+        )
 
     def _flower_event(self, done: float, total: float | None, text: str) -> None:
         # Flower shows a task-<x> event as state X: here PROGRESS, with these fields.

@@ -37,6 +37,23 @@ def spin(seconds: float) -> str:
 
 
 @tool(task_support="required")
+def confirm(question: str, timeout: float = 120.0) -> str:
+    """Ask the user `question` (yes or no) and return the answer."""
+    answer = current().ask(
+        question,
+        {
+            "type": "object",
+            "properties": {"confirm": {"type": "boolean", "title": "Confirm?"}},
+            "required": ["confirm"],
+        },
+        timeout=timeout,
+    )
+    if answer.action != "accept":
+        return f"the user chose to {answer.action}"
+    return "confirmed" if (answer.content or {}).get("confirm") else "not confirmed"
+
+
+@tool(task_support="required")
 def fail(message: str) -> str:
     """Raise an error with `message`."""
     raise RuntimeError(message)

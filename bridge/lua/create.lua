@@ -8,6 +8,7 @@
 -- ARGV[11] most tasks in flight per owner  ARGV[12] most creations per owner per minute
 -- ARGV[13] task hash key prefix (to find which in-flight tasks have ended)
 -- ARGV[14] the progressToken of the request that made the task, as JSON ("" for none)
+-- ARGV[15] "1" when the caller can answer questions the tool asks (elicitation)
 -- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('task id already exists')
@@ -40,7 +41,7 @@ redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'owner', ARGV[2], 'tool', ARGV[3], 'celery_id', ARGV[4],
   'status', 'working', 'message', ARGV[8], 'created', now, 'updated', now,
   'ttl', ARGV[5], 'poll', ARGV[6], 'hidden', ARGV[7], 'listed', ARGV[10], 'seq', seq,
-  'ptoken', ARGV[14])
+  'ptoken', ARGV[14], 'can_ask', ARGV[15])
 if ARGV[10] == '1' then
   redis.call('ZADD', KEYS[2], seq, ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[9])

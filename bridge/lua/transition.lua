@@ -8,6 +8,9 @@
 -- ARGV[10] progress done ("" for none)  ARGV[11] progress total ("" for none): kept only
 --   when it increases, and then announced with the event (so notifications/progress only
 --   ever increase, and stop with the terminal status, which no later call can leave)
+-- ARGV[13] input key and ARGV[14] input request JSON ("" for none): a question the tool
+--   asks; it joins the task's pending inputs (hash ``<task key>:inputs``) and is announced
+--   with the event, so a legacy session's stream carries it to the client
 -- KEYS[3] (optional) the lease set: the call then applies only when the lease of task
 --   ARGV[12] has expired by the server clock, and drops that lease. The reaper fails lost
 --   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
@@ -44,12 +47,21 @@ if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[5]) end
+local inputs = KEYS[1] .. ':inputs'
+if ARGV[13] ~= '' then
+  redis.call('HSET', inputs, ARGV[13], ARGV[14])
+  redis.call('PEXPIRE', inputs, ARGV[7])
+end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl'))
+  redis.call('DEL', inputs)
 end
 local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed')
 local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
   updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
+if ARGV[13] ~= '' then
+  task.input = {key = ARGV[13], request = cjson.decode(ARGV[14])}
+end
 if progressed then
   task.progress = tonumber(ARGV[10])
   task.total = tonumber(ARGV[11])
