@@ -451,9 +451,7 @@ def set_path(base: Any, path: tuple[Any, ...], value: Any) -> Any:
 #: Maps NUL and whitespace bytes to "_", so that a word of random bytes is a header token.
 # Header values are RFC 9110 field values: no control characters (the HTTP server, not the
 # bridge, refuses those, with a plain-text 400), bytes 0x80-0xFF allowed (obs-text).
-_NO_SPACE = bytes(
-    ord("_") if b < 0x20 or b == 0x7F or chr(b).isspace() else b for b in range(256)
-)
+_NO_SPACE = bytes(ord("_") if b < 0x20 or b == 0x7F or chr(b).isspace() else b for b in range(256))
 H11_VALUE = re.compile(rb"(?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.client import RpcError, connect
 from tests.modern import ModernClient, ModernError
-from tests.services import Process, bridge_server
+from tests.services import Process, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -101,3 +101,23 @@ async def test_creations_per_minute(env: dict[str, str], log_dir: Path, worker: 
                 await client.create_task("echo", {"text": "one too many"})
             assert err.value.data == {"limit": "creations-per-minute", "max": 3}
             await other.create_task("echo", {"text": "someone else"})
+
+
+async def test_result_too_large(env: dict[str, str], log_dir: Path) -> None:
+    small = {
+        **env,
+        "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-results",
+        "MCP_BRIDGE_MAX_RESULT_BYTES": "2000",
+    }
+    with (
+        celery_worker(small, log_dir, concurrency=1, name="results"),
+        bridge_server(small, log_dir, "bridge-results") as url,
+    ):
+        async with connect(url) as client:
+            fits = await client.call("tools/call", {"name": "blob", "arguments": {"size": 1000}})
+            assert fits["content"][0]["text"] == "x" * 1000
+            task = await client.create_task("blob", {"size": 5000})
+            result = await client.call("tasks/result", {"taskId": task["taskId"]})
+            assert result["isError"] is True
+            assert "too large" in result["content"][0]["text"]
+            assert (await client.get_task(task["taskId"]))["status"] == "failed"

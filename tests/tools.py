@@ -44,3 +44,9 @@ def nap(seconds: float) -> str:
         ctx.check_cancelled()
         time.sleep(0.05)
     return "rested"
+
+
+@tool(task_support="optional")
+def blob(size: int) -> str:
+    """Return `size` characters."""
+    return "x" * size

@@ -187,6 +187,13 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
     token = context._current.set(context.ToolContext(task_id, owner, declared.name, task))
     try:
         with Heartbeat(registry, task_id, settings.lease_s):
-            return to_call_tool_result(declared.call(arguments))
+            result = to_call_tool_result(declared.call(arguments))
     finally:
         context._current.reset(token)
+    size = len(json.dumps(result, separators=(",", ":")).encode())
+    if size > settings.max_result_bytes:
+        # Stored results live in Redis for the task's TTL: a limit keeps one call from
+        # filling it. The call fails as a tool error the model can read.
+        text = f"the tool's result is too large: {size} bytes (at most {settings.max_result_bytes})"
+        return {"content": [{"type": "text", "text": text}], "isError": True}
+    return result
