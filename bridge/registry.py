@@ -476,7 +476,3 @@ class SyncRegistry(_Base):
         with translated():
             raw = self.redis.hget(self.keys.task(task_id), "holder")
         return str(raw) if raw else None
-
-    def release_lease(self, task_id: str) -> None:
-        with translated():
-            self.redis.zrem(self.keys.leases(), task_id)

@@ -142,3 +142,17 @@ async def test_notifications_cancelled_stops_a_plain_call(
             )
         assert outcome["error"].data["status"] == "cancelled"
         assert "changed my mind" in outcome["error"].message
+
+
+async def test_a_finished_task_holds_no_lease(
+    bridge: str, redis_client: redis.Redis, env: dict[str, str]
+) -> None:
+    async with connect(bridge) as client:
+        task = await client.create_task("sleep", {"seconds": 0.3, "steps": 3})
+        leases = f"{env['MCP_BRIDGE_KEY_PREFIX']}:leases"
+        with anyio.fail_after(10):
+            while redis_client.zscore(leases, task["taskId"]) is None:
+                await anyio.sleep(0.02)  # leased while its body runs
+        await client.call("tasks/result", {"taskId": task["taskId"]})
+        # Dropped by the terminal transition itself, with no separate release.
+        assert redis_client.zscore(leases, task["taskId"]) is None

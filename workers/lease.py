@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Renews the lease of ``task_id`` from a daemon thread while the ``with`` block runs,
-    and releases it at the end. The lease itself is taken before (``take_lease``), so a task
-    is never running without one."""
+    """Renews the lease of ``task_id`` from a daemon thread while the ``with`` block runs.
+    The lease is taken before (``take_lease``), so a task is never running without one, and
+    dropped by the task's terminal transition (transition.lua), which the end of the body
+    always brings: its result or error, or the cancel that stopped it. If that transition
+    is lost, the lease expires and the reaper fails the task rather than leave it working."""
 
     def __init__(self, registry: SyncRegistry, task_id: str, lease_s: float) -> None:
         self.registry = registry
@@ -45,14 +47,9 @@ class Heartbeat:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        # A renewal stuck on an unreachable Redis must not hold the task's end: a lease
-        # renewed after the release is dropped by the reaper without touching the task.
+        # A renewal stuck on an unreachable Redis must not hold the task's end; a renewal
+        # after the terminal transition finds the task terminal and drops the lease.
         self._thread.join(timeout=self.every_s)
-        try:
-            self.registry.release_lease(self.task_id)
-        except BridgeError:
-            # The reaper drops a stale lease of a finished task without changing it.
-            log.warning("could not release the lease of %s", self.task_id)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every_s):

@@ -55,6 +55,10 @@ end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl'))
   redis.call('DEL', inputs)
+  -- A finished task holds no lease: dropping it here saves the worker a round trip.
+  -- (The lease set is ``<prefix>:leases`` beside ``<prefix>:task:<id>``.)
+  local prefix = string.match(KEYS[1], '^(.*):task:[^:]+$')
+  redis.call('ZREM', prefix .. ':leases', redis.call('HGET', KEYS[1], 'id'))
 end
 local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed')
 local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
