@@ -16,6 +16,7 @@ from starlette.routing import Route
 from bridge.dispatch import Dispatcher
 from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
+from bridge.health import Health
 from bridge.legacy import LegacyProtocol
 from bridge.modern import ModernProtocol
 from bridge.reaper import Reaper
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tasks = Tasks(settings, registry, dispatcher, hub, tools)
         legacy = LegacyProtocol(Sessions(settings, client), tasks)
         app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub)
+        app.state.health = Health(client, dispatcher)
         try:
             yield
         finally:
@@ -64,10 +66,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         transport: Transport = request.app.state.transport
         return await transport(request)
 
+    async def healthz(request: Request) -> Response:
+        health: Health = request.app.state.health
+        return await health.healthz(request)
+
+    async def readyz(request: Request) -> Response:
+        health: Health = request.app.state.health
+        return await health.readyz(request)
+
     return Starlette(
         # Every method reaches the transport, which answers the ones it does not serve with
         # a JSON-RPC 405 rather than the router's plain-text one.
-        routes=[Route("/mcp", endpoint, methods=[*ALL_METHODS])],
+        routes=[
+            Route("/mcp", endpoint, methods=[*ALL_METHODS]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
         middleware=[
             Middleware(
                 HostOriginGuard,

@@ -65,5 +65,10 @@ class Dispatcher:
         except (OperationalError, KombuError, OSError) as exc:
             raise DispatchError(f"could not broadcast the revoke: {exc}") from exc
 
+    def ping(self, timeout: float) -> list[str]:
+        """Names of the workers that answered a broadcast ping within ``timeout`` (blocking)."""
+        replies = self.celery.control.ping(timeout=timeout) or []
+        return [name for reply in replies for name in reply]
+
     def close(self) -> None:
         self.celery.close()

@@ -1,0 +1,47 @@
+"""/healthz and /readyz: readiness follows Redis and the workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.services import Process, bridge_server, celery_worker, wait_for
+
+
+def test_healthz_answers_any_host(bridge: str) -> None:
+    base = bridge.removesuffix("/mcp")
+    response = httpx.get(f"{base}/healthz", headers={"Host": "10.1.2.3:8000"})
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_lists_the_workers(bridge: str, worker: Process) -> None:
+    body = httpx.get(bridge.removesuffix("/mcp") + "/readyz").json()
+    assert body["status"] == "ready" and body["redis"] == "ok"
+    assert any(name.startswith("main@") for name in body["workers"])
+
+
+@pytest.mark.timeout(90)
+def test_readyz_goes_unready_when_the_worker_stops(env: dict[str, str], log_dir: Path) -> None:
+    # A broker of its own, so no other test's worker answers the ping.
+    db = (int(os.environ.get("MCP_TEST_REDIS_DB", "13")) + 1) % 16
+    broker = f"redis://127.0.0.1:6379/{db}"
+    private = {
+        **env,
+        "MCP_BRIDGE_BROKER_URL": broker,
+        "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-ready",
+    }
+    try:
+        with bridge_server(private, log_dir, "bridge-ready") as url:
+            readyz = url.removesuffix("/mcp") + "/readyz"
+            with celery_worker(private, log_dir, concurrency=1, name="ready"):
+                wait_for(lambda: httpx.get(readyz).status_code == 200, 20, "ready")
+            body = wait_for(
+                lambda: (r := httpx.get(readyz)).status_code == 503 and r.json(), 20, "unready"
+            )
+            assert body == {"redis": "ok", "workers": [], "status": "unready"}
+    finally:
+        redis.Redis.from_url(broker).flushdb()
