@@ -15,7 +15,11 @@ def _split_commas(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MCP_BRIDGE_", frozen=True)
+    # Each field's docstring is its description, and the README's settings reference is
+    # generated from them (``reference``; tests/test_settings_doc.py keeps the two equal).
+    model_config = SettingsConfigDict(
+        env_prefix="MCP_BRIDGE_", frozen=True, use_attribute_docstrings=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Where the registry, sessions and notification streams live."""
@@ -46,6 +50,7 @@ class Settings(BaseSettings):
     subscriber_queue_size: int = Field(1_000, gt=0)
     """Events buffered per open SSE stream before a slow client is dropped."""
     sse_ping_s: float = Field(15.0, gt=0)
+    """Seconds between keep-alive comments on an idle SSE stream."""
     page_size: int = Field(50, gt=0, le=1000)
     """Items per page of ``tools/list`` and ``tasks/list``."""
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
@@ -71,6 +76,7 @@ class Settings(BaseSettings):
     jwt_audience: str = ""
     """Required ``aud`` of bearer JWTs (checked when set)."""
     jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "HS256"]
+    """Algorithms a bearer JWT may be signed with."""
     allow_unauthenticated_remote: bool = False
     """Serve without authentication on a non-loopback address (refused unless set)."""
 
@@ -139,3 +145,20 @@ class Settings(BaseSettings):
     @property
     def celery_result_backend(self) -> str:
         return self.result_backend or self.redis_url
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "(none)"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "(none)"
+    return str(value).lower() if isinstance(value, bool) else (str(value) or "(empty)")
+
+
+def reference() -> str:
+    """The settings as a markdown table (variable, default, meaning), for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        meaning = " ".join((field.description or "").split()).replace("``", "`")
+        rows.append(f"| `MCP_BRIDGE_{name.upper()}` | `{_default(field.default)}` | {meaning} |")
+    return "\n".join(rows) + "\n"
