@@ -443,17 +443,28 @@ class SyncRegistry(_Base):
         return self.redis.register_script(_script("lease"))
 
     def take_lease(
-        self, task_id: str, holder: str, lease_ms: int, max_runs: int
+        self, task_id: str, owner: str, worker: str, holder: str, lease_ms: int, max_runs: int
     ) -> tuple[TaskStatus | None, int]:
-        """Count a run of ``task_id`` by ``holder`` and lease it for ``lease_ms``: the
-        task's status (None when it is gone) and its runs so far. No lease is taken for a
-        terminal or missing task, nor for a run beyond ``max_runs``."""
+        """Count a run of ``task_id`` by ``holder`` (``<worker> (pid <n>)``), lease it for
+        ``lease_ms``, and announce the task ``working`` "running on <holder>": the task's
+        status (None when it is gone) and its runs so far. No lease is taken for a terminal
+        or missing task, nor for a run beyond ``max_runs``. One round trip."""
         with translated():
             status, runs = cast(
                 list[Any],
                 self._lease(
-                    keys=[self.keys.task(task_id), self.keys.leases()],
-                    args=[task_id, lease_ms, holder, max_runs],
+                    keys=[self.keys.task(task_id), self.keys.leases(), self.keys.events(owner)],
+                    args=[
+                        task_id,
+                        lease_ms,
+                        holder,
+                        max_runs,
+                        worker,
+                        self.settings.stream_maxlen,
+                        self.settings.session_ttl_s * 1000,
+                        self.keys.channel(),
+                        f"running on {holder}",
+                    ],
                 ),
             )
         return (TaskStatus(status) if status else None), int(runs)

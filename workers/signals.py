@@ -1,8 +1,10 @@
 """Celery signal handlers that move MCP tasks through their statuses.
 
-Which process fires what (prefork): ``task_prerun``, ``task_success`` and a ``task_failure``
-raised by the tool body fire in the pool child; ``task_revoked``, ``task_unknown`` and the
+Which process fires what (prefork): ``task_success`` and a ``task_failure`` raised by the
+tool body fire in the pool child; ``task_revoked``, ``task_unknown`` and the
 ``task_failure`` of a lost child (``WorkerLostError``) fire in the worker's main process.
+(The start of a run needs no signal: the worker's first registry call, ``take_lease`` in
+``workers.tools``, checks the status, leases the task and announces it, in one step.)
 Each handler is one registry transition; a terminal status is final, so a late success after
 a cancel changes nothing. A handler must never raise (Celery only logs it), so failures to
 reach Redis are logged here.
@@ -11,12 +13,11 @@ reach Redis are logged here.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import Task
-from celery.signals import task_failure, task_prerun, task_revoked, task_success, task_unknown
+from celery.signals import task_failure, task_revoked, task_success, task_unknown
 
 from bridge.errors import BridgeError
 from bridge.registry import TaskStatus
@@ -59,20 +60,6 @@ def _lost_process(request: Any) -> str:
 
 def _error_result(message: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": message}], "isError": True}
-
-
-@task_prerun.connect
-def _on_prerun(sender: Task[Any, Any] | None = None, **_: Any) -> None:
-    if sender is None:
-        return
-    hostname = getattr(sender.request, "hostname", "") or ""
-    # The pid lets an operator (and the tests) find the pool process running the task.
-    _move(
-        sender.request,
-        TaskStatus.WORKING,
-        f"running on {hostname} (pid {os.getpid()})",
-        worker=hostname,
-    )
 
 
 @task_success.connect

@@ -164,10 +164,13 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         return to_call_tool_result(declared.call(arguments))
     registry = runtime.registry()
     settings = registry.settings
-    holder = f"{getattr(task.request, 'hostname', None) or 'unknown worker'} (pid {os.getpid()})"
-    # One round trip checks the status and takes the lease the reaper watches.
+    worker = getattr(task.request, "hostname", None) or "unknown worker"
+    # The pid lets an operator (and the tests) find the pool process running the task.
+    holder = f"{worker} (pid {os.getpid()})"
+    # One round trip checks the status, takes the lease the reaper watches, and announces
+    # the task "running on <holder>".
     status, runs = registry.take_lease(
-        task_id, holder, int(settings.lease_s * 1000), settings.max_runs
+        task_id, owner, worker, holder, int(settings.lease_s * 1000), settings.max_runs
     )
     if status is None or status.terminal:
         # Cancelled (or expired) while queued, or already failed by the reaper before a late-
