@@ -1,19 +1,25 @@
-"""``mcp-celery-bridge serve`` and ``mcp-celery-bridge dev``."""
+"""``mcp-celery-bridge``: ``serve`` and ``dev``, plus the operator commands of
+``bridge.admin`` (``tasks``, ``sessions``)."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
+import click
 import uvicorn
 
+from bridge.admin import sessions, tasks
 from bridge.app import create_app
 from bridge.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., None])
 
 
 def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
@@ -65,40 +71,59 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mcp-celery-bridge")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the MCP endpoint at http://HOST:PORT/mcp")
-    dev = commands.add_parser("dev", help="run a bridge and a Celery worker together")
-    for sub in (serve, dev):
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=8000)
-        sub.add_argument("--log-level", default="info")
-    dev.add_argument("--concurrency", type=int, default=2)
-    args = parser.parse_args(argv)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """An MCP server whose tools run as Celery tasks, and its operator commands."""
 
+
+main.add_command(tasks)
+main.add_command(sessions)
+
+
+def _server_options(command: F) -> F:
+    command = click.option("--log-level", default="info", show_default=True)(command)
+    command = click.option("--port", type=int, default=8000, show_default=True)(command)
+    return click.option("--host", default="127.0.0.1", show_default=True)(command)
+
+
+def _prepare(host: str, log_level: str) -> Settings:
     settings = Settings()
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     if (
-        not _loopback(args.host)
+        not _loopback(host)
         and not settings.auth_enabled
         and not settings.allow_unauthenticated_remote
     ):
-        parser.exit(
-            2,
-            f"mcp-celery-bridge: refusing to serve {args.host} without authentication: "
+        click.echo(
+            f"mcp-celery-bridge: refusing to serve {host} without authentication: "
             "configure MCP_BRIDGE_AUTH_TOKENS or a JWT key, or set "
-            "MCP_BRIDGE_ALLOW_UNAUTHENTICATED_REMOTE=true\n",
+            "MCP_BRIDGE_ALLOW_UNAUTHENTICATED_REMOTE=true",
+            err=True,
         )
-    if args.command == "serve":
-        _serve(settings, args.host, args.port, args.log_level)
-        return
-    worker = _start_worker(args.concurrency, args.log_level)
+        # 2, as a usage error: scripts that checked the argparse-era exit code still work.
+        raise SystemExit(2)
+    return settings
+
+
+@main.command()
+@_server_options
+def serve(host: str, port: int, log_level: str) -> None:
+    """Serve the MCP endpoint at http://HOST:PORT/mcp."""
+    _serve(_prepare(host, log_level), host, port, log_level)
+
+
+@main.command()
+@_server_options
+@click.option("--concurrency", type=int, default=2, show_default=True)
+def dev(host: str, port: int, log_level: str, concurrency: int) -> None:
+    """Run a bridge and a Celery worker together; Ctrl-C stops both."""
+    settings = _prepare(host, log_level)
+    worker = _start_worker(concurrency, log_level)
     try:
-        _serve(settings, args.host, args.port, args.log_level)
+        _serve(settings, host, port, log_level)
     finally:
         _stop_worker(worker)
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="mcp-celery-bridge")
