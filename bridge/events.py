@@ -81,6 +81,8 @@ class Subscription:
     queue: asyncio.Queue[Event | None]
     dropped: bool = field(default=False)
     task_ids: frozenset[str] = frozenset()
+    #: The legacy session whose GET stream this is (several sessions may share an owner).
+    session: str = ""
 
     async def get(self) -> Event | None:
         """The next event, or None when the stream must end (dropped, or hub stopped)."""
@@ -157,17 +159,20 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.queue.get_nowait()
 
-    async def close_owner(self, owner: str) -> None:
-        """End every open stream of ``owner``, in every bridge process."""
+    async def close_session(self, owner: str, session: str) -> None:
+        """End the open GET streams of ``session`` (of ``owner``), in every bridge process;
+        other sessions of the same principal keep theirs."""
+        message = json.dumps({"close": owner, "session": session})
         with translated():
-            await self.redis.publish(self.keys.channel(), json.dumps({"close": owner}))
+            await self.redis.publish(self.keys.channel(), message)
 
     def _dispatch(self, raw: str) -> None:
         try:
             payload = json.loads(raw)
             if "close" in payload:
                 for sub in list(self._subs.get(str(payload["close"]), ())):
-                    self._drop(sub)
+                    if sub.session == payload.get("session"):
+                        self._drop(sub)
                 return
             task = TaskRecord.from_event(payload["task"])
             event = Event(str(payload["id"]), str(payload["owner"]), task)
@@ -187,8 +192,10 @@ class EventHub:
 
     # -- subscribers -----------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def subscribe(self, owner: str) -> AsyncIterator[Subscription]:
-        sub = Subscription(owner, asyncio.Queue(self.settings.subscriber_queue_size))
+    async def subscribe(self, owner: str, session: str = "") -> AsyncIterator[Subscription]:
+        sub = Subscription(
+            owner, asyncio.Queue(self.settings.subscriber_queue_size), session=session
+        )
         self._subs[owner].add(sub)
         try:
             yield sub
@@ -226,10 +233,12 @@ class EventHub:
             for entry_id, fields in entries
         ]
 
-    async def stream(self, owner: str, last_event_id: str | None) -> AsyncIterator[Event]:
+    async def stream(
+        self, owner: str, last_event_id: str | None, session: str = ""
+    ) -> AsyncIterator[Event]:
         """Live events of ``owner``, preceded by those after ``last_event_id`` when given;
         each once, in stream order."""
-        async with self.subscribe(owner) as sub:
+        async with self.subscribe(owner, session) as sub:
             last = last_event_id
             if last is not None:
                 for event in await self.replay(owner, last):

@@ -354,7 +354,7 @@ class Transport:
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             asks = can_elicit(session)
-            async for event in self.hub.stream(session.owner, last):
+            async for event in self.hub.stream(session.owner, last, session.id):
                 # A question for the client and a progress report travel ahead of the status
                 # notification of their event, without an id of their own: a client that
                 # resumes before that event gets them again (an answer counts only once).
@@ -380,5 +380,5 @@ class Transport:
         session = await self._session(request)
         await self.legacy.sessions.delete(session.id)
         # End the session's GET streams, in whichever bridge process holds them.
-        await self.hub.close_owner(session.owner)
+        await self.hub.close_session(session.owner, session.id)
         return Response(status_code=200)

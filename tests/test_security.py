@@ -285,3 +285,25 @@ async def test_the_audit_trail(token_bridge: str, log_dir: Path) -> None:
     assert by_event["task.create"]["session"] == alice.session_id
     assert by_event["task.lookup_failed"]["principal"] == "bob"
     assert "tok-" not in (log_dir / "bridge-tokens.log").read_text(), "no secrets in logs"
+
+
+async def test_deleting_a_session_ends_only_its_own_stream(token_bridge: str) -> None:
+    async with (
+        connect(token_bridge, token="tok-alice-1") as first,
+        connect(token_bridge, token="tok-alice-2") as second,
+    ):
+        async with first.stream() as first_events, second.stream() as second_events:
+            response = await first.http.delete(
+                token_bridge, headers=first.headers(Accept="text/event-stream")
+            )
+            assert response.status_code == 200
+            with anyio.fail_after(10):
+                async for _ in first_events:
+                    raise AssertionError("the deleted session's stream must end")
+            # The principal's other session keeps its stream, and its tasks.
+            task = await second.create_task("echo", {"text": "still here"})
+            with anyio.fail_after(20):
+                async for _, message in second_events:
+                    params = message["params"]
+                    if params["taskId"] == task["taskId"] and params["status"] == "completed":
+                        break
