@@ -46,13 +46,17 @@ def stop(recorder: subprocess.Popen[bytes]) -> None:
         recorder.wait()
 
 
+#: The checkout's root as it appears in frame paths (to show repo-relative paths).
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+
 def _short(frame: str) -> str:
     """``func (path/to/file.py:123)`` -> ``func (pkg/file.py)``."""
     m = _FRAME.match(frame.strip())
     if not m:
         return frame.strip()
     path = m.group("file")
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", _ROOT, "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
@@ -64,8 +68,8 @@ def _package(frame: str) -> str:
     path = m.group("file") if m else frame
     if "site-packages/" in path:
         return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/work/main/" in path:
-        return "/".join(path.split("/work/main/", 1)[1].split("/")[:1])
+    if _ROOT in path:
+        return "/".join(path.split(_ROOT, 1)[1].split("/")[:1])
     if "lib/python3.11/" in path:
         return "stdlib " + path.split("lib/python3.11/", 1)[1].split("/", 1)[0]
     return path

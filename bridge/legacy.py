@@ -19,7 +19,6 @@ from bridge.protocol import (
     iso,
     obj,
     string,
-    tool_definition,
     tool_error,
 )
 from bridge.registry import TaskRecord, TaskStatus
@@ -169,20 +168,9 @@ class LegacyProtocol:
 
     # -- tools -----------------------------------------------------------------------------
     async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        cursor = params.get("cursor")
-        start = decode_cursor("o", cursor) if cursor is not None else 0
-        size = self.settings.page_size
-        names = self.tasks.tool_names
+        # execution.taskSupport exists from 2025-11-25 on.
         execution = tasks_enabled(_session(call))
-        result: dict[str, Any] = {
-            "tools": [
-                tool_definition(self.tasks.tools[name], with_execution=execution)
-                for name in names[start : start + size]
-            ]
-        }
-        if start + size < len(names):
-            result["nextCursor"] = encode_cursor("o", start + size)
-        return result
+        return self.tasks.tool_page(params.get("cursor"), with_execution=execution)
 
     async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         declared = self.tasks.tool(string(params, "name"))

@@ -28,12 +28,9 @@ from bridge.protocol import (
     SERVER_INFO,
     Call,
     Handler,
-    decode_cursor,
-    encode_cursor,
     iso,
     obj,
     string,
-    tool_definition,
     tool_error,
 )
 from bridge.registry import TaskRecord, TaskStatus
@@ -214,21 +211,9 @@ class ModernProtocol:
         )
 
     async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        cursor = params.get("cursor")
-        start = decode_cursor("o", cursor) if cursor is not None else 0
-        size = self.settings.page_size
-        names = self.tasks.tool_names
-        result: dict[str, Any] = {
-            "tools": [
-                tool_definition(self.tasks.tools[name], with_execution=False)
-                for name in names[start : start + size]
-            ],
-            "ttlMs": CACHE_TTL_MS,
-            "cacheScope": "public",
-        }
-        if start + size < len(names):
-            result["nextCursor"] = encode_cursor("o", start + size)
-        return _with_meta(result)
+        # The 2026 core has no execution.taskSupport: the server decides.
+        page = self.tasks.tool_page(params.get("cursor"), with_execution=False)
+        return _with_meta({**page, "ttlMs": CACHE_TTL_MS, "cacheScope": "public"})
 
     async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         declared = self.tasks.tool(string(params, "name"))

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from bridge.dispatch import Dispatcher
 from bridge.errors import INTERNAL_ERROR, BridgeError, InvalidParams, McpError
 from bridge.events import EventHub
-from bridge.protocol import explain, tool_error
+from bridge.protocol import decode_cursor, encode_cursor, explain, tool_definition, tool_error
 from bridge.registry import Registry, TaskRecord, TaskStatus
 from bridge.settings import Settings
 from workers.tools import Tool
@@ -47,6 +47,18 @@ class Tasks:
         self.hub = hub
         self.tools = tools
         self.tool_names = sorted(tools)
+
+    def tool_page(self, cursor: Any, *, with_execution: bool) -> dict[str, Any]:
+        """One page of ``tools/list`` (tools in name order, opaque offset cursors)."""
+        start = decode_cursor("o", cursor) if cursor is not None else 0
+        size = self.settings.page_size
+        names = self.tool_names[start : start + size]
+        page: dict[str, Any] = {
+            "tools": [tool_definition(self.tools[n], with_execution=with_execution) for n in names]
+        }
+        if start + size < len(self.tool_names):
+            page["nextCursor"] = encode_cursor("o", start + size)
+        return page
 
     def tool(self, name: str) -> Tool:
         declared = self.tools.get(name)
