@@ -18,6 +18,7 @@ from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
 from bridge.health import Health
 from bridge.legacy import LegacyProtocol
+from bridge.metrics import Metrics
 from bridge.modern import ModernProtocol
 from bridge.reaper import Reaper
 from bridge.registry import Registry
@@ -50,9 +51,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         registry = Registry(settings, client)
         reaper = Reaper(settings, registry)
         reaper.start()
-        tasks = Tasks(settings, registry, dispatcher, hub, tools)
+        metrics = Metrics(hub)
+        hub.on_event = metrics.observe
+        app.state.metrics = metrics
+        tasks = Tasks(settings, registry, dispatcher, hub, tools, metrics)
         legacy = LegacyProtocol(Sessions(settings, client), tasks)
-        app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub)
+        app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub, metrics)
         app.state.health = Health(client, dispatcher)
         try:
             yield
@@ -70,6 +74,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         health: Health = request.app.state.health
         return await health.healthz(request)
 
+    async def metrics_endpoint(request: Request) -> Response:
+        metrics: Metrics = request.app.state.metrics
+        return await metrics.endpoint(request)
+
     async def readyz(request: Request) -> Response:
         health: Health = request.app.state.health
         return await health.readyz(request)
@@ -81,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/mcp", endpoint, methods=[*ALL_METHODS]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
         ],
         middleware=[
             Middleware(

@@ -99,6 +99,8 @@ class EventHub:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        #: Called with every task event heard (the metrics of this process).
+        self.on_event: Callable[[Event], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,6 +181,8 @@ class EventHub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed task event: %.200s", raw)
             return
+        if self.on_event is not None:
+            self.on_event(event)
         for waiter in self._waiters.get(task.id, ()):
             waiter.set()
         task_subs = list(self._task_subs.get(task.id, ()))

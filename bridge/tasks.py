@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from bridge.dispatch import Dispatcher
 from bridge.errors import INTERNAL_ERROR, BridgeError, InvalidParams, McpError
 from bridge.events import EventHub
+from bridge.metrics import Metrics
 from bridge.protocol import decode_cursor, encode_cursor, explain, tool_definition, tool_error
 from bridge.registry import Registry, TaskRecord, TaskStatus
 from bridge.settings import Settings
@@ -40,7 +41,9 @@ class Tasks:
         dispatcher: Dispatcher,
         hub: EventHub,
         tools: dict[str, Tool],
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.registry = registry
         self.dispatcher = dispatcher
@@ -125,6 +128,8 @@ class Tasks:
                 record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
             )
             raise
+        if self.metrics is not None:
+            self.metrics.task_created(record.id, declared.name, "legacy" if listed else "modern")
         return record
 
     async def failed(

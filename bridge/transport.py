@@ -34,6 +34,7 @@ from bridge.errors import (
     InvalidParams,
     McpError,
     MethodNotFound,
+    StoreUnavailable,
 )
 from bridge.events import EventHub, valid_event_id
 from bridge.legacy import (
@@ -43,6 +44,7 @@ from bridge.legacy import (
     progress_notification,
     status_notification,
 )
+from bridge.metrics import Metrics
 from bridge.modern import ModernProtocol, is_modern
 from bridge.protocol import LEGACY_VERSIONS, Call, Handler
 from bridge.sessions import Session
@@ -150,8 +152,14 @@ def _sse(messages: AsyncIterator[dict[str, Any]], ping_s: float) -> EventSourceR
 
 class Transport:
     def __init__(
-        self, settings: Settings, legacy: LegacyProtocol, modern: ModernProtocol, hub: EventHub
+        self,
+        settings: Settings,
+        legacy: LegacyProtocol,
+        modern: ModernProtocol,
+        hub: EventHub,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.legacy = legacy
         self.modern = modern
@@ -173,7 +181,12 @@ class Transport:
             return Response(status_code=400)
         except BridgeError as exc:
             # Redis or the broker failed before a request id was known.
+            self._count_failure(exc)
             return JsonResponse(_error_response(exc, None), status_code=503)
+
+    def _count_failure(self, exc: BaseException) -> None:
+        if self.metrics is not None and isinstance(exc, StoreUnavailable):
+            self.metrics.redis_errors.inc()
 
     # -- sessions --------------------------------------------------------------------------
     async def _principal(self, request: Request) -> Principal | None:
@@ -272,6 +285,7 @@ class Transport:
             raise
         except BridgeError as exc:
             # Redis failed: a JSON-RPC error that names the request, not a bare 503 page.
+            self._count_failure(exc)
             return JsonResponse(_error_response(exc, msg_id), status_code=503)
         if params is not None and not isinstance(params, dict):
             return JsonResponse(_error_response(InvalidParams("params must be an object"), msg_id))

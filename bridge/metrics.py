@@ -1,0 +1,109 @@
+"""Prometheus metrics of one bridge process, at ``/metrics``.
+
+Each replica exports its own figures; sum them across replicas. Counters of finished tasks
+and the duration histograms count the tasks *this process created*, as it learns their end
+from the event channel every process hears, so a task is counted once in the sum however
+many replicas there are. Labels: ``tool``, ``era`` (legacy | modern), ``status``
+(completed | failed | cancelled).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.events import Event, EventHub
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+#: Tasks this process created and has not seen end are forgotten after this long (an end
+#: missed while the event channel was down), so the table cannot grow without bound.
+FORGET_AFTER_S = 86_400.0
+
+
+class Metrics:
+    def __init__(self, hub: EventHub) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.created = Counter(
+            "mcp_bridge_tasks_created",
+            "Tasks created by this process.",
+            ["tool", "era"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "mcp_bridge_tasks_finished",
+            "Tasks created here that ended, by final status.",
+            ["tool", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "mcp_bridge_task_duration_seconds",
+            "From creation to the terminal status.",
+            ["tool"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "mcp_bridge_task_queue_wait_seconds",
+            "From creation until a worker started it.",
+            ["tool"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "mcp_bridge_tasks_in_flight", "Tasks created here and not ended yet.", registry=r
+        )
+        self.streams = Gauge(
+            "mcp_bridge_open_streams", "Open GET and subscriptions/listen streams.", registry=r
+        )
+        self.streams.set_function(hub.subscriber_count)
+        self.lag = Histogram(
+            "mcp_bridge_notification_lag_seconds",
+            "From a task's transition in Redis to its fan-out in this process.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "mcp_bridge_redis_errors",
+            "Requests answered an error because Redis failed.",
+            registry=r,
+        )
+        # task id -> (tool, created at (monotonic), started yet)
+        self._mine: dict[str, tuple[str, float, bool]] = {}
+
+    def task_created(self, task_id: str, tool: str, era: str) -> None:
+        self.created.labels(tool, era).inc()
+        self._mine[task_id] = (tool, time.monotonic(), False)
+        self.in_flight.set(len(self._mine))
+
+    def observe(self, event: Event) -> None:
+        """Called by the event hub for every task event it hears."""
+        self.lag.observe(max(0.0, time.time() - event.task.updated / 1000))
+        mine = self._mine.get(event.task.id)
+        if mine is None:
+            return
+        tool, created, started = mine
+        now = time.monotonic()
+        if not started and event.task.message.startswith("running on"):
+            self.queue_wait.labels(tool).observe(now - created)
+            self._mine[event.task.id] = (tool, created, True)
+        if event.task.status.terminal:
+            del self._mine[event.task.id]
+            self.finished.labels(tool, event.task.status.value).inc()
+            self.duration.labels(tool).observe(now - created)
+        elif now - created > FORGET_AFTER_S:
+            del self._mine[event.task.id]
+        self.in_flight.set(len(self._mine))
+
+    async def endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,61 @@
+"""/metrics: the counters move as a workload runs."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.client import connect
+
+pytestmark = pytest.mark.anyio
+
+
+def _samples(bridge: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(bridge.removesuffix("/mcp") + "/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _value(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_counters_follow_a_workload(bridge: str) -> None:
+    before = _samples(bridge)
+    async with connect(bridge) as client, client.stream():
+        during = _samples(bridge)
+        assert _value(during, "mcp_bridge_open_streams") >= 1
+        for text in ("a", "b", "c"):
+            task = await client.create_task("echo", {"text": text})
+            await client.call("tasks/result", {"taskId": task["taskId"]})
+        failed = await client.create_task("fail", {"message": "counted"})
+        await client.wait_status(failed["taskId"], {"failed"})
+        spin = await client.create_task("spin", {"seconds": 30})
+        await client.call("tasks/cancel", {"taskId": spin["taskId"]})
+
+    def moved(name: str, **labels: str) -> float:
+        return _value(_samples(bridge), name, **labels) - _value(before, name, **labels)
+
+    with anyio.fail_after(10):
+        # The cancel's own notification may arrive a moment after its answer.
+        while moved("mcp_bridge_tasks_finished_total", tool="spin", status="cancelled") < 1:
+            await anyio.sleep(0.05)
+    assert moved("mcp_bridge_tasks_created_total", tool="echo", era="legacy") == 3
+    assert moved("mcp_bridge_tasks_finished_total", tool="echo", status="completed") == 3
+    assert moved("mcp_bridge_tasks_finished_total", tool="fail", status="failed") == 1
+    assert moved("mcp_bridge_task_duration_seconds_count", tool="echo") == 3
+    assert moved("mcp_bridge_task_queue_wait_seconds_count", tool="echo") == 3
+    assert moved("mcp_bridge_notification_lag_seconds_count") > 0
+
+
+def test_metrics_answer_any_host(bridge: str) -> None:
+    response = httpx.get(bridge.removesuffix("/mcp") + "/metrics", headers={"Host": "10.0.0.9"})
+    assert response.status_code == 200
+    assert "mcp_bridge_tasks_created_total" in response.text
