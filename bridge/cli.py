@@ -119,6 +119,13 @@ def dev(host: str, port: int, log_level: str, concurrency: int) -> None:
     """Run a bridge and a Celery worker together; Ctrl-C stops both."""
     settings = _prepare(host, log_level)
     worker = _start_worker(concurrency, log_level)
+    url = f"http://{host}:{port}/mcp"
+    click.echo(
+        f"\nMCP endpoint: {url}   (health: http://{host}:{port}/readyz)\n"
+        f"Flower, if installed: celery -A workers flower  -> http://127.0.0.1:5555\n"
+        f"Try a task:   see README.md, 'Calling a tool as a task with curl' (URL={url})\n",
+        err=True,
+    )
     try:
         _serve(settings, host, port, log_level)
     finally:
