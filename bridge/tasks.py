@@ -30,7 +30,11 @@ MIN_TTL_MS = 1_000
 
 
 def new_task_id() -> str:
-    return secrets.token_urlsafe(24)  # 192 random bits: the id cannot be guessed
+    """192 random bits, URL-safe: the id cannot be guessed. Never starting with "-", so a
+    command line never takes it for an option."""
+    while (task_id := secrets.token_urlsafe(24)).startswith("-"):
+        pass
+    return task_id
 
 
 class Tasks:

@@ -1447,6 +1447,8 @@ def test_bad_task_ids(target: Target, task_id: str, mangle: int, method: str) ->
         real = resolve(task_id.removeprefix("mangle:"), target)
         task_id = _mangle(real, mangle)
     assume(task_id not in (target.legacy_task, target.modern_task))
+    # An unpaired surrogate is not JSON the bridge reads: Target.post checks that 400 -32700.
+    assume(parses(json.dumps({"taskId": task_id}).encode()))
     if not method.startswith("modern:"):
         answer, response = target.post(target.legacy(method, {"taskId": task_id}), statuses={200})
         assert response is not None and response["error"]["code"] == -32602, answer.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import string
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -340,3 +341,12 @@ def test_valid_event_ids(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "abc", "1", "1-", "-1", "1-2-3", "1-a", " 1-2", "1-2 "])
 def test_invalid_event_ids(value: str) -> None:
     assert not valid_event_id(value)
+
+
+def test_task_ids_are_long_url_safe_and_never_look_like_options() -> None:
+    from bridge.tasks import new_task_id
+
+    ids = {new_task_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(len(i) == 32 and not i.startswith("-") for i in ids)
+    assert all(set(i) <= set(string.ascii_letters + string.digits + "-_") for i in ids)
