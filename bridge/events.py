@@ -98,7 +98,6 @@ class EventHub:
         self._task_subs: dict[str, set[Subscription]] = defaultdict(set)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
         #: Called with every task event heard (the metrics of this process).
         self.on_event: Callable[[Event], None] | None = None
 
@@ -119,7 +118,6 @@ class EventHub:
             pubsub = _Listener(self.redis.connection_pool, self._reconnected)
             try:
                 await pubsub.subscribe(self.keys.channel())
-                self.connected.set()
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -127,7 +125,6 @@ class EventHub:
                         self._dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 log.warning("event listener lost Redis (%s); streams end, retrying", exc)
-                self.connected.clear()
                 # Open streams may have missed events: end them so clients resume with
                 # Last-Event-ID; wake waiters so they re-read the registry.
                 self._end_all()

@@ -210,14 +210,7 @@ class LegacyProtocol:
 
     # -- tasks -----------------------------------------------------------------------------
     async def _owned(self, call: Call, params: dict[str, Any]) -> TaskRecord:
-        task_id = string(params, "taskId")
-        record = await self.tasks.registry.get(task_id) if len(task_id) <= 128 else None
-        # Another owner's task is "not found" too, so existence does not leak. A task with
-        # no owner (made statelessly, without authentication) is reachable by its id.
-        if record is None or record.hidden or record.owner not in (call.owner, ""):
-            audit("task.lookup_failed", call, task=task_id[:128])
-            raise InvalidParams(f"Task not found: {task_id[:128]}")
-        return record
+        return await self.tasks.find(call, string(params, "taskId"))
 
     async def tasks_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         return render_task(await self._owned(call, params))

@@ -249,14 +249,7 @@ class ModernProtocol:
         return _with_meta(final.result or tool_error(final.message or "the call failed"))
 
     async def _visible(self, call: Call, params: dict[str, Any]) -> TaskRecord:
-        task_id = string(params, "taskId")
-        record = await self.tasks.registry.get(task_id) if len(task_id) <= 128 else None
-        # Without a principal the unguessable id is the capability; with one, only the
-        # principal's own (or unowned) tasks are visible, and others look absent.
-        if record is None or record.hidden or (call.owner and record.owner not in ("", call.owner)):
-            audit("task.lookup_failed", call, task=task_id[:128])
-            raise InvalidParams(f"Failed to retrieve task: Task not found: {task_id[:128]}")
-        return record
+        return await self.tasks.find(call, string(params, "taskId"))
 
     async def tasks_get(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         record = await self._visible(call, params)

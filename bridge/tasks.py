@@ -12,11 +12,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge.audit import audit
 from bridge.dispatch import Dispatcher
 from bridge.errors import INTERNAL_ERROR, BridgeError, InvalidParams, McpError
 from bridge.events import EventHub
 from bridge.metrics import Metrics
-from bridge.protocol import decode_cursor, encode_cursor, explain, tool_definition, tool_error
+from bridge.protocol import (
+    Call,
+    decode_cursor,
+    encode_cursor,
+    explain,
+    tool_definition,
+    tool_error,
+)
 from bridge.registry import Registry, TaskRecord, TaskStatus
 from bridge.settings import Settings
 from workers.tools import Tool
@@ -175,6 +183,17 @@ class Tasks:
         finally:
             if request_id is not None:
                 await asyncio.shield(self.registry.forget_call(owner, request_id))
+
+    async def find(self, call: Call, task_id: str) -> TaskRecord:
+        """The task ``call`` may see, else "not found" (-32602): another owner's task answers
+        exactly like an unknown one, so existence does not leak. A caller sees its own tasks
+        and unowned ones (made statelessly without authentication: the unguessable id is the
+        capability); a caller that has no owner itself holds ids only, and sees any task."""
+        record = await self.registry.get(task_id) if len(task_id) <= 128 else None
+        if record is None or record.hidden or (call.owner and record.owner not in (call.owner, "")):
+            audit("task.lookup_failed", call, task=task_id[:128])
+            raise InvalidParams(f"Task not found: {task_id[:128]}")
+        return record
 
     async def cancel(self, record: TaskRecord, message: str) -> TaskRecord:
         """Mark the task cancelled, then stop its work. Returns the record as it ends up

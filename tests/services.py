@@ -76,9 +76,12 @@ class Process:
                 self.popen.wait()
 
 
-def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Process:
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as out:
+def spawn(
+    name: str, command: list[str], env: dict[str, str], log: Path, append: bool = False
+) -> Process:
+    """Start ``command`` in its own process group, output to ``log`` (appended to when
+    ``append``, so a restarted process keeps its predecessor's output)."""
+    with log.open("ab" if append else "wb") as out:
         popen = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -95,7 +98,7 @@ def celery_worker(
     env: dict[str, str], log_dir: Path, concurrency: int = 2, name: str | None = None
 ) -> Iterator[Process]:
     node = f"{name or 'w' + uuid.uuid4().hex[:6]}@%h"
-    proc = _spawn(
+    proc = spawn(
         node.split("@")[0],
         [
             sys.executable,
@@ -116,7 +119,7 @@ def celery_worker(
             "info",
         ],
         env,
-        log_dir,
+        log_dir / f"{node.split('@')[0]}.log",
     )
     try:
         wait_for(lambda: " ready." in proc.output() or not proc.alive(), 60, "the worker")
@@ -129,11 +132,11 @@ def celery_worker(
 @contextlib.contextmanager
 def bridge_server(env: dict[str, str], log_dir: Path, name: str = "bridge") -> Iterator[str]:
     port = free_port()
-    proc = _spawn(
+    proc = spawn(
         name,
         [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), "--log-level", "info"],
         env,
-        log_dir,
+        log_dir / f"{name}.log",
     )
     url = f"http://127.0.0.1:{port}/mcp"
 

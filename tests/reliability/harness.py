@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
-import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,11 +19,9 @@ import anyio
 import anyio.abc
 import httpx
 import redis
-from httpx_sse import EventSource
 
-from tests import schema
 from tests.client import RawClient
-from tests.services import ROOT, Process, free_port, wait_for
+from tests.services import Process, free_port, spawn, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
 RUNNING = re.compile(r"^running on (\S+) \(pid (\d+)\)$")
@@ -68,21 +63,6 @@ async def running_pid(client: RawClient, task_id: str, timeout: float = 20) -> t
     return found
 
 
-def spawn(name: str, command: list[str], env: dict[str, str], log: Path) -> Process:
-    """Like ``tests.services`` processes, but the log is appended to, so a restarted process
-    keeps its predecessor's output."""
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Process(name, popen, log)
-
-
 @dataclass
 class Bridge:
     """A bridge process that can be SIGKILLed and started again on the same port."""
@@ -99,7 +79,7 @@ class Bridge:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
-        proc = spawn(self.name, command, self.env, self.log_dir / f"{self.name}.log")
+        proc = spawn(self.name, command, self.env, self.log_dir / f"{self.name}.log", append=True)
         self.proc = proc
 
         def up() -> bool:
@@ -158,7 +138,9 @@ class RedisServer:
             "--daemonize",
             "no",
         ]
-        self.proc = spawn("redis", command, {}, self.log_dir / f"redis-{self.port}.log")
+        self.proc = spawn(
+            "redis", command, {}, self.log_dir / f"redis-{self.port}.log", append=True
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
 
         def answers() -> bool:
@@ -177,30 +159,11 @@ class RedisServer:
         self.proc.stop(signal.SIGKILL)
 
 
-@contextlib.asynccontextmanager
-async def notifications(
+def notifications(
     client: RawClient, last_event_id: str
-) -> AsyncIterator[AsyncIterator[tuple[str, dict[str, Any]]]]:
-    """The session's GET stream as (event id, message) pairs, schema-checked. Unlike
-    ``RawClient.stream`` it survives keep-alive pings: httpx-sse turns each ping comment
-    that follows an event with an id into an event with empty data, which it skips."""
-    headers = client.headers(Accept="text/event-stream", **{"Last-Event-ID": last_event_id})
-    headers.pop("Content-Type")
-    async with client.http.stream(
-        "GET", client.url, headers=headers, timeout=httpx.Timeout(5, read=None)
-    ) as response:
-        assert response.status_code == 200, await response.aread()
-        assert response.headers["content-type"].startswith("text/event-stream")
-
-        async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
-            async for event in EventSource(response).aiter_sse():
-                if not event.data:
-                    continue
-                message = json.loads(event.data)
-                schema.check_server_message(message)
-                yield event.id, message
-
-        yield events()
+) -> contextlib.AbstractAsyncContextManager[AsyncIterator[tuple[str, dict[str, Any]]]]:
+    """The session's GET stream from ``last_event_id`` on (``RawClient.stream``)."""
+    return client.stream(last_event_id)
 
 
 @dataclass(frozen=True)
