@@ -8,35 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
 import redis
 from pydantic import ValidationError
-from rich.columns import Columns
-from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from bridge.console import iso, print_fields, print_json, print_table
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.events import EventHub
 from bridge.keys import Keys
-from bridge.registry import Registry, TaskRecord, TaskStatus
+from bridge.records import TaskRecord, TaskStatus
+from bridge.registry import Registry
+from bridge.scan import collect
 from bridge.settings import Settings
 from bridge.store import async_client, sync_client
 from bridge.tasks import Tasks
 
-#: Keys asked of Redis per SCAN step, and hashes read per pipeline round trip.
-SCAN_COUNT = 500
 #: How long ``tasks show`` waits for workers to answer ``inspect().active()``.
 INSPECT_TIMEOUT_S = 1.0
 MESSAGE_WIDTH = 40
@@ -81,75 +76,16 @@ def _redis_errors(settings: Settings) -> Iterator[None]:
         raise click.ClickException(f"Redis at {settings.redis_url}: {exc}") from exc
 
 
-def _console() -> Console:
-    # Piped output (a file, `less`, a test) would otherwise be squeezed to 80 columns and
-    # wrap the ids; an explicit COLUMNS still wins.
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=200 if wide else None)
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-def _iso(ms: int, z: bool = False) -> str:
-    """UTC, ISO 8601; ``z``: the compact ``Z`` suffix for tables."""
-    text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-    return text.replace("+00:00", "Z") if z else text
-
-
 def _collect(
     settings: Settings,
     key_prefix: str,
     limit: int,
     parse: Callable[[str, dict[str, str], int], T | None],
 ) -> tuple[list[T], bool]:
-    """What ``parse(id, hash, pttl)`` keeps of the hashes ``{key_prefix}<id>``, and whether
-    ``limit`` (0: none) stopped the search. There is no index: SCAN (no order, may repeat a
-    key) in steps of ``SCAN_COUNT`` keys, each batch read in one pipelined round trip. Ids
-    never contain ':', so that skips sub-keys like ``:inputs`` and ``:answer:``."""
-    # The prefix is an operator's string: escape glob characters so MATCH is literal.
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", key_prefix) + "*"
-    found: list[T] = []
+    """``bridge.scan.collect`` on a client of its own, Redis faults made operator errors."""
     client = sync_client(settings.redis_url)
-
-    def fresh_ids() -> Iterator[str]:
-        seen: set[str] = set()
-        for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
-            item_id = str(key)[len(key_prefix) :]
-            if ":" not in item_id and item_id not in seen:
-                seen.add(item_id)
-                yield item_id
-
     with _redis_errors(settings), contextlib.closing(client):
-        fresh = fresh_ids()
-        while batch := list(itertools.islice(fresh, SCAN_COUNT)):
-            with client.pipeline(transaction=False) as pipe:
-                for item_id in batch:
-                    pipe.hgetall(key_prefix + item_id)
-                    pipe.pttl(key_prefix + item_id)
-                replies = pipe.execute()
-            for item_id, h, pttl in zip(batch, replies[::2], replies[1::2], strict=True):
-                # An empty hash expired between SCAN and the read.
-                item = parse(item_id, h, int(pttl)) if h else None
-                if item is not None:
-                    found.append(item)
-                    if limit and len(found) >= limit:
-                        return found, True
-    return found, False
-
-
-def _print_table(
-    title: str, columns: list[str], rows: list[list[str | Text]], caption: str, fold: set[str]
-) -> None:
-    table = Table(title=title, title_justify="left", caption=caption)
-    for name in columns:
-        # Only the long free-form columns fold: ids and timestamps stay whole and copyable.
-        table.add_column(name, no_wrap=name not in fold, overflow="fold")
-    for row in rows:
-        # Plain strings come from tools and clients: shown as they are, never as markup.
-        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in row))
-    _console().print(table)
+        return collect(client, key_prefix, limit, parse)
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -184,8 +120,8 @@ def _task_summary(record: TaskRecord) -> dict[str, Any]:
         "status": record.status.value,
         "tool": record.tool,
         "owner": record.owner,
-        "created": _iso(record.created),
-        "updated": _iso(record.updated),
+        "created": iso(record.created),
+        "updated": iso(record.updated),
         "worker": record.worker or None,
         "statusMessage": record.message,
         "plainCall": record.hidden,
@@ -248,7 +184,7 @@ def list_tasks(
     found.sort(key=lambda r: r.created, reverse=True)
     if as_json:
         summaries = [_task_summary(r) for r in found]
-        _print_json({"tasks": summaries, "limit": limit, "limitReached": limit_reached})
+        print_json({"tasks": summaries, "limit": limit, "limitReached": limit_reached})
         return
     colour = {"working": "yellow", "input_required": "magenta", "completed": "green"}
     rows: list[list[str | Text]] = [
@@ -257,8 +193,8 @@ def list_tasks(
             Text(r.status.value, style=colour.get(r.status.value, "red")),
             r.tool + (" (plain call)" if r.hidden else ""),
             r.owner,
-            _iso(r.created, z=True),
-            _iso(r.updated, z=True),
+            iso(r.created, z=True),
+            iso(r.updated, z=True),
             r.worker,
             r.message if len(r.message) <= MESSAGE_WIDTH else r.message[: MESSAGE_WIDTH - 1] + "…",
         ]
@@ -268,7 +204,7 @@ def list_tasks(
     columns = ["task id", "status", "tool", "owner", "created", "updated", "worker"]
     title = f"MCP tasks ({settings.key_prefix})"
     caption = f"{len(found)} task(s){more}"
-    _print_table(title, [*columns, "statusMessage"], rows, caption, {"owner", "statusMessage"})
+    print_table(title, [*columns, "statusMessage"], rows, caption, {"owner", "statusMessage"})
 
 
 def _celery_view(settings: Settings, celery_id: str) -> dict[str, Any]:
@@ -325,17 +261,14 @@ def show_task(task_id: str, as_json: bool) -> None:
         "celery": _celery_view(settings, record.celery_id),
     }
     if as_json:
-        _print_json(view)
+        print_json(view)
         return
-    tables = []
-    for title, part in (("MCP", view["mcp"]), ("Celery", view["celery"])):
-        table = Table(title=title, title_justify="left", show_header=False)
-        table.add_column("field", style="bold", no_wrap=True)
-        table.add_column("value", overflow="fold")
-        for name, value in part.items():
-            table.add_row(name, Text(_show_value(name, value)))
-        tables.append(table)
-    _console().print(Columns(tables))
+    print_fields(
+        {
+            title: {name: _show_value(name, value) for name, value in part.items()}
+            for title, part in (("MCP", view["mcp"]), ("Celery", view["celery"]))
+        }
+    )
 
 
 def _show_value(name: str, value: Any) -> str:
@@ -412,14 +345,14 @@ def list_sessions(limit: int, as_json: bool) -> None:
             "principal": h.get("principal") or None,
             "clientName": info.get("name"),
             "clientVersion": info.get("version"),
-            "created": _iso(int(h["created"])) if h.get("created") else None,
+            "created": iso(int(h["created"])) if h.get("created") else None,
             "idleTtlLeft_s": pttl // 1000 if pttl >= 0 else None,
         }
 
     found, limit_reached = _collect(settings, Keys(settings.key_prefix).session(""), limit, keep)
     found.sort(key=lambda s: s["created"] or "", reverse=True)
     if as_json:
-        _print_json({"sessions": found, "limit": limit, "limitReached": limit_reached})
+        print_json({"sessions": found, "limit": limit, "limitReached": limit_reached})
         return
     rows: list[list[str | Text]] = [
         [
@@ -435,4 +368,4 @@ def list_sessions(limit: int, as_json: bool) -> None:
     more = f"; limit {limit} reached, more may exist" if limit_reached else ""
     columns = ["session id", "protocol", "principal", "client", "created", "idle TTL left"]
     title = f"MCP sessions ({settings.key_prefix})"
-    _print_table(title, columns, rows, f"{len(found)} session(s){more}", {"client"})
+    print_table(title, columns, rows, f"{len(found)} session(s){more}", {"client"})

@@ -28,7 +28,7 @@ from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import RedisError
 
 from bridge.keys import Keys
-from bridge.registry import TaskRecord
+from bridge.records import TaskRecord
 from bridge.settings import Settings
 from bridge.store import translated
 

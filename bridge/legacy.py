@@ -21,7 +21,7 @@ from bridge.protocol import (
     string,
     tool_error,
 )
-from bridge.registry import TaskRecord, TaskStatus
+from bridge.records import TaskRecord, TaskStatus
 from bridge.sessions import Session, Sessions
 from bridge.tasks import Tasks
 

@@ -33,7 +33,7 @@ from bridge.protocol import (
     string,
     tool_error,
 )
-from bridge.registry import TaskRecord, TaskStatus
+from bridge.records import TaskRecord, TaskStatus
 from bridge.tasks import Tasks
 
 EXT_TASKS = "io.modelcontextprotocol/tasks"

@@ -4,10 +4,12 @@ A task hash (``bridge.keys.Keys.task``) holds:
 ``id, owner, tool, celery_id, status, message, created, updated`` (ms since the epoch),
 ``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which no
 client can fetch), ``listed`` ("1" for a legacy-era task: in its owner's ``tasks/list`` index
-and event stream), ``seq`` (list position), and once known ``worker``,
-``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error JSON); ``runs`` (how many
-times a worker started the tool body) and ``holder`` (``<worker> (pid <n>)`` of the latest
-run) come with the lease (``Keys.leases``) a running body renews.
+and event stream), ``seq`` (list position), ``ptoken`` (the call's ``progressToken`` as JSON)
+and ``can_ask`` ("1" when the caller declared elicitation), and once known ``worker``,
+``progress`` and ``total``, ``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error
+JSON); ``runs`` (how many times a worker started the tool body) and ``holder``
+(``<worker> (pid <n>)`` of the latest run) come with the lease (``Keys.leases``) a running
+body renews. ``bridge.records`` turns a hash into a ``TaskRecord``.
 
 Every change goes through one Lua script (``bridge/lua``), so a transition, its TTL and its
 event are one atomic step, and a terminal status is final.
@@ -15,11 +17,9 @@ event are one atomic step, and a terminal status is final.
 
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import time
-from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, cast
 
@@ -28,96 +28,13 @@ import redis.asyncio
 
 from bridge.errors import InternalError, LimitExceeded
 from bridge.keys import Keys
+from bridge.records import Outcome, Page, TaskRecord
+
+# Re-exported (the "as" form) only because workers/signals.py, and an edit of bridge/reaper.py
+# in progress, import TaskStatus from here; once they take it from bridge.records, drop it.
+from bridge.records import TaskStatus as TaskStatus
 from bridge.settings import Settings
 from bridge.store import translated
-
-
-class TaskStatus(enum.StrEnum):
-    WORKING = "working"
-    INPUT_REQUIRED = "input_required"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    id: str
-    status: TaskStatus
-    message: str
-    created: int
-    updated: int
-    ttl: int | None
-    poll: int
-    owner: str = ""
-    tool: str = ""
-    celery_id: str = ""
-    hidden: bool = False
-    listed: bool = False
-    worker: str = ""
-    #: The latest progress report, on records and on the events that announce one.
-    progress: float | None = None
-    total: float | None = None
-    #: The ``progressToken`` of the ``tools/call`` that made the task, if it had one.
-    progress_token: str | int | None = None
-    #: Whether the caller can answer the tool's questions (it declared elicitation).
-    can_ask: bool = False
-    #: Questions asked and not answered yet (key -> request), from ``Keys.inputs``; on an
-    #: event, the one question it announces.
-    inputs: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-
-    @classmethod
-    def from_hash(cls, h: dict[str, str]) -> TaskRecord:
-        return cls(
-            id=h["id"],
-            status=TaskStatus(h["status"]),
-            message=h.get("message", ""),
-            created=int(h["created"]),
-            updated=int(h["updated"]),
-            ttl=int(h["ttl"]) if h.get("ttl") else None,
-            poll=int(h["poll"]),
-            owner=h.get("owner", ""),
-            tool=h.get("tool", ""),
-            celery_id=h.get("celery_id", ""),
-            hidden=h.get("hidden") == "1",
-            listed=h.get("listed") == "1",
-            worker=h.get("worker", ""),
-            result=json.loads(h["result"]) if h.get("result") else None,
-            error=json.loads(h["error"]) if h.get("error") else None,
-            progress=float(h["progress"]) if h.get("progress") else None,
-            total=float(h["total"]) if h.get("total") else None,
-            progress_token=json.loads(h["ptoken"]) if h.get("ptoken") else None,
-            can_ask=h.get("can_ask") == "1",
-        )
-
-    @classmethod
-    def from_event(cls, d: dict[str, Any]) -> TaskRecord:
-        """The compact form the Lua scripts put in events and list pages."""
-        return cls(
-            id=d["id"],
-            status=TaskStatus(d["status"]),
-            message=d.get("message") or "",
-            created=int(d["created"]),
-            updated=int(d["updated"]),
-            ttl=int(d["ttl"]) if d.get("ttl") is not None else None,
-            poll=int(d["poll"]),
-            progress=float(d["progress"]) if d.get("progress") is not None else None,
-            total=float(d["total"]) if d.get("total") is not None else None,
-            progress_token=json.loads(d["ptoken"]) if d.get("ptoken") else None,
-            inputs={d["input"]["key"]: d["input"]["request"]} if d.get("input") else {},
-        )
-
-
-@dataclass(frozen=True)
-class Page:
-    tasks: list[TaskRecord]
-    next_after: int | None
 
 
 def _script(name: str) -> str:
@@ -162,17 +79,6 @@ class _Base:
                 json.dumps(input_request[1], separators=(",", ":")) if input_request else "",
             ],
         )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    applied: bool
-    status: TaskStatus | None
-    event_id: str
-
-
-def _outcome(raw: list[Any]) -> Outcome:
-    return Outcome(bool(int(raw[0])), TaskStatus(raw[1]) if raw[1] else None, str(raw[2]))
 
 
 class Registry(_Base):
@@ -291,7 +197,7 @@ class Registry(_Base):
             record.id, record.owner, status, message, result, error, "", False
         )
         with translated():
-            return _outcome(await self._transition(keys=keys, args=args))
+            return Outcome.from_reply(await self._transition(keys=keys, args=args))
 
     async def remember_call(self, owner: str, request_id: str | int, task_id: str) -> None:
         """Map a plain call's JSON-RPC id to its hidden task, for ``notifications/cancelled``."""
@@ -357,7 +263,7 @@ class Registry(_Base):
         )
         with translated():
             raw = await self._transition(keys=[*keys, self.keys.leases()], args=args)
-        return _outcome(raw)
+        return Outcome.from_reply(raw)
 
 
 class SyncRegistry(_Base):
@@ -395,7 +301,7 @@ class SyncRegistry(_Base):
             task_id, owner, status, message, result, error, worker, only_if_changed, progress
         )
         with translated():
-            return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))
+            return Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
 
     # -- questions to the client (input_required) ------------------------------------------
     def ask(
@@ -414,7 +320,7 @@ class SyncRegistry(_Base):
             input_request=(key, request),
         )
         with translated():
-            return _outcome(cast(list[Any], self._transition(keys=keys, args=args)))
+            return Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
 
     def wait_answer(self, task_id: str, key: str, timeout_s: float) -> dict[str, Any] | None:
         """The answer to question ``key``, waiting at most ``timeout_s`` (None: no answer)."""

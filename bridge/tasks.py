@@ -25,7 +25,8 @@ from bridge.protocol import (
     tool_definition,
     tool_error,
 )
-from bridge.registry import Registry, TaskRecord, TaskStatus
+from bridge.records import TaskRecord, TaskStatus
+from bridge.registry import Registry
 from bridge.settings import Settings
 from workers.tools import Tool
 

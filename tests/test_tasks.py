@@ -17,7 +17,8 @@ import anyio
 import pytest
 import redis
 
-from bridge.registry import SyncRegistry, TaskStatus
+from bridge.records import TaskStatus
+from bridge.registry import SyncRegistry
 from bridge.settings import Settings
 from bridge.store import sync_client
 from tests.client import RawClient, RpcError, connect

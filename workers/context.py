@@ -12,7 +12,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from bridge.registry import TaskStatus
+from bridge.records import TaskStatus
 from workers import runtime
 
 

@@ -21,7 +21,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from pydantic import BaseModel, ConfigDict, create_model
 
-from bridge.registry import TaskStatus
+from bridge.records import TaskStatus
 from workers import context, runtime
 from workers.app import app
 from workers.lease import Heartbeat

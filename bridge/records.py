@@ -1,0 +1,114 @@
+"""What the registry hands back: a task's status and record, a page of ``tasks/list``, and
+the outcome of a transition.
+
+A :class:`TaskRecord` is read from the task hash (its fields are listed in
+``bridge.registry``) or from the compact JSON the Lua scripts put in events and list pages;
+an :class:`Outcome` from a transition script's reply.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskStatus(enum.StrEnum):
+    WORKING = "working"
+    INPUT_REQUIRED = "input_required"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: str
+    status: TaskStatus
+    message: str
+    created: int
+    updated: int
+    ttl: int | None
+    poll: int
+    owner: str = ""
+    tool: str = ""
+    celery_id: str = ""
+    hidden: bool = False
+    listed: bool = False
+    worker: str = ""
+    #: The latest progress report, on records and on the events that announce one.
+    progress: float | None = None
+    total: float | None = None
+    #: The ``progressToken`` of the ``tools/call`` that made the task, if it had one.
+    progress_token: str | int | None = None
+    #: Whether the caller can answer the tool's questions (it declared elicitation).
+    can_ask: bool = False
+    #: Questions asked and not answered yet (key -> request), from ``Keys.inputs``; on an
+    #: event, the one question it announces.
+    inputs: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> TaskRecord:
+        return cls(
+            id=h["id"],
+            status=TaskStatus(h["status"]),
+            message=h.get("message", ""),
+            created=int(h["created"]),
+            updated=int(h["updated"]),
+            ttl=int(h["ttl"]) if h.get("ttl") else None,
+            poll=int(h["poll"]),
+            owner=h.get("owner", ""),
+            tool=h.get("tool", ""),
+            celery_id=h.get("celery_id", ""),
+            hidden=h.get("hidden") == "1",
+            listed=h.get("listed") == "1",
+            worker=h.get("worker", ""),
+            result=json.loads(h["result"]) if h.get("result") else None,
+            error=json.loads(h["error"]) if h.get("error") else None,
+            progress=float(h["progress"]) if h.get("progress") else None,
+            total=float(h["total"]) if h.get("total") else None,
+            progress_token=json.loads(h["ptoken"]) if h.get("ptoken") else None,
+            can_ask=h.get("can_ask") == "1",
+        )
+
+    @classmethod
+    def from_event(cls, d: dict[str, Any]) -> TaskRecord:
+        """The compact form the Lua scripts put in events and list pages."""
+        return cls(
+            id=d["id"],
+            status=TaskStatus(d["status"]),
+            message=d.get("message") or "",
+            created=int(d["created"]),
+            updated=int(d["updated"]),
+            ttl=int(d["ttl"]) if d.get("ttl") is not None else None,
+            poll=int(d["poll"]),
+            progress=float(d["progress"]) if d.get("progress") is not None else None,
+            total=float(d["total"]) if d.get("total") is not None else None,
+            progress_token=json.loads(d["ptoken"]) if d.get("ptoken") else None,
+            inputs={d["input"]["key"]: d["input"]["request"]} if d.get("input") else {},
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    tasks: list[TaskRecord]
+    next_after: int | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    applied: bool
+    status: TaskStatus | None
+    event_id: str
+
+    @classmethod
+    def from_reply(cls, raw: list[Any]) -> Outcome:
+        """A transition script's reply: ``[applied (0/1), status or "", event id or ""]``."""
+        return cls(bool(int(raw[0])), TaskStatus(raw[1]) if raw[1] else None, str(raw[2]))
