@@ -1,12 +1,12 @@
-"""The audit trail: one structured (JSON) log line per task creation, cancel, result read
-and failed lookup, with who asked. Logged on ``bridge.audit`` so operators can route it."""
+"""The audit trail: one structured log line per task creation, cancel, result read and
+failed lookup, with who asked. Logged on ``bridge.audit`` so operators can route it."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+from bridge import logs
 from bridge.protocol import Call
 
 log = logging.getLogger("bridge.audit")
@@ -15,13 +15,10 @@ log = logging.getLogger("bridge.audit")
 def audit(event: str, call: Call, **fields: Any) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
-    entry: dict[str, Any] = {
-        "audit": event,
+    who: dict[str, Any] = {
         "principal": call.owner.removeprefix("principal:")
         if call.owner.startswith("principal:")
         else None,
         "session": call.session.id if call.session is not None else None,
-        "request": call.request_id,
-        **fields,
     }
-    log.info(json.dumps(entry, default=str, separators=(",", ":")))
+    log.info("%s", event, extra=logs.fields(audit=event, **who, request=call.request_id, **fields))

@@ -1,22 +1,22 @@
-"""``mcp-celery-bridge``: ``serve`` and ``dev``, plus the operator commands of
+"""``mcp-celery-bridge``: ``serve``, ``dev`` and ``call``, plus the operator commands of
 ``bridge.admin`` (``tasks``, ``sessions``)."""
 
 from __future__ import annotations
 
 import ipaddress
-import logging
+import json
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 import click
 import uvicorn
 
+from bridge import dev as dev_run
+from bridge import logs
 from bridge.admin import sessions, tasks
 from bridge.app import create_app
+from bridge.caller import call_tool
 from bridge.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -28,40 +28,10 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
         host=host,
         port=port,
         log_level=log_level,
+        # Logging is configured already (``bridge.logs``): uvicorn must not replace it.
+        log_config=None,
         timeout_graceful_shutdown=5,
     )
-
-
-def _start_worker(concurrency: int, log_level: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "-P",
-        "prefork",
-        "-c",
-        str(concurrency),
-        "-E",
-        "-l",
-        log_level,
-    ]
-    # Its own process group: Ctrl-C reaches the bridge only, which then stops the worker
-    # (and its pool children) deliberately.
-    return subprocess.Popen(command, start_new_session=True)
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is not None:
-        return
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
 
 
 def _loopback(host: str) -> bool:
@@ -86,9 +56,11 @@ def _server_options(command: F) -> F:
     return click.option("--host", default="127.0.0.1", show_default=True)(command)
 
 
-def _prepare(host: str, log_level: str) -> Settings:
+def _prepare(
+    host: str, log_level: str, log_format: logs.LogFormat | None = None, prefix: str = ""
+) -> Settings:
     settings = Settings()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.configure(log_level, log_format or settings.log_format, prefix)
     if (
         not _loopback(host)
         and not settings.auth_enabled
@@ -115,21 +87,49 @@ def serve(host: str, port: int, log_level: str) -> None:
 @main.command()
 @_server_options
 @click.option("--concurrency", type=int, default=2, show_default=True)
-def dev(host: str, port: int, log_level: str, concurrency: int) -> None:
-    """Run a bridge and a Celery worker together; Ctrl-C stops both."""
-    settings = _prepare(host, log_level)
-    worker = _start_worker(concurrency, log_level)
-    url = f"http://{host}:{port}/mcp"
-    click.echo(
-        f"\nMCP endpoint: {url}   (health: http://{host}:{port}/readyz)\n"
-        f"Flower, if installed: celery -A workers flower  -> http://127.0.0.1:5555\n"
-        f"Try a task:   see README.md, 'Calling a tool as a task with curl' (URL={url})\n",
-        err=True,
-    )
+@click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--no-flower", is_flag=True, help="Do not start Flower even if installed.")
+def dev(
+    host: str, port: int, log_level: str, concurrency: int, flower_port: int, no_flower: bool
+) -> None:
+    """Run a bridge, a Celery worker and Flower together; Ctrl-C stops them all."""
+    settings = Settings()
+    problem = dev_run.redis_problem(settings.redis_url)
+    if problem is not None:
+        click.echo(problem, err=True)
+        raise SystemExit(1)
+    text = settings.log_format != "json"
+    settings = _prepare(host, log_level, "text" if text else "json", "bridge | " if text else "")
+    env = {**os.environ, "MCP_BRIDGE_LOG_FORMAT": "text" if text else "json"}
+    children = [dev_run.start("worker", dev_run.worker_command(concurrency, log_level), env, 6)]
+    flower_url = None
+    if not no_flower and dev_run.flower_installed():
+        children.append(dev_run.start("flower", dev_run.flower_command(flower_port), env, 6))
+        flower_url = f"http://127.0.0.1:{flower_port}"
+    click.echo(dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True)
     try:
         _serve(settings, host, port, log_level)
     finally:
-        _stop_worker(worker)
+        for child in children:
+            child.stop()
+
+
+@main.command()
+@click.argument("tool")
+@click.argument("arguments", default="{}")
+@click.option("--url", default="http://127.0.0.1:8000/mcp", show_default=True)
+@click.option("--token", envvar="MCP_BRIDGE_TOKEN", help="Bearer token (or MCP_BRIDGE_TOKEN).")
+@click.option("--no-task", is_flag=True, help="A plain call: wait for the result in one request.")
+def call(tool: str, arguments: str, url: str, token: str | None, no_task: bool) -> None:
+    """Call TOOL with ARGUMENTS (a JSON object) as a task on a running bridge, print each
+    status as it changes, then the result. Ctrl-C cancels the task."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="ARGUMENTS") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="ARGUMENTS")
+    raise SystemExit(call_tool(url, token, tool, parsed, as_task=not no_task))
 
 
 if __name__ == "__main__":

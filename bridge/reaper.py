@@ -15,7 +15,9 @@ import contextlib
 import logging
 import time
 
+from bridge import logs
 from bridge.errors import BridgeError
+from bridge.records import TaskStatus
 from bridge.registry import Registry
 from bridge.settings import Settings
 
@@ -53,7 +55,9 @@ class Reaper:
                 outcome = await self.registry.fail_lost(task_id)
                 if outcome.applied:
                     failed += 1
-                    log.warning("task %s failed: its worker stopped renewing its lease", task_id)
+                    logs.transition(
+                        task_id, TaskStatus.FAILED, "its worker stopped renewing its lease"
+                    )
             if len(expired) < BATCH:
                 return failed
 

@@ -28,11 +28,7 @@ import redis.asyncio
 
 from bridge.errors import InternalError, LimitExceeded
 from bridge.keys import Keys
-from bridge.records import Outcome, Page, TaskRecord
-
-# Re-exported (the "as" form) only because workers/signals.py, and an edit of bridge/reaper.py
-# in progress, import TaskStatus from here; once they take it from bridge.records, drop it.
-from bridge.records import TaskStatus as TaskStatus
+from bridge.records import Outcome, Page, TaskRecord, TaskStatus
 from bridge.settings import Settings
 from bridge.store import translated
 

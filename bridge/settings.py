@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     """Celery queue the bridge publishes tool calls to and workers consume."""
     tool_modules: Annotated[list[str], NoDecode] = ["workers.examples"]
     """Modules that declare tools with ``@workers.tool``."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """Log lines of the bridge and the workers: ``json`` (one object per line), ``text``, or
+    ``auto``: text on a terminal, JSON otherwise."""
 
     task_ttl_default_ms: int = Field(3_600_000, gt=0)
     """Retention of a finished task when the client asks for none."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bridge import logs
 from bridge.audit import audit
 from bridge.dispatch import Dispatcher
 from bridge.errors import INTERNAL_ERROR, BridgeError, InvalidParams, McpError
@@ -140,9 +141,26 @@ class Tasks:
             await self.registry.transition(
                 record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
             )
+            logs.transition(
+                task_id,
+                TaskStatus.FAILED,
+                str(exc),
+                owner=owner,
+                celery_id=celery_id,
+                tool=declared.name,
+            )
             raise
         if self.metrics is not None:
             self.metrics.task_created(record.id, declared.name, "legacy" if listed else "modern")
+        logs.annotate(task=task_id, celery_id=celery_id)
+        logs.transition(
+            task_id,
+            record.status,
+            record.message,
+            owner=owner,
+            celery_id=celery_id,
+            tool=declared.name,
+        )
         return record
 
     async def failed(
@@ -159,6 +177,8 @@ class Tasks:
         )
         message = result["content"][0]["text"]
         await self.registry.transition(record, TaskStatus.FAILED, message, result=result)
+        logs.annotate(task=record.id)
+        logs.transition(record.id, TaskStatus.FAILED, message, owner=owner, tool=declared.name)
         return await self.registry.get(record.id) or record
 
     async def run_plain(
@@ -190,6 +210,7 @@ class Tasks:
         exactly like an unknown one, so existence does not leak. A caller sees its own tasks
         and unowned ones (made statelessly without authentication: the unguessable id is the
         capability); a caller that has no owner itself holds ids only, and sees any task."""
+        logs.annotate(task=task_id[:128])
         record = await self.registry.get(task_id) if len(task_id) <= 128 else None
         if record is None or record.hidden or (call.owner and record.owner not in (call.owner, "")):
             audit("task.lookup_failed", call, task=task_id[:128])
@@ -201,7 +222,16 @@ class Tasks:
         (a task that finished first keeps its terminal status)."""
         # Cancel before revoke: the registry says `cancelled` before anything else happens,
         # so a worker that receives the message later drops it by its own check.
-        await self.registry.transition(record, TaskStatus.CANCELLED, message)
+        outcome = await self.registry.transition(record, TaskStatus.CANCELLED, message)
+        if outcome.applied:
+            logs.transition(
+                record.id,
+                TaskStatus.CANCELLED,
+                message,
+                owner=record.owner,
+                celery_id=record.celery_id,
+                tool=record.tool,
+            )
         final = await self.registry.get(record.id) or record
         if final.status is TaskStatus.CANCELLED and record.celery_id:
             # Terminate only a task a worker has started (its prerun named the worker before

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from bridge import logs
 from bridge.auth import Authenticator, Principal
 from bridge.errors import (
     INTERNAL_ERROR,
@@ -51,6 +53,8 @@ from bridge.sessions import Session
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
+#: One line per HTTP request, with the MCP fields other modules ``annotate``.
+request_log = logging.getLogger("bridge.requests")
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
@@ -124,7 +128,9 @@ def _http_error(exc: HttpError) -> Response:
 
 def _error_response(exc: BaseException, id: Any) -> dict[str, Any]:
     if isinstance(exc, McpError):
+        logs.annotate(error=exc.code)
         return _error_body(exc.code, exc.message, exc.data, id)
+    logs.annotate(error=INTERNAL_ERROR)
     log.exception("internal error answering request %r", id, exc_info=exc)
     return _error_body(INTERNAL_ERROR, "Internal error", None, id)
 
@@ -167,6 +173,21 @@ class Transport:
         self.auth = Authenticator(settings)
 
     async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        line = logs.begin_request(http=request.method)
+        response = await self._serve(request)
+        line["status"] = response.status_code
+        line["ms"] = round((time.perf_counter() - started) * 1000, 1)
+        request_log.info(
+            "%s %s %s",
+            request.method,
+            line.get("rpc", request.url.path),
+            response.status_code,
+            extra={"fields": line},
+        )
+        return response
+
+    async def _serve(self, request: Request) -> Response:
         try:
             if request.method == "POST":
                 return await self.post(request)
@@ -190,13 +211,17 @@ class Transport:
 
     # -- sessions --------------------------------------------------------------------------
     async def _principal(self, request: Request) -> Principal | None:
-        return await self.auth.authenticate(request.headers.get("authorization"))
+        principal = await self.auth.authenticate(request.headers.get("authorization"))
+        if principal is not None:
+            logs.annotate(principal=principal.subject)
+        return principal
 
     async def _session(self, request: Request) -> Session:
         principal = await self._principal(request)
         sid = request.headers.get(SESSION_HEADER)
         if not sid:
             raise HttpError(400, "Bad Request: missing Mcp-Session-Id header")
+        logs.annotate(session=sid)
         session = await self.legacy.sessions.get(sid) if _SESSION_ID.match(sid) else None
         # Another principal's session answers exactly like one that does not exist.
         if session is None or session.principal != (principal.subject if principal else ""):
@@ -241,6 +266,14 @@ class Transport:
         method = message.get("method")
         params = message.get("params")
         modern = is_modern(params, request.headers.get(VERSION_HEADER))
+        logs.annotate(
+            rpc=method if isinstance(method, str) else None,
+            id=msg_id,
+            era="modern" if modern else "legacy",
+        )
+        if isinstance(params, dict) and isinstance(params.get("taskId"), str):
+            # Known now: a slow answer (SSE) runs after this request's line is written.
+            logs.annotate(task=params["taskId"][:128])
         if method is None:
             if has_id and ("result" in message) != ("error" in message):
                 if modern:
@@ -274,6 +307,7 @@ class Transport:
                 )
             except BridgeError as exc:
                 return JsonResponse(_error_response(exc, msg_id))
+            logs.annotate(session=session.id)
             return JsonResponse(
                 {"jsonrpc": "2.0", "id": msg_id, "result": result},
                 headers={"Mcp-Session-Id": session.id},

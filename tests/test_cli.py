@@ -1,4 +1,5 @@
-"""`mcp-celery-bridge dev`: a bridge and a worker together, both stopped by one Ctrl-C."""
+"""`mcp-celery-bridge dev`: a bridge, a worker and Flower together, all stopped by one
+Ctrl-C; the `call` command it suggests; and the plain answer when Redis is not there."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from tests.client import connect
@@ -23,6 +25,13 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -33,16 +42,25 @@ def _gone(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] == "Z"
 
 
-@pytest.mark.timeout(90)
-def test_dev_runs_bridge_and_worker_and_ctrl_c_stops_both(
+@pytest.mark.timeout(120)
+def test_dev_runs_bridge_worker_and_flower_and_ctrl_c_stops_them(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    port = free_port()
+    port, flower_port = free_port(), free_port()
     dev_env = {**os.environ, **env, "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-dev"}
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
         dev = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "dev", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "dev",
+                "--port",
+                str(port),
+                "--flower-port",
+                str(flower_port),
+            ],
             cwd=ROOT,
             env=dev_env,
             stdout=out,
@@ -60,8 +78,32 @@ def test_dev_runs_bridge_and_worker_and_ctrl_c_stops_both(
 
         assert anyio.run(round_trip)["content"][0]["text"] == "from dev"
 
-        worker_main = _children(dev.pid)
-        assert worker_main, "dev started no worker process"
+        output = log.read_text(errors="replace")
+        assert f"MCP endpoint  http://127.0.0.1:{port}/mcp" in output
+        assert f"Flower        http://127.0.0.1:{flower_port}" in output
+        # Every process's lines are there, named, and readable (text, not JSON).
+        assert "worker | " in output and "bridge | " in output and "flower | " in output
+        assert "bridge.requests POST tools/call 200" in output
+
+        # The suggested command, pasted as printed, runs a demo tool as a task to its end.
+        suggested = next(line for line in output.splitlines() if " call sleep " in line)
+        tried = subprocess.run(
+            suggested.strip(),
+            shell=True,
+            cwd="/",
+            env=dev_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert tried.returncode == 0, tried.stderr
+        assert tried.stdout.strip() == "slept 5s in 10 steps"
+        assert "working: step " in tried.stderr and "completed" in tried.stderr
+
+        wait_for(lambda: _answers(f"http://127.0.0.1:{flower_port}/"), 30, "Flower")
+
+        worker_main = _children(dev.pid)  # the worker and Flower
+        assert len(worker_main) == 2, "dev started no worker or no Flower"
         pool = [child for pid in worker_main for child in _children(pid)]
         assert pool, "the worker has no pool children"
 
@@ -74,3 +116,44 @@ def test_dev_runs_bridge_and_worker_and_ctrl_c_stops_both(
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait()
+
+
+@pytest.mark.timeout(30)
+def test_dev_says_how_to_start_redis_when_none_answers(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "dev", "--port", str(free_port())],
+        cwd=ROOT,
+        env={**os.environ, **env, "MCP_BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert "Redis does not answer at redis://127.0.0.1:" in result.stderr
+    assert "redis-server --daemonize yes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_call_prints_a_failed_task_and_exits_1(bridge: str) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "call", *args, "--url", bridge],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=40,
+        )
+
+    failed = run("fail", '{"message": "on purpose"}')
+    assert failed.returncode == 1
+    assert "failed: RuntimeError: on purpose" in failed.stderr
+
+    plain = run("echo", '{"text": "plain"}', "--no-task")
+    assert (plain.returncode, plain.stdout.strip()) == (0, "plain")
+
+    unknown = run("nope")
+    assert unknown.returncode == 1 and "Unknown tool: nope" in unknown.stderr
+
+    bad = run("echo", "[1]")
+    assert bad.returncode == 2 and "must be a JSON object" in bad.stderr

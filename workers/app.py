@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 
+from bridge import logs
 from bridge.settings import Settings
 
 app = Celery("mcp_celery_bridge")
@@ -36,8 +38,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "imports": ["workers.signals", *settings.tool_modules],
-        "worker_hijack_root_logger": False,
     }
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    # Connected, this replaces Celery's own set-up: the worker logs in the bridge's format
+    # (JSON off a terminal), so one log pipeline reads both.
+    logs.configure(loglevel or "INFO", Settings().log_format)
 
 
 app.add_defaults(lambda: celery_config(Settings()))

@@ -19,8 +19,9 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.signals import task_failure, task_revoked, task_success, task_unknown
 
+from bridge import logs
 from bridge.errors import BridgeError
-from bridge.registry import TaskStatus
+from bridge.records import TaskStatus
 from workers import runtime
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,24 @@ def _ids(request: Any) -> tuple[str, str] | None:
 
 
 def _move(request: Any, status: TaskStatus, message: str, **kw: Any) -> None:
-    _move_ids(_ids(request), status, message, **kw)
-
-
-def _move_ids(ids: tuple[str, str] | None, status: TaskStatus, message: str, **kw: Any) -> None:
+    ids = _ids(request)
     if ids is None:
         return
     try:
-        runtime.registry().transition(ids[0], ids[1], status, message, **kw)
+        outcome = runtime.registry().transition(ids[0], ids[1], status, message, **kw)
     except BridgeError:
         log.exception("could not move MCP task %s to %s", ids[0], status)
+        return
+    if outcome.applied:
+        logs.transition(
+            ids[0],
+            status,
+            message,
+            owner=ids[1],
+            celery_id=getattr(request, "id", None),
+            tool=getattr(request, "mcp_tool", None),
+            worker=getattr(request, "hostname", None),
+        )
 
 
 def _lost_process(request: Any) -> str:

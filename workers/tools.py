@@ -21,6 +21,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from pydantic import BaseModel, ConfigDict, create_model
 
+from bridge import logs
 from bridge.records import TaskStatus
 from workers import context, runtime
 from workers.app import app
@@ -187,6 +188,15 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
             result={"content": [{"type": "text", "text": message}], "isError": True},
         )
         raise Ignore()
+    logs.transition(
+        task_id,
+        TaskStatus.WORKING,
+        f"running on {holder}",
+        owner=owner,
+        celery_id=task.request.id,
+        tool=declared.name,
+        run=runs,
+    )
     token = context._current.set(context.ToolContext(task_id, owner, declared.name, task))
     try:
         with Heartbeat(registry, task_id, settings.lease_s):

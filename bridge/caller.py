@@ -1,0 +1,153 @@
+"""``mcp-celery-bridge call``: a small MCP client for trying a bridge from a shell.
+
+It speaks 2025-11-25 like any client would: ``initialize``, a task-augmented ``tools/call``,
+``tasks/get`` at the task's poll interval (printing each new status), ``tasks/result``, and
+the session's DELETE. Ctrl-C cancels the task (``tasks/cancel``) before leaving.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+import httpx
+
+VERSION = "2025-11-25"
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class CallFailed(click.ClickException):
+    """The bridge answered with an error or something that is not MCP."""
+
+
+class Client:
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url = url
+        self.http = httpx.Client(headers=headers, timeout=timeout)
+        self.session: str | None = None
+        self._next_id = 0
+
+    def close(self) -> None:
+        if self.session is not None:
+            try:
+                self.http.delete(self.url, headers=self._session_headers())
+            except httpx.HTTPError:
+                pass  # the session expires on its own
+        self.http.close()
+
+    def _session_headers(self) -> dict[str, str]:
+        if self.session is None:
+            return {}
+        return {"Mcp-Session-Id": self.session, "MCP-Protocol-Version": VERSION}
+
+    def _post(self, message: dict[str, Any]) -> httpx.Response:
+        try:
+            return self.http.post(self.url, json=message, headers=self._session_headers())
+        except httpx.HTTPError as exc:
+            raise CallFailed(f"cannot reach {self.url}: {exc}") from exc
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        response = self._post(message)
+        reply = _reply(response, self._next_id)
+        if "error" in reply:
+            error = reply["error"]
+            raise CallFailed(f"{method}: {error.get('message')} ({error.get('code')})")
+        if method == "initialize":
+            self.session = response.headers.get("mcp-session-id")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def notify(self, method: str) -> None:
+        self._post({"jsonrpc": "2.0", "method": method})
+
+
+def _reply(response: httpx.Response, request_id: int) -> dict[str, Any]:
+    """The JSON-RPC response to ``request_id``, from a JSON body or an SSE stream."""
+    ctype = response.headers.get("content-type", "")
+    try:
+        if ctype.startswith("text/event-stream"):
+            for line in response.text.splitlines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if isinstance(message, dict) and message.get("id") == request_id:
+                        return message
+        elif ctype.startswith("application/json"):
+            message = response.json()
+            if isinstance(message, dict) and ("result" in message or "error" in message):
+                return message
+    except ValueError:
+        pass
+    raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+
+
+def _texts(result: dict[str, Any]) -> str:
+    parts = [c.get("text", "") for c in result.get("content", []) if c.get("type") == "text"]
+    return "\n".join(parts) if parts else json.dumps(result)
+
+
+def _status_line(task: dict[str, Any]) -> str:
+    message = task.get("statusMessage")
+    return f"{task['status']}: {message}" if message else str(task["status"])
+
+
+def call_tool(
+    url: str, token: str | None, tool: str, arguments: dict[str, Any], as_task: bool
+) -> int:
+    """Run ``tool``; prints statuses to stderr and the result's text to stdout. Returns the
+    exit status: 0 when the tool succeeded, 1 when it failed or was cancelled."""
+    client = Client(url, token)
+    try:
+        client.request(
+            "initialize",
+            {
+                "protocolVersion": VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-celery-bridge call", "version": "1"},
+            },
+        )
+        client.notify("notifications/initialized")
+        params: dict[str, Any] = {"name": tool, "arguments": arguments}
+        if not as_task:
+            result = client.request("tools/call", params)
+            click.echo(_texts(result))
+            return 1 if result.get("isError") else 0
+        created = client.request("tools/call", {**params, "task": {}})["task"]
+        task_id = created["taskId"]
+        click.echo(f"task {task_id}", err=True)
+        try:
+            task = _follow(client, created)
+        except KeyboardInterrupt:
+            task = client.request("tasks/cancel", {"taskId": task_id})
+            click.echo(_status_line(task), err=True)
+            return 130
+        result = client.request("tasks/result", {"taskId": task_id})
+        click.echo(_texts(result))
+        return 0 if task["status"] == "completed" else 1
+    finally:
+        client.close()
+
+
+def _follow(client: Client, task: dict[str, Any]) -> dict[str, Any]:
+    """Poll ``tasks/get`` until the task is terminal, echoing each new status."""
+    last = ""
+    while True:
+        line = _status_line(task)
+        if line != last:
+            click.echo(line, err=True)
+            last = line
+        if task["status"] in TERMINAL:
+            return task
+        time.sleep(max(0.1, task.get("pollInterval", 1000) / 1000))
+        task = client.request("tasks/get", {"taskId": task["taskId"]})

@@ -1,0 +1,125 @@
+"""``mcp-celery-bridge dev``: a bridge, a prefork worker and (when installed) Flower, with
+their logs on one terminal, each line prefixed with its process's name.
+
+The bridge runs in this process; the worker and Flower are children in their own process
+groups, so a Ctrl-C reaches the bridge alone, which then stops them deliberately (a worker
+given SIGINT twice would stop its pool without waiting).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+import click
+import redis
+
+from bridge.settings import Settings
+
+REDIS_HELP = """\
+Redis does not answer at {url}: {error}
+The bridge keeps its tasks, sessions and streams in Redis, and Celery uses it as the broker.
+Start one on this machine:
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+(or: docker run -d -p 127.0.0.1:6379:6379 redis:7), or point MCP_BRIDGE_REDIS_URL at yours."""
+
+
+def redis_problem(url: str) -> str | None:
+    """Why Redis at ``url`` cannot be used, or None when it answers a PING."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return REDIS_HELP.format(url=url, error=exc)
+    finally:
+        client.close()
+    return None
+
+
+def flower_installed() -> bool:
+    return importlib.util.find_spec("flower") is not None
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    pump: threading.Thread
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.pump.join(timeout=2)
+
+
+def _pump(prefix: str, source: IO[bytes], echo: Callable[[str], None]) -> None:
+    for raw in source:
+        echo(f"{prefix}{raw.decode(errors='replace').rstrip()}")
+
+
+def start(name: str, command: list[str], env: dict[str, str], width: int) -> Child:
+    popen = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert popen.stdout is not None
+    pump = threading.Thread(
+        target=_pump,
+        args=(f"{name:<{width}} | ", popen.stdout, lambda line: click.echo(line, err=True)),
+        name=f"dev-log-{name}",
+        daemon=True,
+    )
+    pump.start()
+    return Child(name, popen, pump)
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers", *args]
+
+
+def worker_command(concurrency: int, log_level: str) -> list[str]:
+    return _celery("worker", "-P", "prefork", "-c", str(concurrency), "-E", "-l", log_level)
+
+
+def flower_command(port: int) -> list[str]:
+    return _celery("flower", "--address=127.0.0.1", f"--port={port}")
+
+
+def banner(settings: Settings, url: str, flower_url: str | None) -> str:
+    base = url.removesuffix("/mcp")
+    # The command as this process was started, so it works pasted whether or not the
+    # virtualenv is on PATH.
+    if os.path.basename(sys.argv[0]) == "mcp-celery-bridge":
+        program = shlex.quote(os.path.abspath(sys.argv[0]))
+    else:
+        program = f"{shlex.quote(sys.executable)} -m bridge.cli"
+    token = " --token YOUR_TOKEN" if settings.auth_enabled else ""
+    flower = flower_url or "not installed (pip install 'mcp-celery-bridge[flower]')"
+    try_it = f"{program} call sleep '{{\"seconds\": 5}}' --url {url}{token}"
+    return (
+        "\n"
+        f"  MCP endpoint  {url}\n"
+        f"  Readiness     {base}/readyz    Metrics {base}/metrics\n"
+        f"  Flower        {flower}\n"
+        f"  Redis         {settings.redis_url}\n"
+        "\n"
+        "  Try a tool as a task (in another terminal):\n"
+        f"    {try_it}\n"
+    )

@@ -1,0 +1,168 @@
+"""Structured logs: one line per record, JSON when the output is not a terminal (so log
+shippers parse it) and ``time level logger message key=value`` when it is.
+
+Fields travel on a record as ``extra={"fields": {...}}``; :func:`fields` builds that from
+keyword arguments and drops the ``None`` ones. Within an HTTP request, :func:`annotate` adds
+fields (session, principal, JSON-RPC method, task id...) to the one ``request`` line the
+transport writes at the end, whichever module learns them. Secrets never become fields: the
+bridge logs who a caller is (principal, session), never the header that proved it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any, Literal
+
+LogFormat = Literal["auto", "json", "text"]
+
+#: Fields of the HTTP request being served, collected for its ``request`` line.
+_request: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "mcp_bridge_request", default=None
+)
+
+# Attributes every LogRecord has; anything else on a record came from ``extra``.
+# (uvicorn adds ``color_message``, the same text with terminal colours).
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "fields",
+    "color_message",
+}
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` for a log call: ``log.info("...", extra=fields(task=..., status=...))``."""
+    return {"fields": {k: v for k, v in values.items() if v is not None}}
+
+
+def owner_fields(owner: str) -> dict[str, str]:
+    """An owner key (``principal:<sub>`` or ``session:<id>``) as log fields."""
+    kind, _, value = owner.partition(":")
+    return {kind: value} if kind in ("principal", "session") and value else {}
+
+
+def begin_request(**values: Any) -> dict[str, Any]:
+    """Start collecting the fields of one request; returns the dict to log at its end."""
+    collected = {k: v for k, v in values.items() if v is not None}
+    _request.set(collected)
+    return collected
+
+
+def annotate(**values: Any) -> None:
+    """Add fields to the current request's log line (no-op outside a request)."""
+    collected = _request.get()
+    if collected is not None:
+        collected.update((k, v) for k, v in values.items() if v is not None)
+
+
+def _extra(record: logging.LogRecord) -> dict[str, Any]:
+    found: dict[str, Any] = dict(getattr(record, "fields", None) or {})
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            found.setdefault(key, value)
+    return found
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_extra(record))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = _extra(record)
+        if not extra:
+            return line
+        pairs = " ".join(f"{k}={_text(v)}" for k, v in extra.items())
+        head, sep, tail = line.partition("\n")  # keep a traceback after the fields
+        return f"{head}  {pairs}{sep}{tail}"
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if not text or any(c.isspace() for c in text) else text
+
+
+def formatter(log_format: LogFormat, stream: Any = None) -> logging.Formatter:
+    if log_format == "auto":
+        isatty = getattr(stream if stream is not None else sys.stderr, "isatty", None)
+        log_format = "text" if isatty is not None and isatty() else "json"
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+class _Prefixed(logging.Formatter):
+    def __init__(self, inner: logging.Formatter, prefix: str) -> None:
+        super().__init__()
+        self.inner, self.prefix = inner, prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(self.prefix + line for line in self.inner.format(record).splitlines())
+
+
+def configure(level: str | int, log_format: LogFormat = "auto", prefix: str = "") -> None:
+    """Route every logger (the bridge's, uvicorn's, Celery's) to one stderr handler;
+    ``prefix`` starts each line (``dev`` names the process that wrote it)."""
+    handler = logging.StreamHandler(sys.stderr)
+    chosen = formatter(log_format, sys.stderr)
+    handler.setFormatter(_Prefixed(chosen, prefix) if prefix else chosen)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    for name in ("uvicorn", "uvicorn.error", "celery", "celery.task", "celery.worker"):
+        # Let them propagate to the root handler instead of printing in their own format.
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
+    # One line per request comes from the transport, with the MCP fields; uvicorn's access
+    # line would be a second, poorer one.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+transitions = logging.getLogger("bridge.transitions")
+
+
+def transition(
+    task_id: str,
+    status: str,
+    message: str,
+    *,
+    owner: str = "",
+    celery_id: str | None = None,
+    tool: str | None = None,
+    **more: Any,
+) -> None:
+    """The one log line of a task's status change, where the change was applied."""
+    transitions.info(
+        "task %s %s: %s",
+        task_id,
+        status,
+        message,
+        extra=fields(
+            task=task_id,
+            status=str(status),
+            celery_id=celery_id or None,
+            tool=tool or None,
+            **owner_fields(owner),
+            **more,
+        ),
+    )
