@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ import redis
 from pydantic import ValidationError
 from rich.text import Text
 
+from bridge import logs
+from bridge.audit import audit_operator
+from bridge.audit import log as audit_log
 from bridge.console import iso, print_fields, print_json, print_table
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
@@ -309,6 +313,10 @@ def cancel_task(task_id: str, message: str) -> None:
     Exits 1 when the task is unknown or already terminal.
     """
     settings = _settings()
+    # The audit and transition lines go to stderr (JSON off a terminal), like the bridge's.
+    logs.configure("WARNING", settings.log_format)
+    for name in (audit_log.name, logs.transitions.name):
+        logging.getLogger(name).setLevel(logging.INFO)
     record, _, _ = _read_task(settings, task_id)
     if record.status.terminal:
         raise click.ClickException(
@@ -316,6 +324,7 @@ def cancel_task(task_id: str, message: str) -> None:
         )
     with _redis_errors(settings):
         final = asyncio.run(_cancel(settings, record, message))
+    audit_operator("task.cancel", task=task_id, status=final.status, owner=record.owner)
     if final.status is not TaskStatus.CANCELLED:
         # The work finished between our read and the cancel: its status stands.
         raise click.ClickException(

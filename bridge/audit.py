@@ -1,9 +1,12 @@
 """The audit trail: one structured log line per task creation, cancel, result read and
-failed lookup, with who asked. Logged on ``bridge.audit`` so operators can route it."""
+failed lookup, with who asked (a client, or an operator using the CLI). Logged on
+``bridge.audit`` so operators can route it."""
 
 from __future__ import annotations
 
+import getpass
 import logging
+import socket
 from typing import Any
 
 from bridge import logs
@@ -22,3 +25,16 @@ def audit(event: str, call: Call, **fields: Any) -> None:
         "session": call.session.id if call.session is not None else None,
     }
     log.info("%s", event, extra=logs.fields(audit=event, **who, request=call.request_id, **fields))
+
+
+def audit_operator(event: str, **fields: Any) -> None:
+    """An operator's action through the CLI: the OS account and host stand for the caller."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    log.info(
+        "%s",
+        event,
+        extra=logs.fields(audit=event, operator=f"{user}@{socket.gethostname()}", **fields),
+    )

@@ -162,6 +162,13 @@ async def test_tasks_cancel_a_running_spin(
         result = await cli(env, "tasks", "cancel", task_id)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{task_id}: cancelled (cancelled by an operator)"
+        # The operator's cancel is audited (and logged as a transition), as JSON on stderr.
+        lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+        audited = next(e for e in lines if e.get("audit") == "task.cancel")
+        assert audited["task"] == task_id and audited["status"] == "cancelled"
+        assert "@" in audited["operator"] and audited["owner"] == f"session:{client.session_id}"
+        moved = next(e for e in lines if e["logger"] == "bridge.transitions")
+        assert (moved["task"], moved["status"]) == (task_id, "cancelled")
         seen = await client.get_task(task_id)
         assert seen["status"] == "cancelled"
         assert seen["statusMessage"] == "cancelled by an operator"
