@@ -1,11 +1,19 @@
+# One image for every role; the command picks it (see docker-compose.yml):
+#   bridge:  mcp-celery-bridge serve --host 0.0.0.0 --port 8000
+#   worker:  celery -A workers worker -P prefork -c 2 -E
+#   Flower:  celery -A workers flower --address=0.0.0.0 --port=5555
 FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY workers ./workers
+# The flower extra, so the same image runs Flower.
 RUN pip install --no-cache-dir '.[flower]'
 # Celery refuses nothing as root with the json serializer, but run as a user anyway.
 RUN useradd --create-home mcp
 USER mcp
-EXPOSE 8000
+EXPOSE 8000 5555
 CMD ["mcp-celery-bridge", "serve", "--host", "0.0.0.0", "--port", "8000"]
