@@ -101,7 +101,11 @@ class Registry(_Base):
         message: str = "",
         progress_token: str | int | None = None,
         can_ask: bool = False,
+        queue: str = "",
+        celery_message: bytes = b"",
     ) -> TaskRecord:
+        """Record a task; with ``celery_message``, also push it onto ``queue`` (the Celery
+        queue's list in this Redis), in the same atomic step."""
         with translated():
             try:
                 created, _seq = await self._create(
@@ -111,6 +115,7 @@ class Registry(_Base):
                         self.keys.seq(),
                         self.keys.inflight(owner),
                         self.keys.rate(owner, int(time.time() // 60)),
+                        queue or self.keys.seq(),  # unused without a message
                     ],
                     args=[
                         task_id,
@@ -128,6 +133,7 @@ class Registry(_Base):
                         self.keys.task(""),
                         json.dumps(progress_token) if progress_token is not None else "",
                         "1" if can_ask else "0",
+                        celery_message,
                     ],
                 )
             except redis.exceptions.ResponseError as exc:

@@ -117,9 +117,17 @@ class Tasks:
         progress_token: str | int | None = None,
         can_ask: bool = False,
     ) -> TaskRecord:
-        """Record the task, then publish it: the record exists before any worker can run it."""
+        """Record the task, then publish it: the record exists before any worker can run it.
+        (With the broker in the registry's Redis, both are one step: ``bridge.dispatch``.)"""
         task_id = new_task_id()
         celery_id = str(uuid.uuid4())
+        headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
+        inline = self.dispatcher.inline
+        message = b""
+        if inline:
+            message = self.dispatcher.inline_message(
+                declared.celery_name, celery_id, arguments, headers
+            )
         record = await self.registry.create(
             task_id=task_id,
             owner=owner,
@@ -131,25 +139,15 @@ class Tasks:
             message="queued",
             progress_token=progress_token,
             can_ask=can_ask,
+            queue=self.dispatcher.queue if inline else "",
+            celery_message=message,
         )
-        headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
-        try:
-            await self.dispatcher.publish(declared.celery_name, celery_id, arguments, headers)
-        except BridgeError as exc:
-            code = exc.code if isinstance(exc, McpError) else INTERNAL_ERROR
-            error = {"code": code, "message": str(exc)}
-            await self.registry.transition(
-                record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
-            )
-            logs.transition(
-                task_id,
-                TaskStatus.FAILED,
-                str(exc),
-                owner=owner,
-                celery_id=celery_id,
-                tool=declared.name,
-            )
-            raise
+        if not inline:
+            try:
+                await self.dispatcher.publish(declared.celery_name, celery_id, arguments, headers)
+            except BridgeError as exc:
+                await self._unpublished(record, exc)
+                raise
         if self.metrics is not None:
             self.metrics.task_created(record.id, declared.name, "legacy" if listed else "modern")
         logs.annotate(task=task_id, celery_id=celery_id)
@@ -162,6 +160,21 @@ class Tasks:
             tool=declared.name,
         )
         return record
+
+    async def _unpublished(self, record: TaskRecord, exc: BridgeError) -> None:
+        code = exc.code if isinstance(exc, McpError) else INTERNAL_ERROR
+        error = {"code": code, "message": str(exc)}
+        await self.registry.transition(
+            record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
+        )
+        logs.transition(
+            record.id,
+            TaskStatus.FAILED,
+            str(exc),
+            owner=record.owner,
+            celery_id=record.celery_id,
+            tool=record.tool,
+        )
 
     async def failed(
         self, owner: str, declared: Tool, result: dict[str, Any], *, ttl: int, listed: bool

@@ -9,6 +9,8 @@
 -- ARGV[13] task hash key prefix (to find which in-flight tasks have ended)
 -- ARGV[14] the progressToken of the request that made the task, as JSON ("" for none)
 -- ARGV[15] "1" when the caller can answer questions the tool asks (elicitation)
+-- KEYS[6] the Celery queue (list)  ARGV[16] the Celery message to push onto it, or "" when
+-- the bridge publishes through Celery itself (a broker other than this Redis)
 -- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('task id already exists')
@@ -45,5 +47,10 @@ redis.call('HSET', KEYS[1],
 if ARGV[10] == '1' then
   redis.call('ZADD', KEYS[2], seq, ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[9])
+end
+if ARGV[16] ~= '' then
+  -- What kombu's Redis transport does to publish (LPUSH; workers BRPOP): recorded and
+  -- queued in one step.
+  redis.call('LPUSH', KEYS[6], ARGV[16])
 end
 return {now, seq}
