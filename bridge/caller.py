@@ -109,7 +109,7 @@ def call_tool(
     exit status: 0 when the tool succeeded, 1 when it failed or was cancelled."""
     client = Client(url, token)
     try:
-        client.request(
+        initialized = client.request(
             "initialize",
             {
                 "protocolVersion": VERSION,
@@ -119,6 +119,10 @@ def call_tool(
         )
         client.notify("notifications/initialized")
         params: dict[str, Any] = {"name": tool, "arguments": arguments}
+        if as_task and not _takes_tasks(client, initialized, tool):
+            # The spec forbids a task for a tool (or server) that does not take one.
+            click.echo(f"{tool} is not run as a task here: a plain call", err=True)
+            as_task = False
         if not as_task:
             result = client.request("tools/call", params)
             click.echo(_texts(result))
@@ -137,6 +141,24 @@ def call_tool(
         return 0 if task["status"] == "completed" else 1
     finally:
         client.close()
+
+
+def _takes_tasks(client: Client, initialized: dict[str, Any], tool: str) -> bool:
+    """Whether the server runs ``tool`` as a task: it declares task-augmented tools/call,
+    and the tool's ``execution.taskSupport`` is "optional" or "required"."""
+    tasks = initialized.get("capabilities", {}).get("tasks", {})
+    if "call" not in tasks.get("requests", {}).get("tools", {}):
+        return False
+    cursor = None
+    while True:
+        page = client.request("tools/list", {"cursor": cursor} if cursor else {})
+        for declared in page.get("tools", []):
+            if declared.get("name") == tool:
+                support = declared.get("execution", {}).get("taskSupport")
+                return support in ("optional", "required")
+        cursor = page.get("nextCursor")
+        if not cursor:
+            return True  # unknown: let tools/call answer for it
 
 
 def _follow(client: Client, task: dict[str, Any]) -> dict[str, Any]:

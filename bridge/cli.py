@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -100,13 +101,23 @@ def dev(
         raise SystemExit(1)
     text = settings.log_format != "json"
     settings = _prepare(host, log_level, "text" if text else "json", "bridge | " if text else "")
-    env = {**os.environ, "MCP_BRIDGE_LOG_FORMAT": "text" if text else "json"}
+    # Unbuffered: a tool's print() reaches the terminal when it happens, not per 8 KB.
+    env = {
+        **os.environ,
+        "MCP_BRIDGE_LOG_FORMAT": "text" if text else "json",
+        "PYTHONUNBUFFERED": "1",
+    }
     children = [dev_run.start("worker", dev_run.worker_command(concurrency, log_level), env, 6)]
     flower_url = None
     if not no_flower and dev_run.flower_installed():
         children.append(dev_run.start("flower", dev_run.flower_command(flower_port), env, 6))
         flower_url = f"http://127.0.0.1:{flower_port}"
     click.echo(dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True)
+    # `kill` and a closed terminal end dev like Ctrl-C does, children included: uvicorn
+    # re-raises SIGTERM after its shutdown, which by default would kill this process before
+    # the `finally` below.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, dev_run.interrupt)
     try:
         _serve(settings, host, port, log_level)
     finally:

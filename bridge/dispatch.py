@@ -40,11 +40,24 @@ class Dispatcher:
         self.celery.conf.task_send_sent_event = False
         self.queue = settings.queue
         #: Whether tool calls go onto the queue from the registry's create script.
-        self.inline = settings.celery_broker_url == settings.redis_url and (
-            settings.redis_url.startswith(("redis://", "rediss://", "unix://"))
-        )
+        self.inline = self._routes_to_registry_redis(settings)
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
+
+    def _routes_to_registry_redis(self, settings: Settings) -> bool:
+        """Only when Celery itself would put every call on ``settings.queue`` in the
+        registry's Redis: Celery's own environment and config module (``CELERY_BROKER_URL``,
+        ``CELERY_CONFIG_MODULE``: a write URL, routes, queues) can say otherwise, and then
+        the bridge publishes through Celery, which honours them."""
+        conf = self.celery.conf
+        broker = conf.broker_write_url or conf.broker_url
+        return (
+            broker == settings.redis_url
+            and settings.redis_url.startswith(("redis://", "rediss://"))
+            and not conf.task_routes
+            and conf.task_queues is None
+            and not (conf.broker_transport_options or {}).get("global_keyprefix")
+        )
 
     def inline_message(
         self, celery_name: str, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]

@@ -24,15 +24,6 @@ _request: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "mcp_bridge_request", default=None
 )
 
-# Attributes every LogRecord has; anything else on a record came from ``extra``.
-# (uvicorn adds ``color_message``, the same text with terminal colours).
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
-    "message",
-    "asctime",
-    "fields",
-    "color_message",
-}
-
 
 def fields(**values: Any) -> dict[str, Any]:
     """``extra=`` for a log call: ``log.info("...", extra=fields(task=..., status=...))``."""
@@ -52,19 +43,33 @@ def begin_request(**values: Any) -> dict[str, Any]:
     return collected
 
 
+#: Longest string a request field keeps: ids and methods come from the client, unchecked.
+FIELD_MAX = 200
+
+
 def annotate(**values: Any) -> None:
     """Add fields to the current request's log line (no-op outside a request)."""
     collected = _request.get()
     if collected is not None:
-        collected.update((k, v) for k, v in values.items() if v is not None)
+        collected.update(
+            (k, v[:FIELD_MAX] if isinstance(v, str) else v)
+            for k, v in values.items()
+            if v is not None
+        )
 
 
 def _extra(record: logging.LogRecord) -> dict[str, Any]:
-    found: dict[str, Any] = dict(getattr(record, "fields", None) or {})
-    for key, value in vars(record).items():
-        if key not in _STANDARD and not key.startswith("_"):
-            found.setdefault(key, value)
-    return found
+    # Only what the bridge chose to log: other libraries' ``extra`` (Celery's carries a
+    # task's arguments and return value) stays out.
+    return dict(getattr(record, "fields", None) or {})
+
+
+def no_results(record: logging.LogRecord) -> bool:
+    """Celery's "succeeded in …: <return value>" line, without the return value: results
+    can hold anything a tool returns, and the registry, not the log, keeps them."""
+    if isinstance(record.args, dict) and "return_value" in record.args:
+        record.args = {**record.args, "return_value": "(result not logged)"}
+    return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,6 +90,12 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # One record, one line (a traceback aside): a newline in a message (a client's
+        # method name, a tool's status message) must not forge another line.
+        record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -123,6 +134,7 @@ def configure(level: str | int, log_format: LogFormat = "auto", prefix: str = ""
     handler = logging.StreamHandler(sys.stderr)
     chosen = formatter(log_format, sys.stderr)
     handler.setFormatter(_Prefixed(chosen, prefix) if prefix else chosen)
+    handler.addFilter(no_results)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -149,10 +161,12 @@ def transition(
     owner: str = "",
     celery_id: str | None = None,
     tool: str | None = None,
+    level: int = logging.INFO,
     **more: Any,
 ) -> None:
     """The one log line of a task's status change, where the change was applied."""
-    transitions.info(
+    transitions.log(
+        level,
         "task %s %s: %s",
         task_id,
         status,

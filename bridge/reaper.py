@@ -55,8 +55,12 @@ class Reaper:
                 outcome = await self.registry.fail_lost(task_id)
                 if outcome.applied:
                     failed += 1
+                    # A warning: a worker died (or hung) with a task in hand.
                     logs.transition(
-                        task_id, TaskStatus.FAILED, "its worker stopped renewing its lease"
+                        task_id,
+                        TaskStatus.FAILED,
+                        "its worker stopped renewing its lease",
+                        level=logging.WARNING,
                     )
             if len(expired) < BATCH:
                 return failed

@@ -175,17 +175,21 @@ class Transport:
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
         line = logs.begin_request(http=request.method)
-        response = await self._serve(request)
-        line["status"] = response.status_code
-        line["ms"] = round((time.perf_counter() - started) * 1000, 1)
-        request_log.info(
-            "%s %s %s",
-            request.method,
-            line.get("rpc", request.url.path),
-            response.status_code,
-            extra={"fields": line},
-        )
-        return response
+        status = 500  # unless an answer comes back: Starlette's error page then
+        try:
+            response = await self._serve(request)
+            status = response.status_code
+            return response
+        finally:
+            line["status"] = status
+            line["ms"] = round((time.perf_counter() - started) * 1000, 1)
+            request_log.info(
+                "%s %s %s",
+                request.method,
+                line.get("rpc", request.url.path),
+                status,
+                extra={"fields": line},
+            )
 
     async def _serve(self, request: Request) -> Response:
         try:

@@ -152,8 +152,44 @@ def test_call_prints_a_failed_task_and_exits_1(bridge: str) -> None:
     plain = run("echo", '{"text": "plain"}', "--no-task")
     assert (plain.returncode, plain.stdout.strip()) == (0, "plain")
 
+    # A tool that must not run as a task (taskSupport "forbidden") gets a plain call.
+    forbidden = run("add", '{"a": 2, "b": 3}')
+    assert (forbidden.returncode, forbidden.stdout.strip()) == (0, "5")
+    assert "add is not run as a task here" in forbidden.stderr
+
     unknown = run("nope")
     assert unknown.returncode == 1 and "Unknown tool: nope" in unknown.stderr
 
     bad = run("echo", "[1]")
     assert bad.returncode == 2 and "must be a JSON object" in bad.stderr
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_dev_stopped_by_kill_or_a_closed_terminal_stops_its_worker(
+    env: dict[str, str], tmp_path: Path, number: int
+) -> None:
+    dev_env = {**os.environ, **env, "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-kill"}
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "dev", "--port", str(free_port()), "--no-flower"],
+            cwd=ROOT,
+            env=dev_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: " ready." in log.read_text(errors="replace"), 60, "the dev worker")
+        worker_main = _children(dev.pid)
+        pool = [child for pid in worker_main for child in _children(pid)]
+        assert worker_main and pool
+        dev.send_signal(number)  # the dev process alone, as `kill PID` does
+        assert dev.wait(timeout=30) == 0, log.read_text()
+        for pid in worker_main + pool:
+            wait_for(lambda pid=pid: _gone(pid), 20, f"process {pid} to exit")
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()

@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import redis
-import redis.asyncio
 
 from bridge.dispatch import Dispatcher
 from bridge.errors import LimitExceeded
 from bridge.registry import Registry
 from bridge.settings import Settings
+from bridge.store import async_client
 from tests.client import connect
-from tests.services import bridge_server, celery_worker
+from tests.services import Process, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -63,9 +63,22 @@ async def test_the_inline_message_is_the_one_celery_would_publish(settings: Sett
     assert ours["body"][1]["arguments"] == ARGUMENTS
 
 
+def test_celerys_own_broker_setting_turns_the_inline_path_off(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers configured through Celery's environment consume from that broker: a message
+    # pushed into the registry's Redis would never run.
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest@127.0.0.1//")
+    dispatcher = Dispatcher(settings)
+    try:
+        assert not dispatcher.inline
+    finally:
+        dispatcher.close()
+
+
 async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
     limited = settings.model_copy(update={"max_inflight_per_owner": 1})
-    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    client = async_client(settings.redis_url)
     registry = Registry(limited, client)
     dispatcher = Dispatcher(limited)
     try:
@@ -98,8 +111,8 @@ async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
 async def test_another_broker_gets_the_call_through_celery(
     env: dict[str, str], log_dir: Path
 ) -> None:
-    db = (int(os.environ.get("MCP_TEST_REDIS_DB", "13")) + 2) % 16
-    broker = f"redis://127.0.0.1:6379/{db}"
+    base, _, db = env["MCP_BRIDGE_REDIS_URL"].rpartition("/")
+    broker = f"{base}/{(int(db) + 2) % 16}"  # a database of the test Redis, flushed after
     private = {
         **env,
         "MCP_BRIDGE_BROKER_URL": broker,
@@ -116,3 +129,67 @@ async def test_another_broker_gets_the_call_through_celery(
         assert result["content"][0]["text"] == "via celery"
     finally:
         redis.Redis.from_url(broker).flushdb()
+
+
+async def test_a_retried_create_queues_its_message_once(settings: Settings) -> None:
+    # redis-py retries a script whose reply was lost to a dropped connection: the second
+    # run must find the first one's work done, not queue the call again.
+    client = async_client(settings.redis_url)
+    registry = Registry(settings, client)
+    dispatcher = Dispatcher(settings)
+    task_id, celery_id = uuid.uuid4().hex, str(uuid.uuid4())
+    try:
+        records = [
+            await registry.create(
+                task_id=task_id,
+                owner="session:retry",
+                tool="echo",
+                celery_id=celery_id,
+                ttl_ms=60_000,
+                queue=settings.queue,
+                celery_message=dispatcher.inline_message("mcp.echo", celery_id, {}, HEADERS),
+            )
+            for _ in range(2)
+        ]
+        assert records[0].created == records[1].created
+        assert await client.llen(settings.queue) == 1
+    finally:
+        dispatcher.close()
+        keys = [k async for k in client.scan_iter(f"{settings.key_prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_no_worker_knows_fails_its_task(env: dict[str, str], worker: Process) -> None:
+    # A bridge that declares a tool its workers lack (a rolling deploy): the worker rejects
+    # the unknown Celery task, and the MCP task must fail rather than stay "working".
+    settings = Settings(
+        redis_url=env["MCP_BRIDGE_REDIS_URL"],
+        queue=env["MCP_BRIDGE_QUEUE"],
+        key_prefix=env["MCP_BRIDGE_KEY_PREFIX"],
+    )
+    client = async_client(settings.redis_url)
+    registry = Registry(settings, client)
+    dispatcher = Dispatcher(settings)
+    task_id, celery_id = uuid.uuid4().hex, str(uuid.uuid4())
+    headers = {"mcp_task_id": task_id, "mcp_owner": "session:unknown", "mcp_tool": "gone"}
+    try:
+        await registry.create(
+            task_id=task_id,
+            owner="session:unknown",
+            tool="gone",
+            celery_id=celery_id,
+            ttl_ms=60_000,
+            queue=settings.queue,
+            celery_message=dispatcher.inline_message("mcp.gone", celery_id, {}, headers),
+        )
+        with anyio.fail_after(30):
+            while (record := await registry.get(task_id)) is None or not record.status.terminal:
+                await anyio.sleep(0.05)
+        assert record.status.value == "failed"
+        assert "no worker on this queue knows the tool task 'mcp.gone'" in record.message
+    finally:
+        dispatcher.close()
+        await client.aclose()

@@ -128,3 +128,39 @@ async def test_errors_are_annotated(bridge: str, log_dir: Path) -> None:
                 break
             await anyio.sleep(0.05)
     assert failed[0]["error"] == -32602 and failed[0]["status"] == 200
+
+
+def test_request_fields_from_the_client_are_bounded() -> None:
+    line = logs.begin_request(http="POST")
+    logs.annotate(rpc="x" * 10_000, id=7, session=None)
+    assert line == {"http": "POST", "rpc": "x" * logs.FIELD_MAX, "id": 7}
+
+
+def test_a_newline_in_a_message_does_not_forge_a_text_line() -> None:
+    record = logging.LogRecord(
+        "bridge.requests", logging.INFO, __file__, 1, "POST %s 200", ("x\nFAKE line",), None
+    )
+    assert "\n" not in logs.TextFormatter().format(record)
+
+
+def test_celery_extras_and_return_values_stay_out() -> None:
+    # What celery.app.trace logs for a success: the context (with the arguments and the
+    # return value) both as the format's arguments and as ``extra={"data": ...}``.
+    context = {"id": "c1", "name": "mcp.echo", "return_value": "SECRET", "runtime": 0.1}
+    record = logging.LogRecord(
+        "celery.app.trace",
+        logging.INFO,
+        __file__,
+        1,
+        "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
+        (context,),
+        None,
+    )
+    record.data = {"kwargs": {"password": "SECRET"}}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    handler.addFilter(logs.no_results)
+    handler.handle(record)
+    assert "SECRET" not in stream.getvalue()
+    assert json.loads(stream.getvalue())["message"].endswith("(result not logged)")

@@ -13,6 +13,7 @@ reach Redis are logged here.
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -119,6 +120,6 @@ def _on_revoked(
 def _on_unknown(message: Any = None, name: str = "", **_: Any) -> None:
     headers = getattr(message, "headers", None) or {}
     text = f"no worker on this queue knows the tool task {name!r}"
-    _move(
-        type("R", (), {"headers": headers})(), TaskStatus.FAILED, text, result=_error_result(text)
-    )
+    # The MCP ids are message headers; a request exposes them as attributes (``_ids``).
+    request = SimpleNamespace(**{k: v for k, v in headers.items() if isinstance(k, str)})
+    _move(request, TaskStatus.FAILED, text, result=_error_result(text))

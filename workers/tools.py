@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,13 +181,22 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         raise Ignore()
     if runs > settings.max_runs:
         message = f"gave up after {settings.max_runs} runs: the worker was lost each time"
-        registry.transition(
+        if registry.transition(
             task_id,
             owner,
             TaskStatus.FAILED,
             message,
             result={"content": [{"type": "text", "text": message}], "isError": True},
-        )
+        ).applied:
+            logs.transition(
+                task_id,
+                TaskStatus.FAILED,
+                message,
+                owner=owner,
+                celery_id=task.request.id,
+                tool=declared.name,
+                level=logging.WARNING,
+            )
         raise Ignore()
     logs.transition(
         task_id,

@@ -13,6 +13,12 @@
 -- the bridge publishes through Celery itself (a broker other than this Redis)
 -- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- The same call again (a client retry of a script whose reply was lost): it happened
+  -- once, answer as then; the message is not queued twice.
+  local same = redis.call('HMGET', KEYS[1], 'celery_id', 'created', 'seq')
+  if same[1] == ARGV[4] then
+    return {tonumber(same[2]), tonumber(same[3])}
+  end
   return redis.error_reply('task id already exists')
 end
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[12]) then
