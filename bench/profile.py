@@ -79,6 +79,9 @@ def _package(frame: str) -> str:
 #: them here, with or without --gil).
 WAITS = {
     "EpollSelector.select (selectors.py)": "event loop idle in epoll",
+    # uvloop runs the loop in C: a sample whose leaf is the Python frame that entered it is
+    # inside libuv (polling, idle or not, and socket I/O), not in any Python callback.
+    "Runner.run (asyncio/runners.py)": "event loop inside uvloop's C code (polling and I/O)",
     "Condition.wait (threading.py)": "idle worker thread (waiting for a job)",
     "Event.wait (threading.py)": "idle worker thread (waiting for a job)",
     "EventDispatcher.publish (celery/events/dispatcher.py)": (
@@ -123,7 +126,9 @@ def summarize(path: Path, top: int = 15) -> Summary:
         if not frames:
             continue
         total += count
-        in_loop = any("run_forever" in f for f in frames)
+        # The event loop runs in the main thread (uvicorn); other threads start in
+        # threading's bootstrap. (uvloop leaves no Python `run_forever` frame to look for.)
+        in_loop = not frames[0].startswith("_bootstrap")
         leaf = frames[-1]
         if in_loop:
             loop += count
@@ -197,7 +202,8 @@ def markdown(summary: Summary, seconds: float, tasks: int) -> list[str]:
         "",
         f"- event loop thread: busy (not in epoll) {busy_s:.1f} s of {seconds:.1f} s = "
         f"**{100 * busy_s / max(seconds, 1e-9):.0f}% of one core**",
-        f"- other threads (anyio worker threads running Celery's blocking `send_task`): "
+        f"- other threads (anyio worker threads: Celery's blocking calls, e.g. a publish to a "
+        "broker other than the registry's Redis, revoke, ping): "
         f"{summary.thread_samples / RATE:.1f} thread-seconds, of which running "
         f"{max(run_thread, 0) / RATE:.1f} s",
         "- waits: " + "; ".join(f"{name} {n / RATE:.1f} s" for name, n in summary.waits),
