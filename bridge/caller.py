@@ -33,6 +33,8 @@ class Client:
         self.url = url
         self.http = httpx.Client(headers=headers, timeout=timeout)
         self.session: str | None = None
+        #: The version ``initialize`` negotiated; sent on every later request.
+        self.version: str | None = None
         self._next_id = 0
 
     def close(self) -> None:
@@ -44,9 +46,10 @@ class Client:
         self.http.close()
 
     def _session_headers(self) -> dict[str, str]:
-        if self.session is None:
-            return {}
-        return {"Mcp-Session-Id": self.session, "MCP-Protocol-Version": VERSION}
+        headers = {"MCP-Protocol-Version": self.version} if self.version else {}
+        if self.session is not None:
+            headers["Mcp-Session-Id"] = self.session
+        return headers
 
     def _post(self, message: dict[str, Any]) -> httpx.Response:
         try:
@@ -64,9 +67,10 @@ class Client:
         if "error" in reply:
             error = reply["error"]
             raise CallFailed(f"{method}: {error.get('message')} ({error.get('code')})")
+        result: dict[str, Any] = reply["result"]
         if method == "initialize":
             self.session = response.headers.get("mcp-session-id")
-        result: dict[str, Any] = reply["result"]
+            self.version = str(result.get("protocolVersion") or VERSION)
         return result
 
     def notify(self, method: str) -> None:
@@ -78,9 +82,14 @@ def _reply(response: httpx.Response, request_id: int) -> dict[str, Any]:
     ctype = response.headers.get("content-type", "")
     try:
         if ctype.startswith("text/event-stream"):
-            for line in response.text.splitlines():
+            # An event's data may span several lines, and a priming event may carry none.
+            data: list[str] = []
+            for line in [*response.text.splitlines(), ""]:
                 if line.startswith("data:"):
-                    message = json.loads(line[5:])
+                    data.append(line[5:].removeprefix(" "))
+                elif not line and data:
+                    message = json.loads("\n".join(data))
+                    data = []
                     if isinstance(message, dict) and message.get("id") == request_id:
                         return message
         elif ctype.startswith("application/json"):
@@ -133,7 +142,11 @@ def call_tool(
         try:
             task = _follow(client, created)
         except KeyboardInterrupt:
-            task = client.request("tasks/cancel", {"taskId": task_id})
+            try:
+                task = client.request("tasks/cancel", {"taskId": task_id})
+            except CallFailed:
+                # It ended first (a terminal task cannot be cancelled): say how.
+                task = client.request("tasks/get", {"taskId": task_id})
             click.echo(_status_line(task), err=True)
             return 130
         result = client.request("tasks/result", {"taskId": task_id})

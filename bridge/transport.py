@@ -7,8 +7,8 @@ requests carry ``Mcp-Session-Id``, GET opens the session's notification stream, 
 the session.
 
 This module knows HTTP: methods, headers, session ids, status codes and SSE framing. It
-hands JSON-RPC requests to the protocols and converts every error to the wire in one place
-(``_error_response``), so no traceback or bare 500 reaches a client.
+hands JSON-RPC requests to the protocols; ``bridge.jsonrpc`` reads bodies and converts every
+error to the wire in one place, so no traceback or bare 500 reaches a client.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from bridge import logs
 from bridge.auth import Authenticator, Principal
 from bridge.errors import (
-    INTERNAL_ERROR,
     INVALID_REQUEST,
-    PARSE_ERROR,
     BridgeError,
     HttpError,
     InvalidMeta,
@@ -39,6 +37,7 @@ from bridge.errors import (
     StoreUnavailable,
 )
 from bridge.events import EventHub, valid_event_id
+from bridge.jsonrpc import JsonResponse, error_body, error_response, parse
 from bridge.legacy import (
     LegacyProtocol,
     can_elicit,
@@ -62,77 +61,11 @@ _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
-#: Deeper JSON is refused before anything reads it: no MCP message needs it, and Python's
-#: own (de)serialisers give up near 1,000 levels.
-MAX_DEPTH = 100
-
-
-class JsonResponse(JSONResponse):
-    # ASCII-only output: a string the bridge echoes can never fail to encode.
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse(body: bytes) -> Any:
-    """The JSON-RPC message in ``body``: strict UTF-8 (no surrogates), no NaN/Infinity, at
-    most ``MAX_DEPTH`` deep, no unpaired ``\\uD800``-style escapes."""
-    try:
-        message = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise HttpError(400, "Parse error", PARSE_ERROR) from None
-    stack: list[tuple[Any, int]] = [(message, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise HttpError(400, f"Parse error: nested deeper than {MAX_DEPTH}", PARSE_ERROR)
-        if isinstance(value, str):
-            _utf8(value)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                _utf8(key)
-                stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-    return message
-
-
-def _utf8(text: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise HttpError(400, "Parse error: unpaired surrogate", PARSE_ERROR) from None
-
-
-def _error_body(code: int, message: str, data: Any = None, id: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    body: dict[str, Any] = {"jsonrpc": "2.0", "error": error}
-    if id is not None:
-        # The schema types the id as string | integer, optional: leave it out when unknown.
-        body["id"] = id
-    return body
-
-
 def _http_error(exc: HttpError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if exc.status == 405:
         headers = {"Allow": "GET, POST, DELETE"}
-    return JsonResponse(_error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
-
-
-def _error_response(exc: BaseException, id: Any) -> dict[str, Any]:
-    if isinstance(exc, McpError):
-        logs.annotate(error=exc.code)
-        return _error_body(exc.code, exc.message, exc.data, id)
-    logs.annotate(error=INTERNAL_ERROR)
-    log.exception("internal error answering request %r", id, exc_info=exc)
-    return _error_body(INTERNAL_ERROR, "Internal error", None, id)
+    return JsonResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
 
 def _media_types(header: str | None) -> set[str]:
@@ -207,7 +140,7 @@ class Transport:
         except BridgeError as exc:
             # Redis or the broker failed before a request id was known.
             self._count_failure(exc)
-            return JsonResponse(_error_response(exc, None), status_code=503)
+            return JsonResponse(error_response(exc, None), status_code=503)
 
     def _count_failure(self, exc: BaseException) -> None:
         if self.metrics is not None and isinstance(exc, StoreUnavailable):
@@ -257,7 +190,7 @@ class Transport:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, "Unsupported Media Type: use application/json")
-        message = _parse(await self._body(request))
+        message = parse(await self._body(request))
         if isinstance(message, list):
             raise HttpError(400, "Invalid Request: batches are not supported", INVALID_REQUEST)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
@@ -310,7 +243,7 @@ class Transport:
                     params, principal.subject if principal else ""
                 )
             except BridgeError as exc:
-                return JsonResponse(_error_response(exc, msg_id))
+                return JsonResponse(error_response(exc, msg_id))
             logs.annotate(session=session.id)
             return JsonResponse(
                 {"jsonrpc": "2.0", "id": msg_id, "result": result},
@@ -324,13 +257,13 @@ class Transport:
         except BridgeError as exc:
             # Redis failed: a JSON-RPC error that names the request, not a bare 503 page.
             self._count_failure(exc)
-            return JsonResponse(_error_response(exc, msg_id), status_code=503)
+            return JsonResponse(error_response(exc, msg_id), status_code=503)
         if params is not None and not isinstance(params, dict):
-            return JsonResponse(_error_response(InvalidParams("params must be an object"), msg_id))
+            return JsonResponse(error_response(InvalidParams("params must be an object"), msg_id))
         handler = self.legacy.handlers.get(method)
         if handler is None:
             error = MethodNotFound(f"Method not found: {method}")
-            return JsonResponse(_error_response(error, msg_id))
+            return JsonResponse(error_response(error, msg_id))
         call = Call(owner=session.owner, request_id=msg_id, session=session)
         if sse_ok and self.legacy.is_slow(session, method, params or {}):
             return _sse(self._answer(handler, call, params or {}), self.settings.sse_ping_s)
@@ -338,7 +271,7 @@ class Transport:
             result = await handler(call, params or {})
             return JsonResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
         except Exception as exc:
-            return JsonResponse(_error_response(exc, msg_id))
+            return JsonResponse(error_response(exc, msg_id))
 
     async def _post_modern(
         self, request: Request, method: str, msg_id: str | int | None, params: Any
@@ -364,9 +297,9 @@ class Transport:
             result = await handler(call, params)
             return JsonResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
         except McpError as exc:
-            return JsonResponse(_error_response(exc, msg_id), status_code=exc.http_status)
+            return JsonResponse(error_response(exc, msg_id), status_code=exc.http_status)
         except Exception as exc:
-            return JsonResponse(_error_response(exc, msg_id))
+            return JsonResponse(error_response(exc, msg_id))
 
     async def _answer(
         self, handler: Handler, call: Call, params: dict[str, Any]
@@ -374,7 +307,7 @@ class Transport:
         try:
             reply = {"jsonrpc": "2.0", "id": call.request_id, "result": await handler(call, params)}
         except Exception as exc:
-            reply = _error_response(exc, call.request_id)
+            reply = error_response(exc, call.request_id)
         yield reply
 
     # -- GET -------------------------------------------------------------------------------

@@ -193,3 +193,34 @@ def test_dev_stopped_by_kill_or_a_closed_terminal_stops_its_worker(
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait()
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_on_call_cancels_its_task(bridge: str, tmp_path: Path) -> None:
+    err = tmp_path / "call.err"
+    with err.open("wb") as out:
+        call = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "call",
+                "sleep",
+                '{"seconds": 30}',
+                "--url",
+                bridge,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "working: step" in err.read_text(), 20, "the task to run")
+        call.send_signal(signal.SIGINT)
+        assert call.wait(timeout=20) == 130
+        assert err.read_text().splitlines()[-1].startswith("cancelled")
+    finally:
+        if call.poll() is None:
+            call.kill()
+            call.wait()

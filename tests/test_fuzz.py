@@ -478,7 +478,7 @@ def with_hole(message: Any, raw: bytes) -> bytes:
 HOLE = "\x00hole\x00"
 
 
-#: The bridge refuses JSON nested deeper than this (bridge.transport.MAX_DEPTH).
+#: The bridge refuses JSON nested deeper than this (bridge.jsonrpc.MAX_DEPTH).
 MAX_DEPTH = 100
 
 
