@@ -24,7 +24,7 @@ from rich.text import Text
 from bridge import logs
 from bridge.audit import audit_operator
 from bridge.audit import log as audit_log
-from bridge.console import iso, print_fields, print_json, print_table
+from bridge.console import ago, iso, print_fields, print_json, print_table
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.events import EventHub
@@ -190,6 +190,7 @@ def list_tasks(
         summaries = [_task_summary(r) for r in found]
         print_json({"tasks": summaries, "limit": limit, "limitReached": limit_reached})
         return
+    now_ms = int(time.time() * 1000)
     colour = {"working": "yellow", "input_required": "magenta", "completed": "green"}
     rows: list[list[str | Text]] = [
         [
@@ -197,15 +198,15 @@ def list_tasks(
             Text(r.status.value, style=colour.get(r.status.value, "red")),
             r.tool + (" (plain call)" if r.hidden else ""),
             r.owner,
-            iso(r.created, z=True),
-            iso(r.updated, z=True),
+            ago(r.created, now_ms),
+            ago(r.updated, now_ms),
             r.worker,
             r.message if len(r.message) <= MESSAGE_WIDTH else r.message[: MESSAGE_WIDTH - 1] + "…",
         ]
         for r in found
     ]
     more = f"; limit {limit} reached, more may match" if limit_reached else ""
-    columns = ["task id", "status", "tool", "owner", "created", "updated", "worker"]
+    columns = ["task id", "status", "tool", "owner", "age", "changed", "worker"]
     title = f"MCP tasks ({settings.key_prefix})"
     caption = f"{len(found)} task(s){more}"
     print_table(title, [*columns, "statusMessage"], rows, caption, {"owner", "statusMessage"})

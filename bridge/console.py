@@ -33,13 +33,28 @@ def iso(ms: int, z: bool = False) -> str:
     return text.replace("+00:00", "Z") if z else text
 
 
+def ago(ms: int, now_ms: int) -> str:
+    """How long ago, compactly ("42s", "3m05s", "2h07m", "4d03h"): a table column stays
+    narrow enough for a terminal; ``--json`` has the exact times."""
+    s = max(0, (now_ms - ms) // 1000)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 def print_table(
     title: str, columns: list[str], rows: list[list[str | Text]], caption: str, fold: set[str]
 ) -> None:
     table = Table(title=title, title_justify="left", caption=caption)
     for name in columns:
         # Only the long free-form columns fold: ids and timestamps stay whole and copyable.
-        table.add_column(name, no_wrap=name not in fold, overflow="fold")
+        table.add_column(
+            name, no_wrap=name not in fold, overflow="fold", min_width=12 if name in fold else None
+        )
     for row in rows:
         # Plain strings come from tools and clients: shown as they are, never as markup.
         table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in row))
