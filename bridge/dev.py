@@ -75,7 +75,20 @@ def _pump(prefix: str, source: IO[bytes], echo: Callable[[str], None]) -> None:
         echo(f"{prefix}{raw.decode(errors='replace').rstrip()}")
 
 
+# Runs before the child's own program (exec keeps the setting): the kernel sends the child
+# SIGTERM when dev dies, even by SIGKILL, where no `finally` of ours runs.
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)  # the parent died before the line above took effect
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def start(name: str, command: list[str], env: dict[str, str], width: int) -> Child:
+    if sys.platform == "linux":
+        command = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
     popen = subprocess.Popen(
         command,
         env=env,

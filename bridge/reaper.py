@@ -55,11 +55,16 @@ class Reaper:
                 outcome = await self.registry.fail_lost(task_id)
                 if outcome.applied:
                     failed += 1
-                    # A warning: a worker died (or hung) with a task in hand.
+                    # A warning: a worker died (or hung) with a task in hand. (A rare event:
+                    # one more read for the fields an operator needs is cheap.)
+                    record = await self.registry.get(task_id)
                     logs.transition(
                         task_id,
                         TaskStatus.FAILED,
-                        "its worker stopped renewing its lease",
+                        record.message if record else "its worker stopped renewing its lease",
+                        owner=record.owner if record else "",
+                        celery_id=record.celery_id if record else None,
+                        tool=record.tool if record else None,
                         level=logging.WARNING,
                     )
             if len(expired) < BATCH:

@@ -4,6 +4,7 @@ where the message comes back and must not run a task that already failed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -116,6 +117,16 @@ async def test_a_killed_worker_fails_its_task_when_the_lease_expires(
             # The bound: the last renewal came at most lease/3 before the kill.
             assert took <= 2 + 0.2 + 1.5, took
             assert redis_client.zscore(leases, doomed["taskId"]) is None, "the lease was dropped"
+            # The bridge that reaped it says so in its log, as a warning an operator can find.
+            reaped = [
+                json.loads(line)
+                for line in bridge.output().split("\n")[:-1]
+                if doomed["taskId"] in line and '"bridge.transitions"' in line
+            ]
+            assert any(
+                e["level"] == "warning" and e["status"] == "failed" and e["tool"] == "sleep"
+                for e in reaped
+            ), reaped
             figure(f"whole worker SIGKILLed -> failed in {took} s (lease 2 s, reaper every 0.2 s)")
 
 
