@@ -25,6 +25,19 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _cli(args: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
+    """``mcp-celery-bridge ARGS`` in its own process group, output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -49,24 +62,7 @@ def test_dev_runs_bridge_worker_and_flower_and_ctrl_c_stops_them(
     port, flower_port = free_port(), free_port()
     dev_env = {**os.environ, **env, "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-dev"}
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge.cli",
-                "dev",
-                "--port",
-                str(port),
-                "--flower-port",
-                str(flower_port),
-            ],
-            cwd=ROOT,
-            env=dev_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = _cli(["dev", "--port", str(port), "--flower-port", str(flower_port)], dev_env, log)
     try:
         wait_for(lambda: " ready." in log.read_text(errors="replace"), 60, "the dev worker")
 
@@ -171,15 +167,7 @@ def test_dev_stopped_by_kill_or_a_closed_terminal_stops_its_worker(
 ) -> None:
     dev_env = {**os.environ, **env, "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-kill"}
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "dev", "--port", str(free_port()), "--no-flower"],
-            cwd=ROOT,
-            env=dev_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = _cli(["dev", "--port", str(free_port()), "--no-flower"], dev_env, log)
     try:
         wait_for(lambda: " ready." in log.read_text(errors="replace"), 60, "the dev worker")
         worker_main = _children(dev.pid)
@@ -200,23 +188,7 @@ def test_dev_stopped_by_kill_or_a_closed_terminal_stops_its_worker(
 @pytest.mark.timeout(60)
 def test_ctrl_c_on_call_cancels_its_task(bridge: str, tmp_path: Path) -> None:
     err = tmp_path / "call.err"
-    with err.open("wb") as out:
-        call = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge.cli",
-                "call",
-                "sleep",
-                '{"seconds": 30}',
-                "--url",
-                bridge,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-            start_new_session=True,
-        )
+    call = _cli(["call", "sleep", '{"seconds": 30}', "--url", bridge], None, err)
     try:
         wait_for(lambda: "working: step" in err.read_text(), 20, "the task to run")
         call.send_signal(signal.SIGINT)

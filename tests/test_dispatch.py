@@ -5,18 +5,22 @@ With another broker the bridge publishes through Celery."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import redis
+import redis.asyncio
 
 from bridge.dispatch import Dispatcher
 from bridge.errors import LimitExceeded
+from bridge.records import TaskRecord
 from bridge.registry import Registry
 from bridge.settings import Settings
 from bridge.store import async_client
@@ -40,6 +44,46 @@ def _decoded(raw: bytes) -> dict[str, Any]:
     message: dict[str, Any] = json.loads(raw)
     message["body"] = json.loads(base64.b64decode(message["body"]))
     return message
+
+
+@dataclass
+class Parts:
+    """A registry and a dispatcher on the test Redis, to record and queue calls directly."""
+
+    settings: Settings
+    client: redis.asyncio.Redis
+    registry: Registry
+    dispatcher: Dispatcher
+
+    async def create(
+        self, task_id: str, celery_id: str, *, tool: str = "echo", owner: str = "session:abc"
+    ) -> TaskRecord:
+        headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": tool}
+        return await self.registry.create(
+            task_id=task_id,
+            owner=owner,
+            tool=tool,
+            celery_id=celery_id,
+            ttl_ms=60_000,
+            queue=self.settings.queue,
+            celery_message=self.dispatcher.inline_message(f"mcp.{tool}", celery_id, {}, headers),
+        )
+
+
+@contextlib.asynccontextmanager
+async def parts(settings: Settings, *, private_keys: bool = True) -> AsyncIterator[Parts]:
+    """``private_keys``: the settings' key prefix is this test's own: delete its keys after."""
+    client = async_client(settings.redis_url)
+    dispatcher = Dispatcher(settings)
+    try:
+        yield Parts(settings, client, Registry(settings, client), dispatcher)
+    finally:
+        dispatcher.close()
+        if private_keys:
+            keys = [k async for k in client.scan_iter(f"{settings.key_prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+        await client.aclose()
 
 
 async def test_the_inline_message_is_the_one_celery_would_publish(settings: Settings) -> None:
@@ -78,33 +122,11 @@ def test_celerys_own_broker_setting_turns_the_inline_path_off(
 
 async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
     limited = settings.model_copy(update={"max_inflight_per_owner": 1})
-    client = async_client(settings.redis_url)
-    registry = Registry(limited, client)
-    dispatcher = Dispatcher(limited)
-    try:
-
-        async def create() -> None:
-            celery_id = str(uuid.uuid4())
-            await registry.create(
-                task_id=uuid.uuid4().hex,
-                owner="session:limits",
-                tool="echo",
-                celery_id=celery_id,
-                ttl_ms=60_000,
-                queue=limited.queue,
-                celery_message=dispatcher.inline_message("mcp.echo", celery_id, {}, HEADERS),
-            )
-
-        await create()
+    async with parts(limited) as p:
+        await p.create(uuid.uuid4().hex, str(uuid.uuid4()))
         with pytest.raises(LimitExceeded):
-            await create()
-        assert await client.llen(limited.queue) == 1
-    finally:
-        dispatcher.close()
-        keys = [k async for k in client.scan_iter(f"{limited.key_prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+            await p.create(uuid.uuid4().hex, str(uuid.uuid4()))
+        assert await p.client.llen(limited.queue) == 1
 
 
 @pytest.mark.timeout(90)
@@ -134,31 +156,12 @@ async def test_another_broker_gets_the_call_through_celery(
 async def test_a_retried_create_queues_its_message_once(settings: Settings) -> None:
     # redis-py retries a script whose reply was lost to a dropped connection: the second
     # run must find the first one's work done, not queue the call again.
-    client = async_client(settings.redis_url)
-    registry = Registry(settings, client)
-    dispatcher = Dispatcher(settings)
     task_id, celery_id = uuid.uuid4().hex, str(uuid.uuid4())
-    try:
-        records = [
-            await registry.create(
-                task_id=task_id,
-                owner="session:retry",
-                tool="echo",
-                celery_id=celery_id,
-                ttl_ms=60_000,
-                queue=settings.queue,
-                celery_message=dispatcher.inline_message("mcp.echo", celery_id, {}, HEADERS),
-            )
-            for _ in range(2)
-        ]
-        assert records[0].created == records[1].created
-        assert await client.llen(settings.queue) == 1
-    finally:
-        dispatcher.close()
-        keys = [k async for k in client.scan_iter(f"{settings.key_prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    async with parts(settings) as p:
+        first = await p.create(task_id, celery_id)
+        again = await p.create(task_id, celery_id)
+        assert first.created == again.created
+        assert await p.client.llen(settings.queue) == 1
 
 
 @pytest.mark.timeout(60)
@@ -170,26 +173,12 @@ async def test_a_call_no_worker_knows_fails_its_task(env: dict[str, str], worker
         queue=env["MCP_BRIDGE_QUEUE"],
         key_prefix=env["MCP_BRIDGE_KEY_PREFIX"],
     )
-    client = async_client(settings.redis_url)
-    registry = Registry(settings, client)
-    dispatcher = Dispatcher(settings)
-    task_id, celery_id = uuid.uuid4().hex, str(uuid.uuid4())
-    headers = {"mcp_task_id": task_id, "mcp_owner": "session:unknown", "mcp_tool": "gone"}
-    try:
-        await registry.create(
-            task_id=task_id,
-            owner="session:unknown",
-            tool="gone",
-            celery_id=celery_id,
-            ttl_ms=60_000,
-            queue=settings.queue,
-            celery_message=dispatcher.inline_message("mcp.gone", celery_id, {}, headers),
-        )
+    task_id = uuid.uuid4().hex
+    # The worker reads the registry under the session's key prefix: leave its keys be.
+    async with parts(settings, private_keys=False) as p:
+        await p.create(task_id, str(uuid.uuid4()), tool="gone", owner="session:unknown")
         with anyio.fail_after(30):
-            while (record := await registry.get(task_id)) is None or not record.status.terminal:
+            while (record := await p.registry.get(task_id)) is None or not record.status.terminal:
                 await anyio.sleep(0.05)
         assert record.status.value == "failed"
         assert "no worker on this queue knows the tool task 'mcp.gone'" in record.message
-    finally:
-        dispatcher.close()
-        await client.aclose()
