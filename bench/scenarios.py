@@ -140,6 +140,19 @@ async def _bridge_creates(port: int, n: int, warmup: int = 20) -> tuple[list[flo
     return times, ids
 
 
+def _percentile_rows(
+    scenario: str, run: int, bridge: list[float], raw: list[float], p50_ratio: float
+) -> list[Row]:
+    """p50, p95 and p99 of bridge and raw latencies (seconds), the p50 ratio held to a
+    target."""
+    rows = []
+    for q in (50, 95, 99):
+        b, r = ms(percentile(bridge, q)), ms(percentile(raw, q))
+        target, met = (f"ratio <= {p50_ratio:g}", b / r <= p50_ratio) if q == 50 else ("", None)
+        rows.append(_ratio_row(scenario, f"p{q}", run, b, r, "ms", target, met))
+    return rows
+
+
 def create_latency(ctx: Context, run: int) -> Result:
     n = ctx.sizes.creates
     bridge, ids = asyncio.run(_bridge_creates(ctx.port, n))
@@ -147,12 +160,7 @@ def create_latency(ctx: Context, run: int) -> Result:
     raw = rawcelery.publish_latency(n)
     _idle_queues(ctx)
     res = Result()
-    for q in (50, 95, 99):
-        target, met = "", None
-        b, r = ms(percentile(bridge, q)), ms(percentile(raw, q))
-        if q == 50:
-            target, met = "ratio <= 3", b / r <= 3
-        res.rows.append(_ratio_row("1 create latency", f"p{q}", run, b, r, "ms", target, met))
+    res.rows.extend(_percentile_rows("1 create latency", run, bridge, raw, 3.0))
     res.details.append(
         f"run {run}: {n} sequential task-augmented `tools/call` (echo) on one keep-alive "
         f"connection vs {n} sequential `noop.apply_async()`; mean bridge "
@@ -207,12 +215,7 @@ def e2e_latency(ctx: Context, run: int) -> Result:
     bridge = asyncio.run(_bridge_e2e(ctx.port, n))
     raw = rawcelery.roundtrip_latency(n)
     res = Result()
-    for q in (50, 95, 99):
-        target, met = "", None
-        b, r = ms(percentile(bridge, q)), ms(percentile(raw, q))
-        if q == 50:
-            target, met = "ratio <= 1.5", b / r <= 1.5
-        res.rows.append(_ratio_row("2 end-to-end latency", f"p{q}", run, b, r, "ms", target, met))
+    res.rows.extend(_percentile_rows("2 end-to-end latency", run, bridge, raw, 1.5))
     res.details.append(
         f"run {run}: {n} sequential no-op tasks, request sent -> `notifications/tasks/status` "
         f"completed read on the session's GET stream, vs `noop.apply_async().get()`"
