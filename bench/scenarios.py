@@ -352,11 +352,39 @@ def _burning(pid: int, timeout: float = 2.0) -> bool:
     return False
 
 
+@dataclass
+class CancelTrials:
+    """Cancel trials: time to the process stopping (and to the cancel call's answer) of
+    each trial after the first ``warmup``; a trial whose process never stopped fails."""
+
+    warmup: int
+    latencies: list[float] = field(default_factory=list)
+    rpcs: list[float] = field(default_factory=list)
+    hows: list[str] = field(default_factory=list)
+    failures: int = 0
+
+    def add(self, i: int, t0: float, t_rpc: float, stopped: float | None, how: str) -> None:
+        if stopped is None:
+            self.failures += 1
+        elif i >= self.warmup:
+            self.latencies.append(max(0.0, stopped - t0))
+            self.rpcs.append(t_rpc - t0)
+            self.hows.append(how)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "latencies": self.latencies,
+            "rpcs": self.rpcs,
+            "hows": self.hows,
+            "failures": self.failures,
+        }
+
+
 async def _bridge_cancels(ctx: Context, trials: int, warmup: int = 2) -> dict[str, Any]:
     session = Session(HOST, ctx.port)
     await session.initialize()
     client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
-    latencies, rpcs, hows, failures = [], [], [], 0
+    trials_ = CancelTrials(warmup)
     for i in range(warmup + trials):
         task = await session.create_task("spin", {"seconds": 20})
         key = ctx.keys.task(task["taskId"])
@@ -370,7 +398,7 @@ async def _bridge_cancels(ctx: Context, trials: int, warmup: int = 2) -> dict[st
                 await asyncio.sleep(0.005)
         assert pid is not None, "the spin task never started"
         if not await asyncio.to_thread(_burning, pid):
-            failures += 1
+            trials_.failures += 1
             continue
         watch = CpuWatch(pid)
         watch.start()
@@ -379,20 +407,14 @@ async def _bridge_cancels(ctx: Context, trials: int, warmup: int = 2) -> dict[st
         t_rpc = time.perf_counter()
         stopped = await asyncio.to_thread(watch.result, 10)
         assert answer["status"] == "cancelled", answer
-        if stopped is None:
-            failures += 1
-            continue
-        if i >= warmup:
-            latencies.append(max(0.0, stopped - t0))
-            rpcs.append(t_rpc - t0)
-            hows.append(watch.how)
+        trials_.add(i, t0, t_rpc, stopped, watch.how)
     await client.aclose()
     await session.conn.close()
-    return {"latencies": latencies, "rpcs": rpcs, "hows": hows, "failures": failures}
+    return trials_.summary()
 
 
 def _raw_cancels(trials: int, warmup: int = 2) -> dict[str, Any]:
-    latencies, rpcs, hows, failures = [], [], [], 0
+    trials_ = CancelTrials(warmup)
     for i in range(warmup + trials):
         r = rawcelery.spin.apply_async((20,))
         deadline = time.monotonic() + 30
@@ -404,22 +426,15 @@ def _raw_cancels(trials: int, warmup: int = 2) -> dict[str, Any]:
                 time.sleep(0.005)
         assert pid is not None, "the raw spin task never started"
         if not _burning(pid):
-            failures += 1
+            trials_.failures += 1
             continue
         watch = CpuWatch(pid)
         watch.start()
         t0 = time.perf_counter()
         rawcelery.app.control.revoke(r.id, terminate=True, signal="SIGTERM")
         t_rpc = time.perf_counter()
-        stopped = watch.result(10)
-        if stopped is None:
-            failures += 1
-            continue
-        if i >= warmup:
-            latencies.append(max(0.0, stopped - t0))
-            rpcs.append(t_rpc - t0)
-            hows.append(watch.how)
-    return {"latencies": latencies, "rpcs": rpcs, "hows": hows, "failures": failures}
+        trials_.add(i, t0, t_rpc, watch.result(10), watch.how)
+    return trials_.summary()
 
 
 def cancel_latency(ctx: Context, run: int) -> Result:

@@ -11,12 +11,9 @@ touched."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +27,7 @@ from celery import Celery
 from bench import procs
 
 # The test harness's polling and port helpers; bench runs with the dev extras installed.
-from tests.services import free_port, wait_for
+from tests.services import Process, free_port, spawn, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -50,35 +47,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM to the process group we started, SIGKILL after ``timeout``."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
 
 
 @dataclass
@@ -204,19 +172,10 @@ class Services:
         client.close()
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> Process:
-        log = self.log_dir / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                # ROOT on the path: the bridge imports bench.tools (console scripts do
-                # not put the working directory on sys.path).
-                env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return Process(name, popen, log)
+        # ROOT on the path: the bridge imports bench.tools (console scripts do not put the
+        # working directory on sys.path).
+        env = {**env, "PYTHONPATH": str(ROOT)}
+        return spawn(name, command, env, self.log_dir / f"{name}.log", append=True)
 
     def _wait_worker(self, proc: Process, node_prefix: str, control_exchange: str) -> None:
         control = Celery("bench-control", broker=REDIS_URL, set_as_current=False)

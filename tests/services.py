@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -56,7 +56,10 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
-    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
