@@ -15,9 +15,7 @@ import contextlib
 import logging
 import time
 
-from bridge import logs
 from bridge.errors import BridgeError
-from bridge.records import TaskStatus
 from bridge.registry import Registry
 from bridge.settings import Settings
 
@@ -52,21 +50,8 @@ class Reaper:
             if time.monotonic() < self._quiet_until:
                 return failed
             for task_id in expired:
-                outcome = await self.registry.fail_lost(task_id)
-                if outcome.applied:
+                if (await self.registry.fail_lost(task_id)).applied:
                     failed += 1
-                    # A warning: a worker died (or hung) with a task in hand. (A rare event:
-                    # one more read for the fields an operator needs is cheap.)
-                    record = await self.registry.get(task_id)
-                    logs.transition(
-                        task_id,
-                        TaskStatus.FAILED,
-                        record.message if record else "its worker stopped renewing its lease",
-                        owner=record.owner if record else "",
-                        celery_id=record.celery_id if record else None,
-                        tool=record.tool if record else None,
-                        level=logging.WARNING,
-                    )
             if len(expired) < BATCH:
                 return failed
 

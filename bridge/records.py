@@ -107,8 +107,17 @@ class Outcome:
     applied: bool
     status: TaskStatus | None
     event_id: str
+    #: The task's, when the transition applied (for its log line).
+    tool: str = ""
+    celery_id: str = ""
+    owner: str = ""
 
     @classmethod
     def from_reply(cls, raw: list[Any]) -> Outcome:
-        """A transition script's reply: ``[applied (0/1), status or "", event id or ""]``."""
-        return cls(bool(int(raw[0])), TaskStatus(raw[1]) if raw[1] else None, str(raw[2]))
+        """A transition script's reply: ``[applied (0/1), status or "", event id or ""]``,
+        then, when applied, ``tool, celery id, owner``."""
+        applied = bool(int(raw[0]))
+        status = TaskStatus(raw[1]) if raw[1] else None
+        if not applied:
+            return cls(False, status, str(raw[2]))
+        return cls(True, status, str(raw[2]), str(raw[3]), str(raw[4]), str(raw[5]))

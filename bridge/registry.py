@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from importlib.resources import files
 from typing import Any, cast
@@ -26,6 +27,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
+from bridge import logs
 from bridge.errors import InternalError, LimitExceeded
 from bridge.keys import Keys
 from bridge.records import Outcome, Page, TaskRecord, TaskStatus
@@ -41,6 +43,22 @@ class _Base:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+
+    @staticmethod
+    def _logged(task_id: str, outcome: Outcome, message: str, level: int = logging.INFO) -> Outcome:
+        # Every status change goes through the scripts behind this class, so it is logged
+        # here, once, by the process that made it (``bridge.transitions``).
+        if outcome.applied and outcome.status is not None:
+            logs.transition(
+                task_id,
+                outcome.status,
+                message,
+                owner=outcome.owner,
+                celery_id=outcome.celery_id,
+                tool=outcome.tool,
+                level=level,
+            )
+        return outcome
 
     def _transition_args(
         self,
@@ -145,6 +163,10 @@ class Registry(_Base):
                         {"limit": which, "max": int(limit)},
                     ) from None
                 raise InternalError(f"could not create task: {exc}") from exc
+        if celery_id:  # a task that will run (one made only to report a failure is not)
+            logs.transition(
+                task_id, TaskStatus.WORKING, message, owner=owner, celery_id=celery_id, tool=tool
+            )
         return TaskRecord(
             id=task_id,
             status=TaskStatus.WORKING,
@@ -199,7 +221,8 @@ class Registry(_Base):
             record.id, record.owner, status, message, result, error, "", False
         )
         with translated():
-            return Outcome.from_reply(await self._transition(keys=keys, args=args))
+            outcome = Outcome.from_reply(await self._transition(keys=keys, args=args))
+        return self._logged(record.id, outcome, message)
 
     async def remember_call(self, owner: str, request_id: str | int, task_id: str) -> None:
         """Map a plain call's JSON-RPC id to its hidden task, for ``notifications/cancelled``."""
@@ -265,7 +288,8 @@ class Registry(_Base):
         )
         with translated():
             raw = await self._transition(keys=[*keys, self.keys.leases()], args=args)
-        return Outcome.from_reply(raw)
+        # A warning: a worker died (or hung) with the task in hand.
+        return self._logged(task_id, Outcome.from_reply(raw), message, logging.WARNING)
 
 
 class SyncRegistry(_Base):
@@ -298,12 +322,16 @@ class SyncRegistry(_Base):
         worker: str = "",
         only_if_changed: bool = False,
         progress: tuple[float, float | None] | None = None,
+        log_level: int = logging.INFO,
     ) -> Outcome:
         keys, args = self._transition_args(
             task_id, owner, status, message, result, error, worker, only_if_changed, progress
         )
         with translated():
-            return Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
+            outcome = Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
+        if progress is not None:
+            return outcome  # a progress report, not a change of status: no log line
+        return self._logged(task_id, outcome, message, log_level)
 
     # -- questions to the client (input_required) ------------------------------------------
     def ask(
@@ -322,7 +350,8 @@ class SyncRegistry(_Base):
             input_request=(key, request),
         )
         with translated():
-            return Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
+            outcome = Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
+        return self._logged(task_id, outcome, message)
 
     def wait_answer(self, task_id: str, key: str, timeout_s: float) -> dict[str, Any] | None:
         """The answer to question ``key``, waiting at most ``timeout_s`` (None: no answer)."""
@@ -358,7 +387,7 @@ class SyncRegistry(_Base):
         status (None when it is gone) and its runs so far. No lease is taken for a terminal
         or missing task, nor for a run beyond ``max_runs``. One round trip."""
         with translated():
-            status, runs = cast(
+            reply = cast(
                 list[Any],
                 self._lease(
                     keys=[self.keys.task(task_id), self.keys.leases(), self.keys.events(owner)],
@@ -375,7 +404,18 @@ class SyncRegistry(_Base):
                     ],
                 ),
             )
-        return (TaskStatus(status) if status else None), int(runs)
+        status, runs = (TaskStatus(reply[0]) if reply[0] else None), int(reply[1])
+        if len(reply) > 2:  # the run was announced
+            logs.transition(
+                task_id,
+                TaskStatus.WORKING,
+                f"running on {holder}",
+                owner=owner,
+                celery_id=str(reply[3]),
+                tool=str(reply[2]),
+                run=runs,
+            )
+        return status, runs
 
     def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None:
         """Push the lease of ``task_id`` ``lease_ms`` ahead (one round trip); the task's

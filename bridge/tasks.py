@@ -151,14 +151,6 @@ class Tasks:
         if self.metrics is not None:
             self.metrics.task_created(record.id, declared.name, "legacy" if listed else "modern")
         logs.annotate(task=task_id, celery_id=celery_id)
-        logs.transition(
-            task_id,
-            record.status,
-            record.message,
-            owner=owner,
-            celery_id=celery_id,
-            tool=declared.name,
-        )
         return record
 
     async def _unpublished(self, record: TaskRecord, exc: BridgeError) -> None:
@@ -166,14 +158,6 @@ class Tasks:
         error = {"code": code, "message": str(exc)}
         await self.registry.transition(
             record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
-        )
-        logs.transition(
-            record.id,
-            TaskStatus.FAILED,
-            str(exc),
-            owner=record.owner,
-            celery_id=record.celery_id,
-            tool=record.tool,
         )
 
     async def failed(
@@ -191,7 +175,6 @@ class Tasks:
         message = result["content"][0]["text"]
         await self.registry.transition(record, TaskStatus.FAILED, message, result=result)
         logs.annotate(task=record.id)
-        logs.transition(record.id, TaskStatus.FAILED, message, owner=owner, tool=declared.name)
         return await self.registry.get(record.id) or record
 
     async def run_plain(
@@ -223,7 +206,6 @@ class Tasks:
         exactly like an unknown one, so existence does not leak. A caller sees its own tasks
         and unowned ones (made statelessly without authentication: the unguessable id is the
         capability); a caller that has no owner itself holds ids only, and sees any task."""
-        logs.annotate(task=task_id[:128])
         record = await self.registry.get(task_id) if len(task_id) <= 128 else None
         if record is None or record.hidden or (call.owner and record.owner not in (call.owner, "")):
             audit("task.lookup_failed", call, task=task_id[:128])
@@ -235,16 +217,7 @@ class Tasks:
         (a task that finished first keeps its terminal status)."""
         # Cancel before revoke: the registry says `cancelled` before anything else happens,
         # so a worker that receives the message later drops it by its own check.
-        outcome = await self.registry.transition(record, TaskStatus.CANCELLED, message)
-        if outcome.applied:
-            logs.transition(
-                record.id,
-                TaskStatus.CANCELLED,
-                message,
-                owner=record.owner,
-                celery_id=record.celery_id,
-                tool=record.tool,
-            )
+        await self.registry.transition(record, TaskStatus.CANCELLED, message)
         final = await self.registry.get(record.id) or record
         if final.status is TaskStatus.CANCELLED and record.celery_id:
             # Terminate only a task a worker has started (its prerun named the worker before

@@ -106,8 +106,8 @@ async def test_one_line_per_request_and_per_transition(
     ]
     assert [e["status"] for e in moves] == ["working", "working", "completed"], moves
     assert moves[0]["message"] == f"task {task_id} working: queued"
-    assert moves[1]["message"].startswith(f"task {task_id} working: running on ")
-    assert moves[2]["worker"].startswith("main@")
+    assert moves[1]["message"].startswith(f"task {task_id} working: running on main@")
+    assert moves[1]["run"] == 1
     for entry in moves:
         assert entry["celery_id"] == celery_id and entry["session"] == session
         assert entry["tool"] == "echo"
@@ -164,3 +164,27 @@ def test_celery_extras_and_return_values_stay_out() -> None:
     handler.handle(record)
     assert "SECRET" not in stream.getvalue()
     assert json.loads(stream.getvalue())["message"].endswith("(result not logged)")
+
+
+@pytest.mark.timeout(60)
+async def test_progress_reports_are_not_transitions(
+    bridge: str, worker: Process, log_dir: Path
+) -> None:
+    async with connect(bridge) as client:
+        task = await client.create_task("sleep", {"seconds": 0.3, "steps": 3})
+        await client.call("tasks/result", {"taskId": task["taskId"]})
+
+    def moves() -> list[str]:
+        return [
+            e["message"].split(": ", 1)[1]
+            for e in _entries(Path(worker.log)) + _entries(log_dir / "bridge-a.log")
+            if e["logger"] == "bridge.transitions" and e.get("task") == task["taskId"]
+        ]
+
+    with anyio.fail_after(10):
+        while "completed" not in moves():
+            await anyio.sleep(0.05)
+    # Queued, running, completed: the three "step i/3" reports changed no status.
+    seen = moves()
+    assert len(seen) == 3 and {"queued", "completed"} < set(seen), seen
+    assert any(m.startswith("running on ") for m in seen), seen

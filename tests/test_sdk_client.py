@@ -43,6 +43,15 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 # -- schema-checking HTTP transport -------------------------------------------------------
+#: The messages one task's life brings (each validated against the schema at least once).
+A_TASKS_LIFE = (
+    "response:tools/call",
+    "response:tasks/get",
+    "response:tasks/result",
+    "notification:notifications/tasks/status",
+)
+
+
 class _SseData:
     """Incremental SSE parser: bytes in, the ``data`` of each complete event out."""
 
@@ -336,12 +345,7 @@ async def test_sleep_as_task_polls_and_notifies(bridge: str, worker: Process) ->
             updated = [p.lastUpdatedAt for p in seen]
             assert updated == sorted(updated)
 
-            client.assert_valid(
-                "response:tools/call",
-                "response:tasks/get",
-                "response:tasks/result",
-                "notification:notifications/tasks/status",
-            )
+            client.assert_valid(*A_TASKS_LIFE)
 
 
 async def test_failing_task(bridge: str, worker: Process) -> None:
@@ -365,12 +369,7 @@ async def test_failing_task(bridge: str, worker: Process) -> None:
             assert note.status == "failed"
             assert "kaboom from the SDK" in (note.statusMessage or "")
 
-            client.assert_valid(
-                "response:tools/call",
-                "response:tasks/get",
-                "response:tasks/result",
-                "notification:notifications/tasks/status",
-            )
+            client.assert_valid(*A_TASKS_LIFE)
 
 
 async def test_cancel_running_spin(bridge: str, worker: Process) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from bridge import logs
 from bridge.records import TaskStatus
 from workers import runtime
 
@@ -121,7 +120,6 @@ class ToolContext:
         waiting = f"waiting for input: {message}"
         if not registry.ask(self.task_id, self.owner, key, request, waiting).applied:
             raise TaskCancelled()
-        self._logged(TaskStatus.INPUT_REQUIRED, waiting)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -130,7 +128,6 @@ class ToolContext:
                 if raw is None:
                     text = f"no answer within {timeout:g} s"
                     registry.transition(self.task_id, self.owner, TaskStatus.WORKING, text)
-                    self._logged(TaskStatus.WORKING, text)
                     raise InputTimeout(f"no answer within {timeout:g} s")
                 break
             # Short waits, so a cancel is noticed within a second even without a revoke.
@@ -138,24 +135,10 @@ class ToolContext:
             if raw is not None:
                 break
             self.check_cancelled()
-        if registry.transition(
-            self.task_id, self.owner, TaskStatus.WORKING, "input received"
-        ).applied:
-            self._logged(TaskStatus.WORKING, "input received")
+        registry.transition(self.task_id, self.owner, TaskStatus.WORKING, "input received")
         content = raw.get("content")
         return Answer(
             str(raw.get("action", "cancel")), content if isinstance(content, dict) else None
-        )
-
-    def _logged(self, status: TaskStatus, message: str) -> None:
-        request = self.celery_task.request if self.celery_task is not None else None
-        logs.transition(
-            self.task_id,
-            status,
-            message,
-            owner=self.owner,
-            celery_id=getattr(request, "id", None),
-            tool=self.tool,
         )
 
     def _flower_event(self, done: float, total: float | None, text: str) -> None:

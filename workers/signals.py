@@ -20,7 +20,6 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.signals import task_failure, task_revoked, task_success, task_unknown
 
-from bridge import logs
 from bridge.errors import BridgeError
 from bridge.records import TaskStatus
 from workers import runtime
@@ -41,20 +40,9 @@ def _move(request: Any, status: TaskStatus, message: str, **kw: Any) -> None:
     if ids is None:
         return
     try:
-        outcome = runtime.registry().transition(ids[0], ids[1], status, message, **kw)
+        runtime.registry().transition(ids[0], ids[1], status, message, **kw)
     except BridgeError:
         log.exception("could not move MCP task %s to %s", ids[0], status)
-        return
-    if outcome.applied:
-        logs.transition(
-            ids[0],
-            status,
-            message,
-            owner=ids[1],
-            celery_id=getattr(request, "id", None),
-            tool=getattr(request, "mcp_tool", None),
-            worker=getattr(request, "hostname", None),
-        )
 
 
 def _lost_process(request: Any) -> str:

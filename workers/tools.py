@@ -22,7 +22,6 @@ from celery import Task
 from celery.exceptions import Ignore
 from pydantic import BaseModel, ConfigDict, create_model
 
-from bridge import logs
 from bridge.records import TaskStatus
 from workers import context, runtime
 from workers.app import app
@@ -181,32 +180,15 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         raise Ignore()
     if runs > settings.max_runs:
         message = f"gave up after {settings.max_runs} runs: the worker was lost each time"
-        if registry.transition(
+        registry.transition(
             task_id,
             owner,
             TaskStatus.FAILED,
             message,
             result={"content": [{"type": "text", "text": message}], "isError": True},
-        ).applied:
-            logs.transition(
-                task_id,
-                TaskStatus.FAILED,
-                message,
-                owner=owner,
-                celery_id=task.request.id,
-                tool=declared.name,
-                level=logging.WARNING,
-            )
+            log_level=logging.WARNING,
+        )
         raise Ignore()
-    logs.transition(
-        task_id,
-        TaskStatus.WORKING,
-        f"running on {holder}",
-        owner=owner,
-        celery_id=task.request.id,
-        tool=declared.name,
-        run=runs,
-    )
     token = context._current.set(context.ToolContext(task_id, owner, declared.name, task))
     try:
         with Heartbeat(registry, task_id, settings.lease_s):

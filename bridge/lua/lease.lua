@@ -8,7 +8,8 @@
 -- worker's first registry call does both, one round trip): KEYS[3] the owner's event
 -- stream; ARGV[5] worker name  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
 -- ARGV[8] pub/sub channel  ARGV[9] status message
--- Returns {status ("" when the task is gone), runs}. Only a task that is not terminal
+-- Returns {status ("" when the task is gone), runs}, and when it announced the run also the
+-- task's tool and Celery id. Only a task that is not terminal
 -- holds a lease; a refused or stale call removes it.
 local cur = redis.call('HGET', KEYS[1], 'status')
 if (not cur) or cur == 'completed' or cur == 'failed' or cur == 'cancelled' then
@@ -32,7 +33,7 @@ if ARGV[3] ~= '' and KEYS[3] then
   redis.call('HSET', KEYS[1], 'status', 'working', 'message', ARGV[9], 'worker', ARGV[5],
     'updated', now)
   local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll',
-    'listed')
+    'listed', 'tool', 'celery_id')
   local task = {id = r[1], status = 'working', message = r[3], created = tonumber(r[4]),
     updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
   local event_id = ''
@@ -41,6 +42,6 @@ if ARGV[3] ~= '' and KEYS[3] then
     redis.call('PEXPIRE', KEYS[3], ARGV[7])
   end
   redis.call('PUBLISH', ARGV[8], cjson.encode({owner = r[2], id = event_id, task = task}))
-  cur = 'working'
+  return {'working', runs, r[8] or '', r[9] or ''}
 end
 return {cur, runs}

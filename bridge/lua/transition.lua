@@ -15,7 +15,8 @@
 --   ARGV[12] has expired by the server clock, and drops that lease. The reaper fails lost
 --   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
 --   change a task at most once.
--- Returns {applied (0/1), status after the call ("" when the task does not exist), event id}.
+-- Returns {applied (0/1), status after the call ("" when the task does not exist), event id},
+-- and when applied also the task's tool, Celery id and owner (for the caller's log line).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if KEYS[3] then
@@ -60,7 +61,8 @@ if status == 'completed' or status == 'failed' or status == 'cancelled' then
   local prefix = string.match(KEYS[1], '^(.*):task:[^:]+$')
   redis.call('ZREM', prefix .. ':leases', redis.call('HGET', KEYS[1], 'id'))
 end
-local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed')
+local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed',
+  'tool', 'celery_id')
 local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
   updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
 if ARGV[13] ~= '' then
@@ -78,4 +80,4 @@ if r[7] == '1' then
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
 redis.call('PUBLISH', ARGV[8], cjson.encode({owner = r[2], id = event_id, task = task}))
-return {1, status, event_id}
+return {1, status, event_id, r[8] or '', r[9] or '', r[2] or ''}
