@@ -269,11 +269,38 @@ async def _bridge_throughput(port: int, n: int, clients: int) -> dict[str, float
     return {"seconds": last[0] - t0, "create_seconds": t_created - t0}
 
 
+def _cpu_seconds(ctx: Context) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each kind of process: the bench client,
+    the bridge, each worker's main process and pool children, and Redis."""
+    client = ctx.services.redis()
+    try:
+        labels = {**ctx.services.labelled_pids(), int(client.info("server")["process_id"]): "redis"}
+    finally:
+        client.close()
+    seconds: dict[str, float] = {}
+    for pid, label in labels.items():
+        ticks = procs.cpu_ticks(pid) or 0
+        seconds[label] = seconds.get(label, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> str:
+    return ", ".join(
+        f"{label} {after[label] - before.get(label, 0.0):.1f} s"
+        for label in sorted(after)
+        if after[label] - before.get(label, 0.0) >= 0.05
+    )
+
+
 def throughput(ctx: Context, run: int, profile: Callable[[int], Any] | None = None) -> Result:
     n, clients = ctx.sizes.throughput, ctx.sizes.clients
+    cpu_0 = _cpu_seconds(ctx)
     bridge = asyncio.run(_bridge_throughput(ctx.port, n, clients))
+    cpu_1 = _cpu_seconds(ctx)
     _idle_queues(ctx)
+    cpu_2 = _cpu_seconds(ctx)
     raw_s, raw_pub = rawcelery.throughput(n)
+    cpu_3 = _cpu_seconds(ctx)
     b, r = n / bridge["seconds"], n / raw_s
     res = Result()
     res.rows.append(
@@ -283,7 +310,9 @@ def throughput(ctx: Context, run: int, profile: Callable[[int], Any] | None = No
         f"run {run}: bridge {n} tasks by {clients} clients in {bridge['seconds']:.1f} s "
         f"(creates done after {bridge['create_seconds']:.1f} s, i.e. "
         f"{n / bridge['create_seconds']:.0f} creates/s); raw published {n} in {raw_pub:.1f} s "
-        f"from one thread ({n / raw_pub:.0f}/s), all results after {raw_s:.1f} s"
+        f"from one thread ({n / raw_pub:.0f}/s), all results after {raw_s:.1f} s. CPU used "
+        f"(per process kind, from /proc): bridge run: {_cpu_used(cpu_0, cpu_1)}; raw run: "
+        f"{_cpu_used(cpu_2, cpu_3)}"
     )
     return res
 

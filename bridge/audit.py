@@ -18,12 +18,9 @@ log = logging.getLogger("bridge.audit")
 def audit(event: str, call: Call, **fields: Any) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
-    who: dict[str, Any] = {
-        "principal": call.owner.removeprefix("principal:")
-        if call.owner.startswith("principal:")
-        else None,
-        "session": call.session.id if call.session is not None else None,
-    }
+    who: dict[str, Any] = logs.owner_fields(call.owner)
+    if call.session is not None:
+        who["session"] = call.session.id
     log.info("%s", event, extra=logs.fields(audit=event, **who, request=call.request_id, **fields))
 
 
