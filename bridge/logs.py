@@ -165,6 +165,8 @@ def transition(
     **more: Any,
 ) -> None:
     """The one log line of a task's status change, where the change was applied."""
+    if not transitions.isEnabledFor(level):
+        return  # on every task's path: build nothing for a line nobody keeps
     transitions.log(
         level,
         "task %s %s: %s",
