@@ -16,6 +16,7 @@ from starlette.routing import Route
 from bridge.dispatch import Dispatcher
 from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
+from bridge.headers import TrimmedHeaders
 from bridge.health import Health
 from bridge.legacy import LegacyProtocol
 from bridge.metrics import Metrics
@@ -92,11 +93,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics_endpoint),
         ],
         middleware=[
+            Middleware(TrimmedHeaders),
             Middleware(
                 HostOriginGuard,
                 allowed_hosts=settings.allowed_hosts,
                 allowed_origins=settings.allowed_origins,
-            )
+            ),
         ],
         lifespan=lifespan,
     )

@@ -163,11 +163,11 @@ class Transport:
         # Another principal's session answers exactly like one that does not exist.
         if session is None or session.principal != (principal.subject if principal else ""):
             raise HttpError(404, "Session not found")
+        # Any version a session can speak is accepted, as the SDK servers do: a client may
+        # send the latest it knows (the conformance suite does). Only an unknown one is 400.
         version = request.headers.get(VERSION_HEADER)
         if version is not None and version not in LEGACY_VERSIONS:
             raise HttpError(400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
-        if version is not None and version != session.protocol_version:
-            raise HttpError(400, "Bad Request: MCP-Protocol-Version differs from the session's")
         return session
 
     # -- POST ------------------------------------------------------------------------------
