@@ -112,6 +112,14 @@ class DispatchError(InternalError):
     pass
 
 
+def execution_error(reason: str, message: str, **data: Any) -> dict[str, Any]:
+    """The JSON-RPC error object of a task that failed outside its tool: the worker was lost,
+    the call could not be queued, no worker knows it. Such a task is ``failed`` with this
+    ``error`` in both eras (a tool that raised is a tool result, ``isError``, instead), and
+    ``data.reason`` names what happened for a client that wants to tell the cases apart."""
+    return {"code": INTERNAL_ERROR, "message": message, "data": {"reason": reason, **data}}
+
+
 class HttpError(BridgeError):
     def __init__(self, status: int, message: str, code: int = INVALID_REQUEST) -> None:
         super().__init__(message)

@@ -123,7 +123,8 @@ def _with_meta(result: dict[str, Any], result_type: str = "complete") -> dict[st
 def render_task(record: TaskRecord) -> dict[str, Any]:
     """The extension's ``DetailedTask``. The registry keeps the legacy facts: a tool that
     raised (or returned ``isError``) is ``failed`` there, but ``completed`` in this era,
-    where ``failed`` is only for JSON-RPC errors."""
+    where ``failed`` is only for JSON-RPC errors (a lost worker, a call never queued: those
+    records carry ``error``, see ``bridge.errors.execution_error``)."""
     status = record.status
     if status is TaskStatus.FAILED and record.error is None:
         status = TaskStatus.COMPLETED

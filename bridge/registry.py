@@ -28,7 +28,7 @@ import redis
 import redis.asyncio
 
 from bridge import logs
-from bridge.errors import InternalError, LimitExceeded
+from bridge.errors import InternalError, LimitExceeded, execution_error
 from bridge.keys import Keys
 from bridge.records import Outcome, Page, TaskRecord, TaskStatus
 from bridge.settings import Settings
@@ -273,15 +273,16 @@ class Registry(_Base):
                 # The record expired under a lease that was never released: drop the lease.
                 await self.redis.zrem(self.keys.leases(), task_id)
                 return Outcome(False, None, "")
-        message = f"worker lost ({holder or worker or 'unknown worker'}): lease expired"
-        result = {"content": [{"type": "text", "text": message}], "isError": True}
+        lost = holder or worker or "unknown worker"
+        message = f"worker lost ({lost}): lease expired"
+        error = execution_error("worker_lost", message, worker=lost, cause="lease expired")
         keys, args = self._transition_args(
             task_id,
             str(owner),
             TaskStatus.FAILED,
             message,
-            result,
             None,
+            error,
             "",
             False,
             lease_of=task_id,

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from bridge import logs
 from bridge.audit import audit
 from bridge.dispatch import Dispatcher
-from bridge.errors import INTERNAL_ERROR, BridgeError, InvalidParams, McpError
+from bridge.errors import BridgeError, InvalidParams, McpError, execution_error
 from bridge.events import EventHub
 from bridge.metrics import Metrics
 from bridge.protocol import (
@@ -154,11 +154,10 @@ class Tasks:
         return record
 
     async def _unpublished(self, record: TaskRecord, exc: BridgeError) -> None:
-        code = exc.code if isinstance(exc, McpError) else INTERNAL_ERROR
-        error = {"code": code, "message": str(exc)}
-        await self.registry.transition(
-            record, TaskStatus.FAILED, str(exc), result=tool_error(str(exc)), error=error
-        )
+        error = execution_error("not_queued", f"the call could not be queued: {exc}")
+        if isinstance(exc, McpError):
+            error["code"] = exc.code
+        await self.registry.transition(record, TaskStatus.FAILED, error["message"], error=error)
 
     async def failed(
         self, owner: str, declared: Tool, result: dict[str, Any], *, ttl: int, listed: bool

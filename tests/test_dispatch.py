@@ -18,12 +18,17 @@ import pytest
 import redis
 import redis.asyncio
 
+from bridge import modern
+from bridge.app import load_tools
 from bridge.dispatch import Dispatcher
-from bridge.errors import LimitExceeded
+from bridge.errors import DispatchError, LimitExceeded
+from bridge.events import EventHub
 from bridge.records import TaskRecord
 from bridge.registry import Registry
 from bridge.settings import Settings
 from bridge.store import async_client
+from bridge.tasks import Tasks
+from tests import schema
 from tests.client import connect
 from tests.services import Process, bridge_server, celery_worker
 
@@ -182,3 +187,28 @@ async def test_a_call_no_worker_knows_fails_its_task(env: dict[str, str], worker
                 await anyio.sleep(0.05)
         assert record.status.value == "failed"
         assert "no worker on this queue knows the tool task 'mcp.gone'" in record.message
+        # Not a tool result: a JSON-RPC error, so ``failed`` in the 2026-07-28 view too.
+        assert record.error is not None and record.error["data"]["reason"] == "unknown_task"
+        view = modern.render_task(record)
+        assert view["status"] == "failed" and view["error"] == record.error
+        schema.check_modern("DetailedTask", view)
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_that_cannot_be_queued_fails_with_an_error(settings: Settings) -> None:
+    # A broker nobody listens on: the record exists first, then the publish fails.
+    down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    async with parts(down) as p:
+        assert not p.dispatcher.inline
+        tools = load_tools(["workers.examples"])
+        tasks = Tasks(down, p.registry, p.dispatcher, EventHub(down, p.client), tools)
+        with pytest.raises(DispatchError):
+            await tasks.start("session:abc", tools["echo"], {"text": "x"}, ttl=60_000, listed=True)
+        [task_id] = [
+            k.rsplit(":", 1)[1] async for k in p.client.scan_iter(f"{down.key_prefix}:task:*")
+        ]
+        record = await p.registry.get(task_id)
+    assert record is not None and record.status.value == "failed"
+    assert record.error is not None and record.error["data"]["reason"] == "not_queued"
+    assert record.result is None
+    assert modern.render_task(record)["status"] == "failed"

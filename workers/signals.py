@@ -20,7 +20,7 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.signals import task_failure, task_revoked, task_success, task_unknown
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, execution_error
 from bridge.records import TaskStatus
 from workers import runtime
 
@@ -81,9 +81,14 @@ def _on_failure(
         return
     request = sender.request
     if isinstance(exception, WorkerLostError):
-        message = f"worker lost ({_lost_process(request)}): {exception}"
-    else:
-        message = f"{type(exception).__name__}: {exception}"
+        # Not the tool's doing: a JSON-RPC error, ``failed`` in both eras.
+        lost = _lost_process(request)
+        message = f"worker lost ({lost}): {exception}"
+        error = execution_error("worker_lost", message, worker=lost, cause=str(exception))
+        _move(request, TaskStatus.FAILED, message, error=error)
+        return
+    # The tool raised: a tool result with isError (``completed`` in 2026-07-28).
+    message = f"{type(exception).__name__}: {exception}"
     _move(request, TaskStatus.FAILED, message, result=_error_result(message))
 
 
@@ -110,4 +115,4 @@ def _on_unknown(message: Any = None, name: str = "", **_: Any) -> None:
     text = f"no worker on this queue knows the tool task {name!r}"
     # The MCP ids are message headers; a request exposes them as attributes (``_ids``).
     request = SimpleNamespace(**{k: v for k, v in headers.items() if isinstance(k, str)})
-    _move(request, TaskStatus.FAILED, text, result=_error_result(text))
+    _move(request, TaskStatus.FAILED, text, error=execution_error("unknown_task", text, task=name))

@@ -22,6 +22,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from pydantic import BaseModel, ConfigDict, create_model
 
+from bridge.errors import execution_error
 from bridge.records import TaskStatus
 from workers import context, runtime
 from workers.app import app
@@ -185,7 +186,7 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
             owner,
             TaskStatus.FAILED,
             message,
-            result={"content": [{"type": "text", "text": message}], "isError": True},
+            error=execution_error("worker_lost", message, runs=runs - 1),
             log_level=logging.WARNING,
         )
         raise Ignore()

@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import cast
 
 import anyio
+import httpx
 import pytest
 import redis
 
 from bridge.registry import Registry
 from bridge.settings import Settings
 from bridge.store import async_client
-from tests.client import connect
+from tests.client import RpcError, connect
+from tests.modern import ModernClient
 from tests.reliability.harness import (
+    RUNNING,
     TERMINAL,
     eventually,
     figure_time,
@@ -35,6 +38,17 @@ pytestmark = pytest.mark.anyio
 
 #: Small lease settings: a dead worker's task must fail within LEASE_S + REAPER_INTERVAL_S.
 LEASE = {"MCP_BRIDGE_LEASE_S": "2", "MCP_BRIDGE_REAPER_INTERVAL_S": "0.2"}
+
+
+async def _modern_running_pid(client: ModernClient, task_id: str) -> tuple[str, int]:
+    """(worker node, pid) of the pool process running a 2026-07-28 task."""
+    with anyio.fail_after(20):
+        while True:
+            task = await client.request("tasks/get", {"taskId": task_id})
+            match = RUNNING.match(task.get("statusMessage", ""))
+            if match:
+                return match.group(1), int(match.group(2))
+            await anyio.sleep(0.05)
 
 
 @pytest.mark.timeout(60)
@@ -63,14 +77,32 @@ async def test_a_killed_pool_child_fails_its_task_naming_the_worker(
             assert took < 15
             figure(f"pool child SIGKILLed -> failed in {took} s ({message!r})")
 
-            result = await client.call("tasks/result", {"taskId": task["taskId"]})
-            assert result["isError"] is True
-            assert result["content"][0]["text"] == message
+            # Not the tool's doing: tasks/result answers the JSON-RPC error that failed it.
+            with pytest.raises(RpcError) as raised:
+                await client.call("tasks/result", {"taskId": task["taskId"]})
+            assert raised.value.code == -32603 and raised.value.message == message
+            assert raised.value.data["reason"] == "worker_lost"
+            assert raised.value.data["worker"] == f"{node} (pid {pid})"
 
             # The pool replaced the child: the worker still serves.
             echo = await client.create_task("echo", {"text": "still here"})
             done = await client.wait_status(echo["taskId"], TERMINAL, timeout=15)
             assert done["status"] == "completed", done
+
+        # 2026-07-28: the same loss is ``failed`` with the error, not ``completed``.
+        async with httpx.AsyncClient(timeout=30) as http:
+            stateless = ModernClient(bridge.url, http)
+            created = await stateless.request(
+                "tools/call", {"name": "sleep", "arguments": {"seconds": 60, "steps": 1}}
+            )
+            task_id = created["taskId"]
+            _, child = await _modern_running_pid(stateless, task_id)
+            os.kill(child, signal.SIGKILL)
+            final = await stateless.wait_status(task_id, TERMINAL, timeout=15)
+            assert final["status"] == "failed", final
+            assert "result" not in final
+            assert final["error"]["code"] == -32603
+            assert final["error"]["data"]["reason"] == "worker_lost"
 
 
 @pytest.mark.timeout(60)
@@ -105,6 +137,12 @@ async def test_a_killed_worker_fails_its_task_when_the_lease_expires(
             await eventually(renewed, 5, "the lease to be renewed")
             done = await client.wait_status(healthy["taskId"], TERMINAL, timeout=15)
             assert done["status"] == "completed", done
+            # A 2026-07-28 task on the freed slot, lost with the worker too.
+            http = httpx.AsyncClient(timeout=30)
+            stateless = ModernClient(bridge.url, http)
+            sleep = {"name": "sleep", "arguments": {"seconds": 60, "steps": 1}}
+            modern_task = (await stateless.request("tools/call", sleep))["taskId"]
+            await _modern_running_pid(stateless, modern_task)
 
             # SIGKILL the worker's whole process group: main process and pool children at once.
             os.killpg(worker.popen.pid, signal.SIGKILL)
@@ -128,6 +166,15 @@ async def test_a_killed_worker_fails_its_task_when_the_lease_expires(
                 for e in reaped
             ), reaped
             figure(f"whole worker SIGKILLed -> failed in {took} s (lease 2 s, reaper every 0.2 s)")
+
+            lost = await stateless.wait_status(modern_task, TERMINAL, timeout=10)
+            await http.aclose()
+            assert lost["status"] == "failed", lost
+            assert lost["error"]["data"] == {
+                "reason": "worker_lost",
+                "worker": lost["statusMessage"].removeprefix("worker lost (").split("): ")[0],
+                "cause": "lease expired",
+            }
 
 
 @pytest.mark.timeout(90)
