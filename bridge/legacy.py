@@ -18,6 +18,9 @@ from bridge.protocol import (
     encode_cursor,
     iso,
     obj,
+    progress_notification,
+    progress_reporter,
+    progress_token,
     string,
     tool_error,
 )
@@ -198,14 +201,16 @@ class LegacyProtocol:
                     arguments,
                     ttl=ttl,
                     listed=True,
-                    progress_token=_progress_token(params),
+                    progress_token=progress_token(params),
                     can_ask=can_elicit(_session(call)),
                 )
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             return {"task": render_task(record)}
         if invalid is not None:
             return invalid
-        final = await self.tasks.run_plain(call.owner, declared, arguments, call.request_id)
+        final = await self.tasks.run_plain(
+            call.owner, declared, arguments, call.request_id, progress_reporter(call, params)
+        )
         return _payload(final)
 
     # -- tasks -----------------------------------------------------------------------------
@@ -243,24 +248,12 @@ class LegacyProtocol:
         return _payload(final, related=True)
 
 
-def _progress_token(params: dict[str, Any]) -> str | int | None:
-    """The request's ``progressToken``: valid for the task's whole life (2025-11-25)."""
-    meta = params.get("_meta")
-    token = meta.get("progressToken") if isinstance(meta, dict) else None
-    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
-
-
-def progress_notification(record: TaskRecord) -> dict[str, Any] | None:
+def task_progress(record: TaskRecord) -> dict[str, Any] | None:
     """The ``notifications/progress`` an event carries, if it reports progress on a task
-    whose request asked for it."""
+    whose request asked for it (its token is valid for the task's whole life)."""
     if record.progress is None or record.progress_token is None or record.status.terminal:
         return None
-    params: dict[str, Any] = {"progressToken": record.progress_token, "progress": record.progress}
-    if record.total is not None:
-        params["total"] = record.total
-    if record.message:
-        params["message"] = record.message
-    return {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
+    return progress_notification(record.progress_token, record)
 
 
 def _payload(record: TaskRecord, *, related: bool = False) -> dict[str, Any]:

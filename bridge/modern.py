@@ -30,6 +30,7 @@ from bridge.protocol import (
     Handler,
     iso,
     obj,
+    progress_reporter,
     string,
     tool_error,
 )
@@ -238,7 +239,9 @@ class ModernProtocol:
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             created = {k: v for k, v in render_task(record).items() if k != "result"}
             return _with_meta(created, "task")
-        final = await self.tasks.run_plain(call.owner, declared, arguments)
+        final = await self.tasks.run_plain(
+            call.owner, declared, arguments, on_change=progress_reporter(call, params)
+        )
         if final.error is not None:
             raise McpError(
                 str(final.error.get("message", "the call failed")),

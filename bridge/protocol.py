@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from bridge import __version__
 from bridge.errors import InvalidParams
+from bridge.records import TaskRecord
 from bridge.sessions import Session
 
 #: Versions negotiated with ``initialize`` (sessions), newest first.
@@ -41,6 +42,9 @@ class Call:
     request_id: str | int
     session: Session | None = None
     client_capabilities: dict[str, Any] = field(default_factory=dict)
+    #: Sends a message on this request's own response stream, ahead of its answer (set
+    #: when the answer is streamed as SSE; None when it goes out as plain JSON).
+    notify: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -82,6 +86,42 @@ def string(params: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidParams(f"{name} must be a non-empty string")
     return value
+
+
+def progress_token(params: dict[str, Any]) -> str | int | None:
+    """The request's ``_meta.progressToken``, if it asked for progress."""
+    meta = params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+def progress_notification(token: str | int, record: TaskRecord) -> dict[str, Any]:
+    """``notifications/progress`` for ``token`` with the record's latest report."""
+    params: dict[str, Any] = {"progressToken": token, "progress": record.progress}
+    if record.total is not None:
+        params["total"] = record.total
+    if record.message:
+        params["message"] = record.message
+    return {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
+
+
+def progress_reporter(call: Call, params: dict[str, Any]) -> Callable[[TaskRecord], None] | None:
+    """What a plain call reports its progress through: each increase of the record's
+    progress becomes a ``notifications/progress`` on the call's response stream (None when
+    the request asked for no progress, or its answer is not streamed)."""
+    token = progress_token(params)
+    notify = call.notify
+    if token is None or notify is None:
+        return None
+    last = float("-inf")
+
+    def report(record: TaskRecord) -> None:
+        nonlocal last
+        if record.progress is not None and record.progress > last and not record.status.terminal:
+            last = record.progress
+            notify(progress_notification(token, record))
+
+    return report
 
 
 def tool_error(text: str) -> dict[str, Any]:

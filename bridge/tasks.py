@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -177,10 +178,16 @@ class Tasks:
         return await self.registry.get(record.id) or record
 
     async def run_plain(
-        self, owner: str, declared: Tool, arguments: dict[str, Any], request_id: Any = None
+        self,
+        owner: str,
+        declared: Tool,
+        arguments: dict[str, Any],
+        request_id: Any = None,
+        on_change: Callable[[TaskRecord], None] | None = None,
     ) -> TaskRecord:
-        """Run a tool call on a worker and wait for its end. If the caller goes away
-        (cancellation of this coroutine), the work is cancelled: nobody could fetch it."""
+        """Run a tool call on a worker and wait for its end, calling ``on_change`` with the
+        record as it changes (its progress). If the caller goes away (cancellation of this
+        coroutine), the work is cancelled: nobody could fetch it."""
         record = await self.start(
             owner,
             declared,
@@ -192,7 +199,7 @@ class Tasks:
         if request_id is not None:
             await self.registry.remember_call(owner, request_id, record.id)
         try:
-            return await self.wait_terminal(record.id)
+            return await self.wait_terminal(record.id, on_change)
         except asyncio.CancelledError:
             await asyncio.shield(self.cancel(record, "the client disconnected"))
             raise
@@ -230,7 +237,11 @@ class Tasks:
                 log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
         return final
 
-    async def wait_terminal(self, task_id: str) -> TaskRecord:
+    async def wait_terminal(
+        self, task_id: str, on_change: Callable[[TaskRecord], None] | None = None
+    ) -> TaskRecord:
+        """The record once terminal; ``on_change`` sees it at each change before that (changes
+        close together may be seen once, as their latest state)."""
         while True:
             async with self.hub.watch(task_id) as changed:
                 record = await self.registry.get(task_id)
@@ -238,6 +249,8 @@ class Tasks:
                     raise InvalidParams(f"Task not found: {task_id}")
                 if record.status.terminal:
                     return record
+                if on_change is not None:
+                    on_change(record)
                 try:
                     await asyncio.wait_for(changed.wait(), WAIT_RECHECK_S)
                 except TimeoutError:

@@ -13,11 +13,13 @@ error to the wire in one place, so no traceback or bare 500 reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
@@ -42,8 +44,8 @@ from bridge.legacy import (
     LegacyProtocol,
     can_elicit,
     input_requests,
-    progress_notification,
     status_notification,
+    task_progress,
 )
 from bridge.metrics import Metrics
 from bridge.modern import ModernProtocol, is_modern
@@ -59,6 +61,9 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+#: Handlers answering on a stream run as tasks of their own; the loop keeps only weak
+#: references to tasks, so this keeps each alive until it is done.
+_running: set[asyncio.Future[dict[str, Any]]] = set()
 
 
 def _http_error(exc: HttpError) -> Response:
@@ -304,11 +309,32 @@ class Transport:
     async def _answer(
         self, handler: Handler, call: Call, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
+        """A slow answer as a stream: the messages the handler sends meanwhile (its progress),
+        then its answer, and nothing after it. Closing the stream cancels the handler."""
+        sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        work = asyncio.ensure_future(handler(replace(call, notify=sent.put_nowait), params))
+        _running.add(work)
+        work.add_done_callback(_running.discard)
         try:
-            reply = {"jsonrpc": "2.0", "id": call.request_id, "result": await handler(call, params)}
-        except Exception as exc:
-            reply = error_response(exc, call.request_id)
-        yield reply
+            while not work.done():
+                message = asyncio.ensure_future(sent.get())
+                await asyncio.wait({work, message}, return_when=asyncio.FIRST_COMPLETED)
+                if not message.done():
+                    message.cancel()
+                    break
+                yield message.result()
+            while not sent.empty():
+                yield sent.get_nowait()
+            try:
+                result = work.result()
+                reply = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
+            except Exception as exc:
+                reply = error_response(exc, call.request_id)
+            yield reply
+        finally:
+            # The client went away (or the bridge stops): the handler's own cancellation
+            # handling runs (a plain call cancels its task).
+            work.cancel()
 
     # -- GET -------------------------------------------------------------------------------
     def _no_session(self, request: Request) -> Response | None:
@@ -345,7 +371,7 @@ class Transport:
                 # resumes before that event gets them again (an answer counts only once).
                 for question in input_requests(event.task) if asks else []:
                     yield {"event": "message", "data": json.dumps(question)}
-                progress = progress_notification(event.task)
+                progress = task_progress(event.task)
                 if progress is not None:
                     yield {"event": "message", "data": json.dumps(progress)}
                 yield {

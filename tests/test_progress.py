@@ -4,15 +4,20 @@ as the task's statusMessage in both eras."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from httpx_sse import EventSource
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.session import RequestResponder
 
+from tests import schema
 from tests.client import connect
+from tests.modern import ModernClient
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +100,96 @@ async def test_the_sdk_client_sees_each_step_in_order(bridge: str) -> None:
     assert all(total == 4 for _, total, _ in progress)
     assert progress[-1][2] == "step 4/4"
     assert isinstance(result.content[0], types.TextContent)
+
+
+# -- plain calls (no task): progress on the call's own response stream -------------------------
+
+
+async def _stream_messages(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every message of one POST's SSE response, to the end of the stream."""
+    messages = []
+    async with http.stream("POST", url, content=json.dumps(body), headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for event in EventSource(response).aiter_sse():
+            messages.append(json.loads(event.data))
+    return messages
+
+
+def _check_plain_progress(messages: list[dict[str, Any]], token: Any, steps: int) -> None:
+    # The answer comes last; every progress notification before it, increasing, with the
+    # request's token.
+    assert "result" in messages[-1], messages[-1]
+    progress = [m["params"] for m in messages[:-1]]
+    assert all(m["method"] == "notifications/progress" for m in messages[:-1]), messages
+    values = [p["progress"] for p in progress]
+    assert values and values == sorted(set(values)), values
+    assert values[-1] <= steps
+    assert all(p["progressToken"] == token and p["total"] == steps for p in progress)
+
+
+async def test_a_plain_call_streams_its_progress_in_a_session(bridge: str) -> None:
+    async with connect(bridge) as client:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 41,
+            "method": "tools/call",
+            "params": {
+                "name": "tick",
+                "arguments": {"seconds": 1, "steps": 5},
+                "_meta": {"progressToken": 7},
+            },
+        }
+        messages = await _stream_messages(client.http, bridge, body, client.headers())
+    for message in messages[:-1]:
+        schema.check_server_message(message)
+    schema.check_response("tools/call", messages[-1])
+    _check_plain_progress(messages, 7, 5)
+    assert len(messages) >= 3, "steps 0.2 s apart are not all coalesced"
+
+
+async def test_a_stateless_plain_call_streams_its_progress(bridge: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        plain = ModernClient(bridge, http, tasks=False)
+        body, headers = plain.build(
+            "tools/call", {"name": "tick", "arguments": {"seconds": 1, "steps": 5}}
+        )
+        body["params"]["_meta"]["progressToken"] = "p-1"
+        messages = await _stream_messages(http, bridge, body, headers)
+    for message in messages[:-1]:
+        schema.check_modern_notification(message)
+    schema.check_modern_response("tools/call", messages[-1])
+    _check_plain_progress(messages, "p-1", 5)
+    assert len(messages) >= 3
+
+
+async def test_no_progress_on_a_plain_call_without_a_token(bridge: str) -> None:
+    async with connect(bridge) as client:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 42,
+            "method": "tools/call",
+            "params": {"name": "tick", "arguments": {"seconds": 0.3, "steps": 3}},
+        }
+        messages = await _stream_messages(client.http, bridge, body, client.headers())
+    assert len(messages) == 1 and "result" in messages[0]
+
+
+async def test_the_sdk_client_gets_progress_of_a_plain_call(bridge: str) -> None:
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with (
+        streamable_http_client(bridge) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool(
+            "tick", {"seconds": 1, "steps": 5}, progress_callback=on_progress
+        )
+    assert not result.isError
+    assert seen and seen == sorted(set(seen)) and seen[-1] <= 5

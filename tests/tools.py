@@ -50,3 +50,15 @@ def nap(seconds: float) -> str:
 def blob(size: int) -> str:
     """Return `size` characters."""
     return "x" * size
+
+
+@tool(task_support="optional")
+def tick(steps: int, seconds: float) -> str:
+    """Report `steps` progress steps over `seconds` (an optional-task tool with progress)."""
+    from workers.context import current
+
+    ctx = current()
+    for done in range(1, steps + 1):
+        time.sleep(seconds / steps)
+        ctx.report_progress(done, steps, f"tick {done}/{steps}")
+    return f"ticked {steps} times"
