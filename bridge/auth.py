@@ -7,13 +7,17 @@ stateless era, where the unguessable task id is the capability)."""
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
+from typing import Any
 
-import anyio.to_thread
 import jwt
 
 from bridge.errors import HttpError
+from bridge.jwks import KeySet
 from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,21 @@ class Unauthorized(HttpError):
 
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
+        if (settings.jwt_key or settings.jwt_jwks_url) and not settings.jwt_audience:
+            # Without an audience, a token minted for any other service of the same
+            # identity provider would be accepted (a confused deputy).
+            raise ValueError("JWT authentication needs MCP_BRIDGE_JWT_AUDIENCE")
         self.settings = settings
         self.enabled = settings.auth_enabled
-        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._jwks = (
+            KeySet(
+                settings.jwt_jwks_url,
+                min_refresh_s=settings.jwt_jwks_refresh_s,
+                max_age_s=settings.jwt_jwks_max_age_s,
+            )
+            if settings.jwt_jwks_url
+            else None
+        )
 
     async def authenticate(self, authorization: str | None) -> Principal | None:
         """The caller's principal; None when authentication is off. Raises Unauthorized."""
@@ -51,29 +67,42 @@ class Authenticator:
             return await self._verify_jwt(token)
         raise Unauthorized("unknown token")
 
+    async def _key(self, header: dict[str, Any]) -> tuple[Any, str]:
+        """The key to verify a token with, and the one algorithm allowed for it."""
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.settings.jwt_algorithms:
+            raise Unauthorized("invalid token (algorithm not allowed)")
+        if self._jwks is None:
+            return self.settings.jwt_key, algorithm
+        kid = header.get("kid")
+        found = await self._jwks.key(kid) if isinstance(kid, str) else None
+        if found is None:
+            raise Unauthorized("invalid token (unknown key)")
+        # The key decides its algorithm: an HS256 or ES256 token naming an RSA key is refused,
+        # never tried with that key as something it is not.
+        if found.algorithm_name != algorithm:
+            raise Unauthorized("invalid token (algorithm does not match the key)")
+        return found.key, algorithm
+
     async def _verify_jwt(self, token: str) -> Principal:
         settings = self.settings
         try:
-            if self._jwks is not None:
-                # Fetching (and caching) the key set blocks: keep it off the event loop.
-                key = (
-                    await anyio.to_thread.run_sync(self._jwks.get_signing_key_from_jwt, token)
-                ).key
-            else:
-                key = settings.jwt_key
+            key, algorithm = await self._key(jwt.get_unverified_header(token))
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=settings.jwt_algorithms,
-                audience=settings.jwt_audience or None,
+                algorithms=[algorithm],
+                audience=settings.jwt_audience,
                 issuer=settings.jwt_issuer or None,
-                options={
-                    "require": ["exp", "sub"],
-                    "verify_aud": bool(settings.jwt_audience),
-                },
+                options={"require": ["exp", "sub", "aud"]},
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token ({type(exc).__name__})") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            # A key of another kind than the algorithm needs (a configured PEM used as an
+            # ES256 key, say): the token is refused, not the request failed.
+            log.info("JWT refused: %s: %s", type(exc).__name__, exc)
+            raise Unauthorized("invalid token (key does not fit)") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("the token has no subject")

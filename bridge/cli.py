@@ -75,6 +75,13 @@ def _prepare(
         )
         # 2, as a usage error: scripts that checked the argparse-era exit code still work.
         raise SystemExit(2)
+    if (settings.jwt_key or settings.jwt_jwks_url) and not settings.jwt_audience:
+        click.echo(
+            "mcp-celery-bridge: refusing JWT authentication without an audience: set "
+            "MCP_BRIDGE_JWT_AUDIENCE to this bridge's identifier at your identity provider",
+            err=True,
+        )
+        raise SystemExit(2)
     return settings
 
 

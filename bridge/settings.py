@@ -77,7 +77,15 @@ class Settings(BaseSettings):
     jwt_issuer: str = ""
     """Required ``iss`` of bearer JWTs (checked when set)."""
     jwt_audience: str = ""
-    """Required ``aud`` of bearer JWTs (checked when set)."""
+    """Required ``aud`` of bearer JWTs: this bridge's own identifier at the identity
+    provider. JWT authentication refuses to start without it (a token minted for another
+    service must not be accepted here)."""
+    jwt_jwks_refresh_s: float = Field(30.0, gt=0)
+    """Least time between two fetches of the JWKS: a token naming an unknown key id causes at
+    most one fetch per this interval (valid tokens never wait for one)."""
+    jwt_jwks_max_age_s: float = Field(300.0, gt=0)
+    """Age after which the JWKS is fetched again, in the background (its keys still serve
+    meanwhile)."""
     jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "HS256"]
     """Algorithms a bearer JWT may be signed with."""
     allow_unauthenticated_remote: bool = False

@@ -212,9 +212,14 @@ async def test_jwts_are_verified_against_the_jwks(
 async def test_jwts_with_a_shared_secret(
     env: dict[str, str], log_dir: Path, worker: Process
 ) -> None:
-    settings = {**env, "MCP_BRIDGE_JWT_KEY": HS_SECRET, "MCP_BRIDGE_JWT_ALGORITHMS": "HS256"}
+    settings = {
+        **env,
+        "MCP_BRIDGE_JWT_KEY": HS_SECRET,
+        "MCP_BRIDGE_JWT_ALGORITHMS": "HS256",
+        "MCP_BRIDGE_JWT_AUDIENCE": "mcp-bridge",
+    }
     with bridge_server(settings, log_dir, "bridge-hs256") as url:
-        claims = {k: v for k, v in _claims(sub="dave").items() if k not in ("aud", "iss")}
+        claims = {k: v for k, v in _claims(sub="dave").items() if k != "iss"}
         token = jwt.encode(claims, HS_SECRET, algorithm="HS256")
         async with connect(url, token=token) as dave:
             assert await dave.call("ping") == {}
