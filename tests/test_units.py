@@ -241,6 +241,27 @@ def test_result_of_a_pydantic_model() -> None:
     check("CallToolResult", result)
 
 
+def test_result_shaped_dict_is_the_result() -> None:
+    image = {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
+    returned = {"content": [{"type": "text", "text": "a picture"}, image]}
+    assert to_call_tool_result(returned) == returned
+    check("CallToolResult", to_call_tool_result(returned))
+    error = {"content": [{"type": "text", "text": "no"}], "isError": True}
+    assert to_call_tool_result(error) == error
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"content": "text", "n": 1},
+        {"content": [{"type": "text", "text": "x"}], "other": 1},
+        {"content": ["not a block"]},
+    ],
+)
+def test_other_dicts_stay_data(data: dict[str, Any]) -> None:
+    assert to_call_tool_result(data)["structuredContent"] == data
+
+
 @pytest.mark.parametrize(("value", "text"), [(3, "3"), ([1, "a"], '[1, "a"]'), (True, "true")])
 def test_result_of_other_values_is_json_text(value: Any, text: str) -> None:
     result = to_call_tool_result(value)

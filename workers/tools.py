@@ -95,6 +95,21 @@ def _model_for(func: Callable[..., Any]) -> tuple[type[BaseModel], bool]:
     return model, False
 
 
+#: The keys of a returned dict that make it a ``CallToolResult`` rather than data.
+RESULT_KEYS = frozenset({"content", "structuredContent", "isError", "_meta"})
+
+
+def is_call_tool_result(value: Any) -> bool:
+    """A dict with a list of content blocks under "content" and nothing but result keys:
+    how a tool returns images, audio, embedded resources or its own error."""
+    if not isinstance(value, dict) or not value.keys() <= RESULT_KEYS:
+        return False
+    content = value.get("content")
+    return isinstance(content, list) and all(
+        isinstance(block, dict) and isinstance(block.get("type"), str) for block in content
+    )
+
+
 def to_call_tool_result(value: Any) -> dict[str, Any]:
     """A tool's return value as a ``CallToolResult``."""
     if isinstance(value, BaseModel):
@@ -103,6 +118,8 @@ def to_call_tool_result(value: Any) -> dict[str, Any]:
         return {"content": []}
     if isinstance(value, str):
         return {"content": [{"type": "text", "text": value}]}
+    if is_call_tool_result(value):
+        return dict(value)
     text = json.dumps(value, ensure_ascii=False, default=str)
     result: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
     if isinstance(value, dict):
