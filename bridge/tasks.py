@@ -17,7 +17,7 @@ from bridge import logs
 from bridge.audit import audit
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError, InvalidParams, McpError, execution_error
-from bridge.events import EventHub
+from bridge.events import EventHub, Subscription
 from bridge.metrics import Metrics
 from bridge.protocol import (
     Call,
@@ -64,10 +64,12 @@ class Tasks:
         self.dispatcher = dispatcher
         self.hub = hub
         self.tools = tools
-        self.tool_names = sorted(tools)
+        # In the order the tools were declared, as the SDK servers list them: a tool
+        # module's author decides what a client sees first.
+        self.tool_names = list(tools)
 
     def tool_page(self, cursor: Any, *, with_execution: bool) -> dict[str, Any]:
-        """One page of ``tools/list`` (tools in name order, opaque offset cursors)."""
+        """One page of ``tools/list`` (tools in declaration order, opaque offset cursors)."""
         start = decode_cursor("o", cursor) if cursor is not None else 0
         size = self.settings.page_size
         names = self.tool_names[start : start + size]
@@ -117,10 +119,11 @@ class Tasks:
         hidden: bool = False,
         progress_token: str | int | None = None,
         can_ask: bool = False,
+        task_id: str | None = None,
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it.
         (With the broker in the registry's Redis, both are one step: ``bridge.dispatch``.)"""
-        task_id = new_task_id()
+        task_id = task_id or new_task_id()
         celery_id = str(uuid.uuid4())
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
         inline = self.dispatcher.inline
@@ -185,21 +188,50 @@ class Tasks:
         request_id: Any = None,
         on_change: Callable[[TaskRecord], None] | None = None,
     ) -> TaskRecord:
-        """Run a tool call on a worker and wait for its end, calling ``on_change`` with the
-        record as it changes (its progress). If the caller goes away (cancellation of this
-        coroutine), the work is cancelled: nobody could fetch it."""
-        record = await self.start(
-            owner,
-            declared,
-            arguments,
-            ttl=self.settings.plain_call_ttl_ms,
-            listed=False,
-            hidden=True,
-        )
+        """Run a tool call on a worker and wait for its end, calling ``on_change`` with each
+        change the worker announces (its progress reports, every one of them). If the caller
+        goes away (cancellation of this coroutine), the work is cancelled: nobody could fetch
+        it."""
+        task_id = new_task_id()
+        async with self.hub.subscribe_tasks(frozenset({task_id})) as events:
+            # Subscribed before the call is queued: no report can come before we listen.
+            record = await self.start(
+                owner,
+                declared,
+                arguments,
+                ttl=self.settings.plain_call_ttl_ms,
+                listed=False,
+                hidden=True,
+                task_id=task_id,
+            )
+            return await self._follow(record, events, request_id, on_change)
+
+    async def _follow(
+        self,
+        record: TaskRecord,
+        events: Subscription,
+        request_id: Any,
+        on_change: Callable[[TaskRecord], None] | None,
+    ) -> TaskRecord:
+        owner = record.owner
         if request_id is not None:
             await self.registry.remember_call(owner, request_id, record.id)
         try:
-            return await self.wait_terminal(record.id, on_change)
+            while on_change is not None and not events.dropped:
+                try:
+                    event = await asyncio.wait_for(events.get(), WAIT_RECHECK_S)
+                except TimeoutError:
+                    event = None  # re-read, in case an announcement was lost
+                if event is not None and not event.task.status.terminal:
+                    on_change(event.task)
+                    continue
+                final = await self.registry.get(record.id)
+                if final is None:
+                    raise InvalidParams(f"Task not found: {record.id}")
+                if final.status.terminal:
+                    return final
+            # Not following changes (or the event stream broke): wait for the end.
+            return await self.wait_terminal(record.id)
         except asyncio.CancelledError:
             await asyncio.shield(self.cancel(record, "the client disconnected"))
             raise
@@ -237,11 +269,7 @@ class Tasks:
                 log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
         return final
 
-    async def wait_terminal(
-        self, task_id: str, on_change: Callable[[TaskRecord], None] | None = None
-    ) -> TaskRecord:
-        """The record once terminal; ``on_change`` sees it at each change before that (changes
-        close together may be seen once, as their latest state)."""
+    async def wait_terminal(self, task_id: str) -> TaskRecord:
         while True:
             async with self.hub.watch(task_id) as changed:
                 record = await self.registry.get(task_id)
@@ -249,8 +277,6 @@ class Tasks:
                     raise InvalidParams(f"Task not found: {task_id}")
                 if record.status.terminal:
                     return record
-                if on_change is not None:
-                    on_change(record)
                 try:
                     await asyncio.wait_for(changed.wait(), WAIT_RECHECK_S)
                 except TimeoutError:

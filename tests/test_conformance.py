@@ -143,17 +143,6 @@ PLAIN_ELICITATION = (
 #: Scenarios failing for a bridge bug: (suite version, era, scenario) -> the diagnosis.
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
     **{
-        (suite, era, "tools-call-with-progress"): (
-            "issue 11 item 6: no notifications/progress on a plain tools/call with "
-            "_meta.progressToken"
-        )
-        for suite, era in SCENARIOS
-    },
-    (STABLE, LEGACY, "server-sse-multiple-streams"): (
-        "issue 11 item 1: 0.1.16 sends MCP-Protocol-Version 2025-03-26 on a 2025-11-25 "
-        "session; the bridge answers 400"
-    ),
-    **{
         (suite, LEGACY, scenario): PLAIN_ELICITATION
         for suite in (STABLE, ALPHA)
         for scenario in (
@@ -162,16 +151,9 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
             "elicitation-sep1330-enums",
         )
     },
-    (ALPHA, MODERN, "tasks-lifecycle"): (
-        "issue 11 item 4: a task whose worker process died (protocol_error_job) shows "
-        "completed, not failed with an error"
-    ),
     (ALPHA, MODERN, "tasks-mrtr-input"): (
         "issue 11 item 3: ctx.ask has one question open at a time, so multi_input never "
         "shows two inputRequests (its fixture must use the new API once there is one)"
-    ),
-    (ALPHA, MODERN, "http-header-validation"): (
-        "issue 11 item 2: whitespace around an Mcp-Name header value is not trimmed"
     ),
     (ALPHA, MODERN, "http-custom-header-server-validation"): (
         "bridge gap: no x-mcp-header parameters and no Mcp-Param-* header validation "

@@ -124,9 +124,7 @@ def _check_plain_progress(messages: list[dict[str, Any]], token: Any, steps: int
     assert "result" in messages[-1], messages[-1]
     progress = [m["params"] for m in messages[:-1]]
     assert all(m["method"] == "notifications/progress" for m in messages[:-1]), messages
-    values = [p["progress"] for p in progress]
-    assert values and values == sorted(set(values)), values
-    assert values[-1] <= steps
+    assert [p["progress"] for p in progress] == list(range(1, steps + 1))
     assert all(p["progressToken"] == token and p["total"] == steps for p in progress)
 
 
@@ -147,7 +145,6 @@ async def test_a_plain_call_streams_its_progress_in_a_session(bridge: str) -> No
         schema.check_server_message(message)
     schema.check_response("tools/call", messages[-1])
     _check_plain_progress(messages, 7, 5)
-    assert len(messages) >= 3, "steps 0.2 s apart are not all coalesced"
 
 
 async def test_a_stateless_plain_call_streams_its_progress(bridge: str) -> None:
@@ -162,7 +159,6 @@ async def test_a_stateless_plain_call_streams_its_progress(bridge: str) -> None:
         schema.check_modern_notification(message)
     schema.check_modern_response("tools/call", messages[-1])
     _check_plain_progress(messages, "p-1", 5)
-    assert len(messages) >= 3
 
 
 async def test_no_progress_on_a_plain_call_without_a_token(bridge: str) -> None:
@@ -192,4 +188,4 @@ async def test_the_sdk_client_gets_progress_of_a_plain_call(bridge: str) -> None
             "tick", {"seconds": 1, "steps": 5}, progress_callback=on_progress
         )
     assert not result.isError
-    assert seen and seen == sorted(set(seen)) and seen[-1] <= 5
+    assert seen == [1, 2, 3, 4, 5]
