@@ -37,7 +37,7 @@ from bridge.errors import (
     StoreUnavailable,
 )
 from bridge.events import EventHub, valid_event_id
-from bridge.jsonrpc import JsonResponse, error_body, error_response, parse
+from bridge.jsonrpc import JsonResponse, error_body, error_response, read
 from bridge.legacy import (
     LegacyProtocol,
     can_elicit,
@@ -184,13 +184,18 @@ class Transport:
         return bytes(chunks)
 
     async def post(self, request: Request) -> Response:
+        # Everything the headers decide comes before the body is read: without a valid token
+        # a request costs no body, no parse (Host and Origin were checked by the guard). The
+        # session is not checked here: a request without the header (initialize, or a
+        # stateless one) needs its body read anyway, so checking one would stop nobody.
+        await self._principal(request)
         json_ok, sse_ok = _accepts(request)
         if not (json_ok or sse_ok):
             raise HttpError(406, "Not Acceptable: accept application/json and text/event-stream")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, "Unsupported Media Type: use application/json")
-        message = parse(await self._body(request))
+        message = await read(await self._body(request), self.settings.max_json_containers)
         if isinstance(message, list):
             raise HttpError(400, "Invalid Request: batches are not supported", INVALID_REQUEST)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
