@@ -13,6 +13,8 @@ a connection (and, for a body, a task) for as long as it likes. Two pieces close
 - ``BodyDeadline``, pure ASGI middleware: once the headers are in, the body must arrive
   within ``body_timeout_s``. ``receive`` then raises a 408 ``HttpError`` that the transport
   answers like any other refusal, with ``Connection: close``.
+
+httptools is imported directly: ``uvicorn[standard]``, a dependency, always brings it.
 """
 
 from __future__ import annotations
