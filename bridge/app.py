@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge.deadlines import BodyDeadline
 from bridge.dispatch import Dispatcher
 from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics_endpoint),
         ],
         middleware=[
+            Middleware(BodyDeadline, timeout_s=settings.body_timeout_s),
             Middleware(TrimmedHeaders),
             Middleware(
                 HostOriginGuard,

@@ -18,6 +18,7 @@ from bridge import logs
 from bridge.admin import sessions, tasks
 from bridge.app import create_app
 from bridge.caller import call_tool
+from bridge.deadlines import server_options
 from bridge.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -32,6 +33,7 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
         # Logging is configured already (``bridge.logs``): uvicorn must not replace it.
         log_config=None,
         timeout_graceful_shutdown=5,
+        **server_options(settings),
     )
 
 

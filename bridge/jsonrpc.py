@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
+import anyio.to_thread
 from starlette.responses import JSONResponse
 
 from bridge import logs
@@ -21,6 +23,11 @@ log = logging.getLogger("bridge.transport")
 #: Deeper JSON is refused before anything reads it: no MCP message needs it, and Python's
 #: own (de)serialisers give up near 1,000 levels.
 MAX_DEPTH = 100
+#: A body this large or smaller is parsed on the event loop (well under a millisecond).
+THREAD_BYTES = 64 * 1024
+#: Any ``\\uD800``-``\\uDFFF`` escape, paired or not (and some that are not escapes at all:
+#: an escaped backslash before ``uD8..``); only a body with one needs the exact check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JsonResponse(JSONResponse):
@@ -33,27 +40,67 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse(body: bytes) -> Any:
+def parse(body: bytes, max_containers: int | None = None) -> Any:
     """The JSON-RPC message in ``body``: strict UTF-8 (no surrogates), no NaN/Infinity, at
-    most ``MAX_DEPTH`` deep, no unpaired ``\\uD800``-style escapes."""
+    most ``MAX_DEPTH`` deep, no unpaired ``\\uD800``-style escapes, and at most
+    ``max_containers`` arrays and objects (counted as ``[`` and ``{`` bytes, strings
+    included: an upper bound found without parsing)."""
+    containers = body.count(b"[") + body.count(b"{")
+    if max_containers is not None and containers > max_containers:
+        # Containers are what json.loads builds slowest, holding the GIL throughout.
+        message = f"Payload Too Large: more than {max_containers} JSON arrays and objects"
+        raise HttpError(413, message)
     try:
         message = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise HttpError(400, "Parse error", PARSE_ERROR) from None
+    # Both walks cost Python-level work per value; the byte scans (C, a few milliseconds
+    # for 4 MiB) skip them for every message that cannot fail them.
+    if containers > MAX_DEPTH:
+        _check_depth(message)
+    if _SURROGATE_ESCAPE.search(body):
+        _check_strings(message)
+    return message
+
+
+async def read(body: bytes, max_containers: int | None = None) -> Any:
+    """``parse`` off the event loop for a large body: its checks run in Python, and a worker
+    thread lets the loop take the GIL back every switch interval. ``json.loads`` itself
+    holds the GIL throughout; ``max_body_bytes`` bounds that."""
+    if len(body) <= THREAD_BYTES:
+        return parse(body, max_containers)
+    return await anyio.to_thread.run_sync(parse, body, max_containers)
+
+
+def _children(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value.values()
+    return value if isinstance(value, list) else ()
+
+
+def _check_depth(message: Any) -> None:
+    # Containers only: a container at MAX_DEPTH with any child puts a value deeper.
     stack: list[tuple[Any, int]] = [(message, 0)]
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        children = _children(value)
+        if children and depth >= MAX_DEPTH:
             raise HttpError(400, f"Parse error: nested deeper than {MAX_DEPTH}", PARSE_ERROR)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _check_strings(message: Any) -> None:
+    stack: list[Any] = [message]
+    while stack:
+        value = stack.pop()
         if isinstance(value, str):
             _utf8(value)
         elif isinstance(value, dict):
             for key, item in value.items():
                 _utf8(key)
-                stack.append((item, depth + 1))
+                stack.append(item)
         elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-    return message
+            stack.extend(value)
 
 
 def _utf8(text: str) -> None:

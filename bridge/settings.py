@@ -58,6 +58,21 @@ class Settings(BaseSettings):
     """Items per page of ``tools/list`` and ``tasks/list``."""
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     """Largest request body (413 above it)."""
+    max_json_containers: int = Field(100_000, gt=0)
+    """Most JSON arrays and objects in a request body (413 above it), counted as ``[`` and
+    ``{`` bytes before parsing, strings included; they are what parsing builds slowest."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """Seconds a client has to send a request's headers, counted from its connection or from
+    its first byte after a response; then 408 and the connection is closed. Also bounds the
+    rest of a body the bridge answered without reading (a 401 before the body)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """Seconds a client has to send a request's body once its headers are in; then 408 and
+    the connection is closed."""
+    max_header_bytes: int = Field(64 * 1024, gt=0)
+    """Largest request line and headers; a connection sending more is closed (431)."""
+    max_connections: int = Field(1_000, gt=0)
+    """Connections one bridge process serves at once, open SSE streams included; a request
+    on a connection beyond them is answered 503 and the connection closed."""
     max_argument_bytes: int = Field(1024 * 1024, gt=0)
     """Largest tool ``arguments`` object, as JSON (``-32602`` above it)."""
     max_result_bytes: int = Field(4 * 1024 * 1024, gt=0)

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
@@ -39,7 +39,7 @@ from bridge.errors import (
     StoreUnavailable,
 )
 from bridge.events import EventHub, valid_event_id
-from bridge.jsonrpc import JsonResponse, error_body, error_response, parse
+from bridge.jsonrpc import JsonResponse, error_body, error_response, read
 from bridge.legacy import (
     LegacyProtocol,
     can_elicit,
@@ -61,6 +61,7 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+_UNKNOWN = object()
 #: Handlers answering on a stream run as tasks of their own; the loop keeps only weak
 #: references to tasks, so this keeps each alive until it is done.
 _running: set[asyncio.Future[dict[str, Any]]] = set()
@@ -153,7 +154,13 @@ class Transport:
 
     # -- sessions --------------------------------------------------------------------------
     async def _principal(self, request: Request) -> Principal | None:
+        # Authenticated once per request (``post`` does it before reading the body; the
+        # handlers ask again): a JWT is verified once.
+        known = request.scope.get("mcp.principal", _UNKNOWN)
+        if known is not _UNKNOWN:
+            return cast(Principal | None, known)
         principal = await self.auth.authenticate(request.headers.get("authorization"))
+        request.scope["mcp.principal"] = principal
         if principal is not None:
             logs.annotate(principal=principal.subject)
         return principal
@@ -189,13 +196,18 @@ class Transport:
         return bytes(chunks)
 
     async def post(self, request: Request) -> Response:
+        # Everything the headers decide comes before the body is read: without a valid token
+        # a request costs no body, no parse (Host and Origin were checked by the guard). The
+        # session is not checked here: a request without the header (initialize, or a
+        # stateless one) needs its body read anyway, so checking one would stop nobody.
+        await self._principal(request)
         json_ok, sse_ok = _accepts(request)
         if not (json_ok or sse_ok):
             raise HttpError(406, "Not Acceptable: accept application/json and text/event-stream")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, "Unsupported Media Type: use application/json")
-        message = parse(await self._body(request))
+        message = await read(await self._body(request), self.settings.max_json_containers)
         if isinstance(message, list):
             raise HttpError(400, "Invalid Request: batches are not supported", INVALID_REQUEST)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":

@@ -41,6 +41,7 @@ from tests.modern import EXT, VERSION, ModernClient, header_value
 from tests.services import Process, bridge_server
 
 LEGACY = "2025-11-25"
+LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 MODERN = VERSION
 ACCEPT = "application/json, text/event-stream"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
@@ -1562,7 +1563,9 @@ def header_statuses(
     name: str, value: bytes | None, modern: bool, real: dict[str, bytes]
 ) -> set[int]:
     """The statuses a request gets when header ``name`` is ``value`` (None: left out), every
-    other header being right: the README's transport rules, the 2026-07-28 header rules."""
+    other header being right: the README's transport rules, the 2026-07-28 header rules.
+    Whitespace around a value is not part of it (RFC 9110 5.5)."""
+    value = value.strip(b" \t") if value is not None else None
     low = (value or b"").decode("latin-1").lower()
     if name == "Accept":
         if not value:
@@ -1585,9 +1588,13 @@ def header_statuses(
             return {200, 400, 404}
         return {200}
     if name == "Mcp-Session-Id":
+        if value is not None and value == real.get("mcp-session-id"):
+            return {200}
         return {400} if not value else {404}
     if name == "MCP-Protocol-Version":
-        return {200} if value in (None, LEGACY.encode()) else {400}
+        # Any version a session can speak, not only the negotiated one.
+        supported = (v.encode() for v in LEGACY_VERSIONS)
+        return {200} if value is None or value in supported else {400}
     if name == "Mcp-Method":
         return {200, 400}
     return {200}
@@ -1600,7 +1607,8 @@ def test_legacy_headers(target: Target, change: tuple[str, bytes | None]) -> Non
     name, value = change
     headers = {**target.legacy_headers(), name: value}
     message = target.legacy("ping")
-    statuses = header_statuses(name, value, False, {})
+    real = {k.lower(): v.encode() for k, v in target.legacy_headers().items()}
+    statuses = header_statuses(name, value, False, real)
     answer, response = target.post(message, headers, statuses=statuses)
     if answer.status == 200:
         assert response is not None and response.get("result") == {}, answer.text
@@ -1639,7 +1647,8 @@ def mirrored_name_statuses(value: bytes | None, expected: str, method: str) -> s
         # The tasks extension asks for Mcp-Name on tasks/*, where the bridge tolerates its
         # absence (a client omits it); elsewhere it is required.
         return {200, 400} if method.startswith("tasks/") else {400}
-    seen = value.decode("latin-1")  # what a server reads from raw header bytes
+    # What a server reads from raw header bytes, without the whitespace around them.
+    seen = value.decode("latin-1").strip(" \t")
     if seen.startswith("=?base64?") and seen.endswith("?=") and len(seen) >= 11:
         try:
             seen = base64.b64decode(seen[9:-2], validate=True).decode()
