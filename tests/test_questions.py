@@ -22,7 +22,7 @@ from tests.modern import ModernClient
 
 pytestmark = pytest.mark.anyio
 
-ELICITATION = {"elicitation": {"form": {}}}
+ELICITATION: dict[str, Any] = {"elicitation": {"form": {}}}
 Messages = AsyncIterator[dict[str, Any]]
 
 
