@@ -15,6 +15,9 @@
 | ``{p}:task:{id}:inputs``    | hash    | questions a running tool asked and no one answered |
 |                              |         | yet (key -> request); session TTL, gone at the end |
 | ``{p}:task:{id}:answer:{k}`` | list    | the answer to question ``k``, for the asking worker|
+| ``{p}:owner:{owner}:asking`` | set     | session TTL after the last question; legacy tasks  |
+|                              |         | that asked: members with nothing pending are       |
+|                              |         | dropped when a GET stream reads the set            |
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
 | ``{p}:channel``              | pub/sub | every event, to every bridge process               |
@@ -52,6 +55,10 @@ class Keys:
 
     def call(self, owner: str, request_id: str) -> str:
         return f"{self.prefix}:call:{owner}:{request_id}"
+
+    def asking(self, owner: str) -> str:
+        # transition.lua derives it from the task key the same way.
+        return f"{self.prefix}:owner:{owner}:asking"
 
     def inflight(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:inflight"

@@ -55,25 +55,8 @@ def can_elicit(session: Session) -> bool:
     return isinstance(session.client_capabilities.get("elicitation"), dict)
 
 
+#: The JSON-RPC ids of a tool's questions: ``mcp-input:<task id>:<key>`` (bridge.questions).
 INPUT_ID_PREFIX = "mcp-input:"
-
-
-def input_requests(record: TaskRecord) -> list[dict[str, Any]]:
-    """The ``elicitation/create`` requests an event announces, as JSON-RPC requests to the
-    client; the id names the task and the question, so any bridge can route the answer."""
-    requests = []
-    for key, request in record.inputs.items():
-        params = dict(request["params"])
-        params["_meta"] = {RELATED_TASK: {"taskId": record.id}}
-        requests.append(
-            {
-                "jsonrpc": "2.0",
-                "id": f"{INPUT_ID_PREFIX}{record.id}:{key}",
-                "method": request["method"],
-                "params": params,
-            }
-        )
-    return requests
 
 
 def tasks_enabled(session: Session) -> bool:

@@ -51,6 +51,8 @@ class TaskRecord:
     #: Questions asked and not answered yet (key -> request), from ``Keys.inputs``; on an
     #: event, the one question it announces.
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: On an event: keys of the questions it withdraws (unanswered, no longer wanted).
+    withdrawn: tuple[str, ...] = ()
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
@@ -93,6 +95,7 @@ class TaskRecord:
             total=float(d["total"]) if d.get("total") is not None else None,
             progress_token=json.loads(d["ptoken"]) if d.get("ptoken") else None,
             inputs={d["input"]["key"]: d["input"]["request"]} if d.get("input") else {},
+            withdrawn=tuple(str(k) for k in d.get("withdrawn") or ()),
         )
 
 

@@ -73,6 +73,7 @@ class _Base:
         progress: tuple[float, float | None] | None = None,
         input_request: tuple[str, dict[str, Any]] | None = None,
         lease_of: str = "",
+        withdraw: str = "",
     ) -> tuple[list[str], list[str | int]]:
         return (
             [self.keys.task(task_id), self.keys.events(owner)],
@@ -91,6 +92,7 @@ class _Base:
                 lease_of,
                 input_request[0] if input_request else "",
                 json.dumps(input_request[1], separators=(",", ":")) if input_request else "",
+                withdraw,
             ],
         )
 
@@ -197,6 +199,28 @@ class Registry(_Base):
         if inputs:
             record.inputs.update({key: json.loads(value) for key, value in inputs.items()})
         return record
+
+    @functools.cached_property
+    def _pending(self) -> redis.commands.core.AsyncScript:
+        return self.redis.register_script(_script("pending"))
+
+    async def pending(self, owner: str) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+        """The questions pending on ``owner``'s legacy tasks, as (task id, key, request),
+        and the id of the owner's latest event then: every question asked later is
+        announced after that event."""
+        with translated():
+            raw = cast(
+                list[str],
+                await self._pending(
+                    keys=[self.keys.asking(owner), self.keys.events(owner)],
+                    args=[self.keys.task("")],
+                ),
+            )
+        last, rest = str(raw[0]), raw[1:]
+        return last, [
+            (str(rest[i]), str(rest[i + 1]), json.loads(rest[i + 2]))
+            for i in range(0, len(rest), 3)
+        ]
 
     async def answer(self, task_id: str, key: str, answer: dict[str, Any]) -> bool:
         """Hand ``answer`` to the worker waiting on question ``key``, exactly once: False
@@ -363,16 +387,20 @@ class SyncRegistry(_Base):
         answer: dict[str, Any] = json.loads(cast(list[str], popped)[1])
         return answer
 
-    @functools.cached_property
-    def _withdraw(self) -> redis.commands.core.Script:
-        return self.redis.register_script(_script("withdraw"))
-
-    def withdraw(self, task_id: str, key: str) -> dict[str, Any] | None:
-        """Take question ``key`` back; returns an answer that arrived first, if one did."""
+    def withdraw(self, task_id: str, owner: str, key: str, message: str) -> dict[str, Any] | None:
+        """Take question ``key`` back, announced (the task is ``working`` with ``message``
+        unless other questions are pending); returns instead the answer that came first, if
+        one did."""
+        keys, args = self._transition_args(
+            task_id, owner, TaskStatus.WORKING, message, None, None, "", False, withdraw=key
+        )
         with translated():
-            raw = self._withdraw(
-                keys=[self.keys.inputs(task_id), self.keys.answer(task_id, key)], args=[key]
-            )
+            outcome = Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
+            if outcome.applied:
+                self._logged(task_id, outcome, message)
+                return None
+            # Not pending any more: answered (the answer waits in its list), or the task ended.
+            raw = self.redis.rpop(self.keys.answer(task_id, key))
         return json.loads(cast(str, raw)) if raw else None
 
     # -- leases (a running tool body) ------------------------------------------------------

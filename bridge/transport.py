@@ -43,13 +43,13 @@ from bridge.jsonrpc import JsonResponse, error_body, error_response, read
 from bridge.legacy import (
     LegacyProtocol,
     can_elicit,
-    input_requests,
     status_notification,
     task_progress,
 )
 from bridge.metrics import Metrics
 from bridge.modern import ModernProtocol, is_modern
 from bridge.protocol import LEGACY_VERSIONS, Call, Handler
+from bridge.questions import SessionQuestions, result_stream
 from bridge.sessions import Session
 from bridge.settings import Settings
 
@@ -282,6 +282,8 @@ class Transport:
             error = MethodNotFound(f"Method not found: {method}")
             return JsonResponse(error_response(error, msg_id))
         call = Call(owner=session.owner, request_id=msg_id, session=session)
+        if sse_ok and method == "tasks/result":  # the task's questions travel on it too
+            return _sse(result_stream(self.legacy, call, params or {}), self.settings.sse_ping_s)
         if sse_ok and self.legacy.is_slow(session, method, params or {}):
             return _sse(self._answer(handler, call, params or {}), self.settings.sse_ping_s)
         try:
@@ -376,13 +378,15 @@ class Transport:
         self, session: Session, last: str | None
     ) -> AsyncIterator[dict[str, Any]]:
         try:
-            asks = can_elicit(session)
-            async for event in self.hub.stream(session.owner, last, session.id):
-                # A question for the client and a progress report travel ahead of the status
-                # notification of their event, without an id of their own: a client that
-                # resumes before that event gets them again (an answer counts only once).
-                for question in input_requests(event.task) if asks else []:
-                    yield {"event": "message", "data": json.dumps(question)}
+            questions = SessionQuestions(can_elicit(session))
+            opening, start = await questions.opening(self.legacy.tasks, session.owner, last)
+            for message in opening:
+                yield {"event": "message", "data": json.dumps(message)}
+            async for event in self.hub.stream(session.owner, start, session.id):
+                # A question for the client (or its withdrawal) and a progress report travel
+                # ahead of the status notification of their event, without an id of their own.
+                for message in questions.on_event(event.id, event.task):
+                    yield {"event": "message", "data": json.dumps(message)}
                 progress = task_progress(event.task)
                 if progress is not None:
                     yield {"event": "message", "data": json.dumps(progress)}

@@ -24,6 +24,7 @@ RESULT_DEFS = {
 NOTIFICATION_DEFS = {
     "notifications/tasks/status": "TaskStatusNotification",
     "notifications/progress": "ProgressNotification",
+    "notifications/cancelled": "CancelledNotification",
 }
 
 

@@ -62,3 +62,37 @@ def tick(steps: int, seconds: float) -> str:
         time.sleep(seconds / steps)
         ctx.report_progress(done, steps, f"tick {done}/{steps}")
     return f"ticked {steps} times"
+
+
+@tool(task_support="required")
+def ask_two(first: str, second: str, timeout: float = 60.0, second_timeout: float = 60.0) -> str:
+    """Ask `first` and `second` at once, from two threads, and return both answers; after
+    each answer, report progress ("1 of 2 answered", then "2 of 2 answered")."""
+    import threading
+
+    from workers.context import InputTimeout, current
+
+    ctx = current()
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    answers: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def ask(question: str, seconds: float) -> None:
+        try:
+            answer = ctx.ask(question, schema, timeout=seconds)
+            text = str((answer.content or {}).get("text", answer.action))
+        except InputTimeout:
+            text = "no answer"
+        with lock:
+            answers[question] = text
+            ctx.report_progress(len(answers), 2, f"{len(answers)} of 2 answered")
+
+    threads = [
+        threading.Thread(target=ask, args=(first, timeout)),
+        threading.Thread(target=ask, args=(second, second_timeout)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return f"{first}={answers.get(first)}; {second}={answers.get(second)}"

@@ -104,7 +104,8 @@ class ToolContext:
     def ask(self, message: str, schema: dict[str, Any], *, timeout: float = 300.0) -> Answer:
         """Ask the user (an elicitation with ``message`` and the flat ``schema`` of the
         wanted answer) and wait for the answer, at most ``timeout`` seconds. Meanwhile the
-        task is ``input_required``. Raises InputUnavailable when the caller cannot answer,
+        task is ``input_required`` (questions asked at once, e.g. from several threads, are
+        all pending together). Raises InputUnavailable when the caller cannot answer,
         InputTimeout when it did not, TaskCancelled when the task was cancelled meanwhile."""
         registry = runtime.registry()
         record = registry.get(self.task_id)
@@ -124,17 +125,18 @@ class ToolContext:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raw = registry.withdraw(self.task_id, key)
+                text = f"no answer within {timeout:g} s"
+                raw = registry.withdraw(self.task_id, self.owner, key, text)
                 if raw is None:
-                    text = f"no answer within {timeout:g} s"
-                    registry.transition(self.task_id, self.owner, TaskStatus.WORKING, text)
-                    raise InputTimeout(f"no answer within {timeout:g} s")
+                    raise InputTimeout(text)
                 break
             # Short waits, so a cancel is noticed within a second even without a revoke.
             raw = registry.wait_answer(self.task_id, key, min(1.0, remaining))
             if raw is not None:
                 break
             self.check_cancelled()
+        # Back to working, unless other questions (asked by other threads) are still
+        # pending: the registry keeps the task input_required until every one is answered.
         registry.transition(self.task_id, self.owner, TaskStatus.WORKING, "input received")
         content = raw.get("content")
         return Answer(

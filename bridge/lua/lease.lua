@@ -7,7 +7,8 @@
 -- Taking the lease also starts the run in the record, announced like a transition (the
 -- worker's first registry call does both, one round trip): KEYS[3] the owner's event
 -- stream; ARGV[5] worker name  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
--- ARGV[8] pub/sub channel  ARGV[9] status message
+-- ARGV[8] pub/sub channel  ARGV[9] status message. Questions an earlier run left pending
+-- died with it: they are withdrawn (named in the event, as transition.lua does).
 -- Returns {status ("" when the task is gone), runs}, and when it announced the run also the
 -- task's tool and Celery id. Only a task that is not terminal
 -- holds a lease; a refused or stale call removes it.
@@ -36,6 +37,11 @@ if ARGV[3] ~= '' and KEYS[3] then
     'listed', 'tool', 'celery_id')
   local task = {id = r[1], status = 'working', message = r[3], created = tonumber(r[4]),
     updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
+  local stale = redis.call('HKEYS', KEYS[1] .. ':inputs')
+  if #stale > 0 then
+    redis.call('DEL', KEYS[1] .. ':inputs')
+    task.withdrawn = stale
+  end
   local event_id = ''
   if r[7] == '1' then
     event_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'task', cjson.encode(task))

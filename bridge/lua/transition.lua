@@ -10,7 +10,15 @@
 --   ever increase, and stop with the terminal status, which no later call can leave)
 -- ARGV[13] input key and ARGV[14] input request JSON ("" for none): a question the tool
 --   asks; it joins the task's pending inputs (hash ``<task key>:inputs``) and is announced
---   with the event, so a legacy session's stream carries it to the client
+--   with the event, so a legacy session's stream carries it to the client; a legacy task's
+--   owner also lists the task as asking (set ``<prefix>:owner:<owner>:asking``), so a GET
+--   stream opened later finds the question
+-- ARGV[15] input key to withdraw ("" for none): the asking worker gives up on a question;
+--   applies only while that question is pending (an answer that came first wins)
+-- While any question is pending, the task waits for input: ``working`` becomes
+-- ``input_required`` (a progress report keeps its text; other messages name the question).
+-- Questions withdrawn by the call (ARGV[15], or all pending ones at a terminal status) are
+-- named in the event (``withdrawn``), so the streams that carried them can take them back.
 -- KEYS[3] (optional) the lease set: the call then applies only when the lease of task
 --   ARGV[12] has expired by the server clock, and drops that lease. The reaper fails lost
 --   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
@@ -33,28 +41,49 @@ end
 if cur == 'completed' or cur == 'failed' or cur == 'cancelled' then
   return {0, cur, ''}
 end
+local inputs = KEYS[1] .. ':inputs'
+local withdrawn = {}
+if ARGV[15] ~= '' then
+  if redis.call('HDEL', inputs, ARGV[15]) == 0 then
+    return {0, cur, ''}
+  end
+  withdrawn[1] = ARGV[15]
+end
 local status = ARGV[1]
+local message = ARGV[2]
+if status == 'working' and redis.call('EXISTS', inputs) == 1 then
+  status = 'input_required'
+  if ARGV[10] == '' then
+    local left = redis.call('HVALS', inputs)
+    message = 'waiting for input: ' .. #left .. ' questions'
+    local ok, request = pcall(cjson.decode, left[1])
+    if #left == 1 and ok and type(request) == 'table' and type(request.params) == 'table'
+        and type(request.params.message) == 'string' then
+      message = 'waiting for input: ' .. request.params.message
+    end
+  end
+end
 local progressed = false
 if ARGV[10] ~= '' then
   progressed = tonumber(ARGV[10]) > tonumber(redis.call('HGET', KEYS[1], 'progress') or '-1')
 end
 if ARGV[9] == '1' and cur == status and not progressed
-    and redis.call('HGET', KEYS[1], 'message') == ARGV[2] then
+    and redis.call('HGET', KEYS[1], 'message') == message then
   return {0, cur, ''}
 end
 if progressed then redis.call('HSET', KEYS[1], 'progress', ARGV[10], 'total', ARGV[11]) end
 redis.call('HSET', KEYS[1], 'status', status, 'updated', now)
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[2]) end
+if message ~= '' then redis.call('HSET', KEYS[1], 'message', message) end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[5]) end
-local inputs = KEYS[1] .. ':inputs'
 if ARGV[13] ~= '' then
   redis.call('HSET', inputs, ARGV[13], ARGV[14])
   redis.call('PEXPIRE', inputs, ARGV[7])
 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl'))
+  for _, key in ipairs(redis.call('HKEYS', inputs)) do withdrawn[#withdrawn + 1] = key end
   redis.call('DEL', inputs)
   -- A finished task holds no lease: dropping it here saves the worker a round trip.
   -- (The lease set is ``<prefix>:leases`` beside ``<prefix>:task:<id>``.)
@@ -67,7 +96,14 @@ local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4
   updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
 if ARGV[13] ~= '' then
   task.input = {key = ARGV[13], request = cjson.decode(ARGV[14])}
+  if r[7] == '1' then
+    -- (Beside ``<prefix>:task:<id>`` as ``<prefix>:owner:<owner>:asking``, see bridge.keys.)
+    local asking = string.match(KEYS[1], '^(.*):task:[^:]+$') .. ':owner:' .. r[2] .. ':asking'
+    redis.call('SADD', asking, r[1])
+    redis.call('PEXPIRE', asking, ARGV[7])
+  end
 end
+if #withdrawn > 0 then task.withdrawn = withdrawn end
 if progressed then
   task.progress = tonumber(ARGV[10])
   task.total = tonumber(ARGV[11])
