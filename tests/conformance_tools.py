@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -268,9 +269,12 @@ def confirm_delete(filename: str) -> str:
 
 @tool(task_support="required")
 def multi_input() -> str:
-    """Ask two questions (one after the other: ``ask`` has one question open at a time)."""
+    """Ask two questions at once (from two threads): the task shows both in inputRequests."""
     ctx = current()
     schema = {"type": "object", "properties": {"value": {"type": "string"}}}
-    first = ctx.ask("First value?", schema, timeout=30)
-    second = ctx.ask("Second value?", schema, timeout=30)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(
+            lambda message: ctx.ask(message, schema, timeout=30),
+            ["First value?", "Second value?"],
+        )
     return f"got {first.content} and {second.content}"

@@ -151,10 +151,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
             "elicitation-sep1330-enums",
         )
     },
-    (ALPHA, MODERN, "tasks-mrtr-input"): (
-        "issue 11 item 3: ctx.ask has one question open at a time, so multi_input never "
-        "shows two inputRequests (its fixture must use the new API once there is one)"
-    ),
     (ALPHA, MODERN, "http-custom-header-server-validation"): (
         "bridge gap: no x-mcp-header parameters and no Mcp-Param-* header validation "
         "(SEP-2243 custom headers; pending in the suite)"
