@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     """Bytes an owner may hold in Redis at once: its task records with their results,
     arguments waiting in the queue, questions and events (see ``bridge.keys``). A create
     beyond it fails (``-32000``), and a result that would exceed it fails its task."""
-    max_sessions_per_principal: int = Field(100, gt=0)
+    max_sessions_per_principal: int = Field(1_000, gt=0)
     """Live sessions per authenticated principal; an ``initialize`` beyond it is refused
     (``-32000``). Unauthenticated callers cannot be told apart, so they share this limit."""
     max_progress_token_bytes: int = Field(256, gt=0)
