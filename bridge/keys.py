@@ -36,13 +36,15 @@ The task hash fields are listed in ``bridge.registry``.
 Byte accounting (``max_bytes_per_owner``): create.lua charges a task with its record's
 fields (plus 200 bytes of field names and numbers) and the Celery message it queues (the
 arguments); transition.lua adds what each change stores: a result, an error, a question,
-and the event it appends to the owner's stream (or, for a task outside the stream, its
-status message). The charge stays until the record expires (``usage:expiry``), though a
-question is gone at the end and an event may be trimmed from the stream earlier: the
-count errs high, never low. Expired tasks are subtracted by the next creates of the owner
-(at most 100 each). Sessions are not charged: their number per principal and their size
-are capped instead (``max_sessions_per_principal``, ``max_client_info_chars``), as are
-answers (one per question asked, gone when the worker takes it).
+and, for a change of status or a question, the event it appends to the owner's stream (or,
+for a task outside the stream, its status message). Progress reports are not charged: the
+stream's ``stream_maxlen`` bounds them, and ``max_progress_token_bytes`` their token. The
+charge stays until the record expires (``usage:expiry``), though a question is gone at the
+end and an event may be trimmed from the stream earlier: the count errs high, never low.
+Expired tasks are subtracted by the next creates of the owner (at most 100 each). Sessions
+are not charged: their number per principal and their size are capped instead
+(``max_sessions_per_principal``, ``max_client_info_chars``), as are answers (one per
+question asked, gone when the worker takes it).
 """
 
 from __future__ import annotations

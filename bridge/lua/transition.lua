@@ -100,7 +100,12 @@ end
 if charged then
   -- Charged until the record expires (an event may leave the stream earlier: the
   -- accounting errs on the side of the other owners).
-  local charge = #result + #err + #ARGV[14] + ((r[7] == '1') and #body or #message)
+  local charge = #result + #err + #ARGV[14]
+  if cur ~= status or ARGV[13] ~= '' then
+    -- Progress reports and message updates are not charged: a long task sends them by
+    -- the thousand, and the stream's length bound (MAXLEN) keeps them in check.
+    charge = charge + ((r[7] == '1') and #body or #message)
+  end
   redis.call('HINCRBY', usage, task_id, charge)
   redis.call('HINCRBY', usage, 'total', charge)
   if terminal then
