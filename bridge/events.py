@@ -222,17 +222,25 @@ class EventHub:
                     if not subs:
                         del self._task_subs[task_id]
 
-    async def replay(self, owner: str, after: str) -> list[Event]:
-        """Events of ``owner`` after the event id ``after`` (exclusive), oldest first."""
-        with translated():
-            entries = cast(
-                list[tuple[str, dict[str, str]]],
-                await self.redis.xrange(self.keys.events(owner), min=f"({after}"),
-            )
-        return [
-            Event(entry_id, owner, TaskRecord.from_event(json.loads(fields["task"])))
-            for entry_id, fields in entries
-        ]
+    async def replay(self, owner: str, after: str) -> AsyncIterator[Event]:
+        """Events of ``owner`` after the event id ``after`` (exclusive), oldest first, read
+        ``replay_page_events`` at a time: a resume from ``0-0`` of a long stream holds one
+        page in memory, and a slow reader holds back the next read."""
+        while True:
+            with translated():
+                entries = cast(
+                    list[tuple[str, dict[str, str]]],
+                    await self.redis.xrange(
+                        self.keys.events(owner),
+                        min=f"({after}",
+                        count=self.settings.replay_page_events,
+                    ),
+                )
+            for entry_id, fields in entries:
+                yield Event(entry_id, owner, TaskRecord.from_event(json.loads(fields["task"])))
+            if len(entries) < self.settings.replay_page_events:
+                return
+            after = entries[-1][0]
 
     async def stream(
         self, owner: str, last_event_id: str | None, session: str = ""
@@ -242,7 +250,7 @@ class EventHub:
         async with self.subscribe(owner, session) as sub:
             last = last_event_id
             if last is not None:
-                for event in await self.replay(owner, last):
+                async for event in self.replay(owner, last):
                     yield event
                     last = event.id
             while True:

@@ -3,6 +3,10 @@
 | key                          | type    | TTL                                                |
 |------------------------------|---------|----------------------------------------------------|
 | ``{p}:session:{sid}``        | hash    | ``session_ttl_s``, renewed on every request        |
+| ``{p}:principal:{pr}:sessions``| zset  | ``session_ttl_s``, renewed with each of its        |
+|                              |         | sessions; session id -> created ms (``pr`` is ""   |
+|                              |         | for unauthenticated callers); pruned of ended      |
+|                              |         | sessions when it reaches its limit                 |
 | ``{p}:task:{task_id}``       | hash    | none while running; the task's ``ttl`` once final  |
 | ``{p}:owner:{owner}:tasks``  | zset    | 2 x ``task_ttl_max_ms`` after the last create;     |
 |                              |         | entries of expired tasks are dropped on list       |
@@ -12,6 +16,11 @@
 |                              |         | task ids created and maybe running; ended ones are |
 |                              |         | pruned when the owner reaches its in-flight limit  |
 | ``{p}:owner:{owner}:rate:{m}``| string | 61 s; creations by the owner in clock minute ``m`` |
+| ``{p}:owner:{owner}:usage``  | hash    | 2 x ``task_ttl_max_ms`` after the last create or   |
+|                              |         | transition; bytes the owner holds: ``total``, and  |
+|                              |         | task id -> bytes charged for that task (below)     |
+| ``{p}:owner:{owner}:usage:expiry``| zset | as ``usage``; task id -> when its record expires |
+|                              |         | (ms; ``inf`` while it runs)                        |
 | ``{p}:task:{id}:inputs``    | hash    | questions a running tool asked and no one answered |
 |                              |         | yet (key -> request); session TTL, gone at the end |
 | ``{p}:task:{id}:answer:{k}`` | list    | the answer to question ``k``, for the asking worker|
@@ -26,6 +35,19 @@
 |                              |         | body ends or the reaper fails the task             |
 
 The task hash fields are listed in ``bridge.registry``.
+
+Byte accounting (``max_bytes_per_owner``): create.lua charges a task with its record's
+fields (plus 200 bytes of field names and numbers) and the Celery message it queues (the
+arguments); transition.lua adds what each change stores: a result, an error, a question,
+and, for a change of status or a question, the event it appends to the owner's stream (or,
+for a task outside the stream, its status message). Progress reports are not charged: the
+stream's ``stream_maxlen`` bounds them, and ``max_progress_token_bytes`` their token. The
+charge stays until the record expires (``usage:expiry``), though a question is gone at the
+end and an event may be trimmed from the stream earlier: the count errs high, never low.
+Expired tasks are subtracted by the next creates of the owner (at most 100 each). Sessions
+are not charged: their number per principal and their size are capped instead
+(``max_sessions_per_principal``, ``max_client_info_chars``), as are answers (one per
+question asked, gone when the worker takes it).
 """
 
 from __future__ import annotations
@@ -49,6 +71,17 @@ class Keys:
 
     def answer(self, task_id: str, key: str) -> str:
         return f"{self.task(task_id)}:answer:{key}"
+
+    def principal_sessions(self, principal: str) -> str:
+        # Also built by touch.lua from the prefix and a session's principal.
+        return f"{self.prefix}:principal:{principal}:sessions"
+
+    def usage(self, owner: str) -> str:
+        # Also built by transition.lua from the prefix and a task's owner.
+        return f"{self.prefix}:owner:{owner}:usage"
+
+    def usage_expiry(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:usage:expiry"
 
     def owner_tasks(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:tasks"

@@ -93,6 +93,7 @@ class _Base:
                 input_request[0] if input_request else "",
                 json.dumps(input_request[1], separators=(",", ":")) if input_request else "",
                 withdraw,
+                self.settings.max_bytes_per_owner,
             ],
         )
 
@@ -136,6 +137,8 @@ class Registry(_Base):
                         self.keys.inflight(owner),
                         self.keys.rate(owner, int(time.time() // 60)),
                         queue or self.keys.seq(),  # unused without a message
+                        self.keys.usage(owner),
+                        self.keys.usage_expiry(owner),
                     ],
                     args=[
                         task_id,
@@ -154,9 +157,18 @@ class Registry(_Base):
                         json.dumps(progress_token) if progress_token is not None else "",
                         "1" if can_ask else "0",
                         celery_message,
+                        self.settings.max_bytes_per_owner,
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith("LIMIT bytes "):
+                    limit = str(exc).split(" ", 2)[2]
+                    raise LimitExceeded(
+                        f"Storage budget exhausted: this caller's tasks, results and events "
+                        f"hold close to {limit} bytes in Redis; try again when finished tasks "
+                        "have expired",
+                        {"limit": "bytes", "max": int(limit)},
+                    ) from None
                 if str(exc).startswith("LIMIT "):
                     _, which, limit = str(exc).split(" ", 2)
                     raise LimitExceeded(

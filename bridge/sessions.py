@@ -4,15 +4,56 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from dataclasses import dataclass
-from typing import Any
+from importlib.resources import files
+from typing import Any, cast
 
+import redis
 import redis.asyncio
 
+from bridge.errors import InternalError, LimitExceeded
 from bridge.keys import Keys
 from bridge.settings import Settings
 from bridge.store import translated
+
+#: The client capabilities a session keeps: what the bridge reads (``elicitation``, and the
+#: client's ``tasks`` support, which says what it can run as a task), each reduced to the
+#: keys the spec defines, as empty objects. A session lives a day and is read on every
+#: request, so a client cannot make it store (or make us re-parse) anything larger.
+_KEPT_CAPABILITIES: dict[str, Any] = {
+    "elicitation": {"form": {}, "url": {}},
+    "tasks": {
+        "list": {},
+        "cancel": {},
+        "requests": {"elicitation": {"create": {}}, "sampling": {"createMessage": {}}},
+    },
+}
+
+
+def _kept(declared: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: _kept(declared[name], inner)
+        for name, inner in template.items()
+        if isinstance(declared.get(name), dict)
+    }
+
+
+def kept_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:
+    """What a session stores of a client's ``capabilities``: bounded by ``_KEPT_CAPABILITIES``."""
+    return _kept(capabilities, _KEPT_CAPABILITIES)
+
+
+def kept_client_info(client_info: dict[str, Any], chars: int) -> dict[str, str]:
+    """``name`` and ``version`` of a ``clientInfo``, each cut to ``chars``; nothing else."""
+    return {
+        field: value[:chars]
+        for field in ("name", "version")
+        if isinstance(value := client_info.get(field), str)
+    }
+
+
+def _script(name: str) -> str:
+    return files("bridge").joinpath("lua", f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -35,6 +76,8 @@ class Sessions:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.redis = client
+        self._open = client.register_script(_script("session"))
+        self._touch = client.register_script(_script("touch"))
 
     async def create(
         self,
@@ -43,36 +86,56 @@ class Sessions:
         client_info: dict[str, Any],
         principal: str = "",
     ) -> Session:
+        """A new session keeping only the bounded part of what the client declared; raises
+        LimitExceeded when ``principal`` (all unauthenticated callers together, when "")
+        already has ``max_sessions_per_principal`` live sessions."""
+        capabilities = kept_capabilities(capabilities)
+        client_info = kept_client_info(client_info, self.settings.max_client_info_chars)
         session = Session(
             secrets.token_hex(16), protocol_version, capabilities, client_info, principal
         )
-        key = self.keys.session(session.id)
+        most = self.settings.max_sessions_per_principal
+        fields = {
+            "protocol_version": protocol_version,
+            "capabilities": json.dumps(capabilities, separators=(",", ":")),
+            "client_info": json.dumps(client_info, separators=(",", ":")),
+            "principal": principal,
+        }
         with translated():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "protocol_version": protocol_version,
-                        "capabilities": json.dumps(capabilities),
-                        "client_info": json.dumps(client_info),
-                        "principal": principal,
-                        "created": int(time.time() * 1000),
-                    },
+            try:
+                await self._open(
+                    keys=[self.keys.session(session.id), self.keys.principal_sessions(principal)],
+                    args=[
+                        session.id,
+                        most,
+                        self.settings.session_ttl_s * 1000,
+                        self.keys.session(""),
+                        *(item for pair in fields.items() for item in pair),
+                    ],
                 )
-                pipe.expire(key, self.settings.session_ttl_s)
-                await pipe.execute()
+            except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith("LIMIT "):
+                    raise LimitExceeded(
+                        f"Too many sessions: the limit of {most} live sessions is reached; "
+                        "end one (HTTP DELETE) or wait for one to expire",
+                        {"limit": "sessions", "max": most},
+                    ) from None
+                raise InternalError(f"could not create session: {exc}") from exc
         return session
 
     async def get(self, sid: str) -> Session | None:
         """The session, its idle timer renewed; None when unknown, expired or deleted."""
-        key = self.keys.session(sid)
         with translated():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(key)
-                pipe.expire(key, self.settings.session_ttl_s, xx=True)
-                h, _ = await pipe.execute()
-        if not h:
+            flat = cast(
+                list[str],
+                await self._touch(
+                    keys=[self.keys.session(sid)],
+                    args=[self.settings.session_ttl_s * 1000, self.keys.prefix],
+                ),
+            )
+        if not flat:
             return None
+        h = dict(zip(flat[::2], flat[1::2], strict=True))
         return Session(
             sid,
             h["protocol_version"],
@@ -82,5 +145,6 @@ class Sessions:
         )
 
     async def delete(self, sid: str) -> bool:
+        # The principal's session set keeps the id until it is next pruned (at its limit).
         with translated():
             return bool(await self.redis.delete(self.keys.session(sid)))

@@ -39,8 +39,9 @@ class Settings(BaseSettings):
 
     task_ttl_default_ms: int = Field(3_600_000, gt=0)
     """Retention of a finished task when the client asks for none."""
-    task_ttl_max_ms: int = Field(86_400_000, gt=0)
-    """Upper bound on any requested ``ttl``."""
+    task_ttl_max_ms: int = Field(14_400_000, gt=0)
+    """Upper bound on any requested ``ttl`` (how long a finished task and its result stay in
+    Redis): a client cannot keep what it stored for longer."""
     poll_interval_ms: int = Field(1_000, gt=0)
     """The ``pollInterval`` suggested to clients."""
     plain_call_ttl_ms: int = Field(60_000, gt=0)
@@ -81,6 +82,22 @@ class Settings(BaseSettings):
     """Tasks (and plain calls) an owner may have running or queued at once."""
     max_creates_per_minute: int = Field(6_000, gt=0)
     """Task creations (and plain calls) per owner per clock minute."""
+    max_bytes_per_owner: int = Field(64 * 1024 * 1024, gt=0)
+    """Bytes an owner may hold in Redis at once: its task records with their results,
+    arguments waiting in the queue, questions and events (see ``bridge.keys``). A create
+    beyond it fails (``-32000``), and a result that would exceed it fails its task."""
+    max_sessions_per_principal: int = Field(1_000, gt=0)
+    """Live sessions per authenticated principal; an ``initialize`` beyond it is refused
+    (``-32000``). Unauthenticated callers cannot be told apart, so they share this limit."""
+    max_progress_token_bytes: int = Field(256, gt=0)
+    """Largest ``progressToken``, as JSON; a request with a larger one is refused
+    (``-32602``) rather than echoed in every progress notification."""
+    max_client_info_chars: int = Field(128, gt=0)
+    """A session keeps its client's ``clientInfo`` name and version cut to this length, and
+    nothing else of it (nor of the client's capabilities beyond what the bridge reads)."""
+    replay_page_events: int = Field(100, gt=0, le=10_000)
+    """Events read from Redis at a time when a stream resumes with ``Last-Event-ID``, so a
+    resume of a long stream holds one page in memory, not the whole stream."""
 
     auth_tokens: Annotated[dict[str, str], NoDecode] = {}
     """Static bearer tokens, ``token:principal,token:principal``. Setting these (or a JWT
@@ -162,6 +179,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.task_ttl_default_ms > self.task_ttl_max_ms:
             raise ValueError("task_ttl_default_ms must not exceed task_ttl_max_ms")
+        if self.max_bytes_per_owner < self.max_result_bytes + self.max_argument_bytes:
+            # Otherwise a call within the other limits could never store its result.
+            raise ValueError(
+                "max_bytes_per_owner must be at least max_result_bytes + max_argument_bytes"
+            )
         return self
 
     @property

@@ -93,6 +93,18 @@ class Tasks:
             raise InvalidParams("task.ttl must be a non-negative number of milliseconds")
         return int(min(max(requested, MIN_TTL_MS), self.settings.task_ttl_max_ms))
 
+    def check_progress_token(self, token: str | int | None) -> None:
+        """Refuse a ``progressToken`` larger than the limit: it would be stored with the task
+        and copied into every progress notification."""
+        if token is None:
+            return
+        size = len(json.dumps(token).encode())
+        if size > self.settings.max_progress_token_bytes:
+            raise InvalidParams(
+                f"progressToken too large: {size} bytes as JSON (at most "
+                f"{self.settings.max_progress_token_bytes})"
+            )
+
     def invalid_arguments(self, declared: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """The ``CallToolResult`` to answer when the arguments do not fit the schema.
         Raises InvalidParams when they are too large to be worth reading."""
@@ -123,6 +135,7 @@ class Tasks:
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it.
         (With the broker in the registry's Redis, both are one step: ``bridge.dispatch``.)"""
+        self.check_progress_token(progress_token)
         task_id = task_id or new_task_id()
         celery_id = str(uuid.uuid4())
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}

@@ -48,6 +48,9 @@ def test_env(redis_db: int) -> dict[str, str]:
         "MCP_BRIDGE_QUEUE": f"mcpt-{run}",
         "MCP_BRIDGE_TOOL_MODULES": "workers.examples,tests.tools",
         "MCP_BRIDGE_POLL_INTERVAL_MS": "500",
+        # The tests open sessions without deleting them, all unauthenticated (so counted
+        # together): the limit is tested on bridges of its own (tests/test_quotas.py).
+        "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "100000",
     }
 
 

@@ -26,6 +26,10 @@ from workers import runtime
 
 log = logging.getLogger(__name__)
 
+#: Longest failure message kept: an exception's text may quote the call's arguments, and it
+#: becomes the task's status message, its result and an event.
+MAX_FAILURE_CHARS = 2_000
+
 
 def _ids(request: Any) -> tuple[str, str] | None:
     """The MCP ids the bridge put in the message headers (Celery exposes custom headers as
@@ -89,6 +93,8 @@ def _on_failure(
         return
     # The tool raised: a tool result with isError (``completed`` in 2026-07-28).
     message = f"{type(exception).__name__}: {exception}"
+    if len(message) > MAX_FAILURE_CHARS:
+        message = message[:MAX_FAILURE_CHARS] + f"... ({len(message)} characters)"
     _move(request, TaskStatus.FAILED, message, result=_error_result(message))
 
 

@@ -11,6 +11,9 @@
 -- ARGV[15] "1" when the caller can answer questions the tool asks (elicitation)
 -- KEYS[6] the Celery queue (list)  ARGV[16] the Celery message to push onto it, or "" when
 -- the bridge publishes through Celery itself (a broker other than this Redis)
+-- KEYS[7] the owner's usage (hash: "total" and task id -> bytes charged)
+-- KEYS[8] when each charged task's bytes leave Redis (zset: task id -> ms, inf while running)
+-- ARGV[17] most bytes an owner may hold
 -- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call again (a client retry of a script whose reply was lost): it happened
@@ -40,6 +43,25 @@ if redis.call('ZCARD', KEYS[4]) >= most then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The byte budget: tasks whose record has expired no longer count (at most 100 are dropped
+-- per create, so the cost stays bounded; the rest go on the next creates).
+for _, tid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, 100)) do
+  local freed = tonumber(redis.call('HGET', KEYS[7], tid) or '0')
+  redis.call('HINCRBY', KEYS[7], 'total', -freed)
+  redis.call('HDEL', KEYS[7], tid)
+  redis.call('ZREM', KEYS[8], tid)
+end
+-- What this create stores: the record (its fields, and about 200 bytes of numbers and
+-- field names) and the queued message with the arguments.
+local charge = 200 + #ARGV[1] + #ARGV[2] + #ARGV[3] + #ARGV[4] + #ARGV[8] + #ARGV[14] + #ARGV[16]
+if tonumber(redis.call('HGET', KEYS[7], 'total') or '0') + charge > tonumber(ARGV[17]) then
+  return redis.error_reply('LIMIT bytes ' .. ARGV[17])
+end
+redis.call('HINCRBY', KEYS[7], 'total', charge)
+redis.call('HSET', KEYS[7], ARGV[1], charge)
+redis.call('ZADD', KEYS[8], 'inf', ARGV[1])
+redis.call('PEXPIRE', KEYS[7], ARGV[9])
+redis.call('PEXPIRE', KEYS[8], ARGV[9])
 redis.call('INCR', KEYS[5])
 redis.call('PEXPIRE', KEYS[5], 61000)
 redis.call('ZADD', KEYS[4], now, ARGV[1])

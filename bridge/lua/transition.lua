@@ -19,6 +19,10 @@
 -- ``input_required`` (a progress report keeps its text; other messages name the question).
 -- Questions withdrawn by the call (ARGV[15], or all pending ones at a terminal status) are
 -- named in the event (``withdrawn``), so the streams that carried them can take them back.
+-- ARGV[16] most bytes the task's owner may hold: what the call stores (result, error,
+--   question, and the event, or the message of an unlisted task) is charged to the owner's
+--   usage (``<prefix>:owner:<owner>:usage``, see create.lua); a result that would exceed it
+--   is replaced by a short error, and the task fails
 -- KEYS[3] (optional) the lease set: the call then applies only when the lease of task
 --   ARGV[12] has expired by the server clock, and drops that lease. The reaper fails lost
 --   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
@@ -50,7 +54,7 @@ if ARGV[15] ~= '' then
   withdrawn[1] = ARGV[15]
 end
 local status = ARGV[1]
-local message = ARGV[2]
+local message, result, err = ARGV[2], ARGV[3], ARGV[4]
 if status == 'working' and redis.call('EXISTS', inputs) == 1 then
   status = 'input_required'
   if ARGV[10] == '' then
@@ -61,6 +65,20 @@ if status == 'working' and redis.call('EXISTS', inputs) == 1 then
         and type(request.params.message) == 'string' then
       message = 'waiting for input: ' .. request.params.message
     end
+  end
+end
+local prefix = string.match(KEYS[1], '^(.*):task:[^:]+$')
+local usage = prefix .. ':owner:' .. (redis.call('HGET', KEYS[1], 'owner') or '') .. ':usage'
+local task_id = redis.call('HGET', KEYS[1], 'id')
+local charged = redis.call('HEXISTS', usage, task_id) == 1
+local terminal = status == 'completed' or status == 'failed' or status == 'cancelled'
+if charged and terminal and result ~= '' then
+  local used = tonumber(redis.call('HGET', usage, 'total') or '0')
+  if used + #result + #err > tonumber(ARGV[16]) then
+    message = 'the result (' .. #result .. ' bytes) exceeds the storage budget of its owner ('
+      .. ARGV[16] .. ' bytes); free some by letting finished tasks expire'
+    result = cjson.encode({content = {{type = 'text', text = message}}, isError = true})
+    status = 'failed'
   end
 end
 local progressed = false
@@ -74,21 +92,20 @@ end
 if progressed then redis.call('HSET', KEYS[1], 'progress', ARGV[10], 'total', ARGV[11]) end
 redis.call('HSET', KEYS[1], 'status', status, 'updated', now)
 if message ~= '' then redis.call('HSET', KEYS[1], 'message', message) end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
+if result ~= '' then redis.call('HSET', KEYS[1], 'result', result) end
+if err ~= '' then redis.call('HSET', KEYS[1], 'error', err) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[5]) end
 if ARGV[13] ~= '' then
   redis.call('HSET', inputs, ARGV[13], ARGV[14])
   redis.call('PEXPIRE', inputs, ARGV[7])
 end
-if status == 'completed' or status == 'failed' or status == 'cancelled' then
+if terminal then
   redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl'))
   for _, key in ipairs(redis.call('HKEYS', inputs)) do withdrawn[#withdrawn + 1] = key end
   redis.call('DEL', inputs)
   -- A finished task holds no lease: dropping it here saves the worker a round trip.
   -- (The lease set is ``<prefix>:leases`` beside ``<prefix>:task:<id>``.)
-  local prefix = string.match(KEYS[1], '^(.*):task:[^:]+$')
-  redis.call('ZREM', prefix .. ':leases', redis.call('HGET', KEYS[1], 'id'))
+  redis.call('ZREM', prefix .. ':leases', task_id)
 end
 local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed',
   'tool', 'celery_id')
@@ -98,7 +115,7 @@ if ARGV[13] ~= '' then
   task.input = {key = ARGV[13], request = cjson.decode(ARGV[14])}
   if r[7] == '1' then
     -- (Beside ``<prefix>:task:<id>`` as ``<prefix>:owner:<owner>:asking``, see bridge.keys.)
-    local asking = string.match(KEYS[1], '^(.*):task:[^:]+$') .. ':owner:' .. r[2] .. ':asking'
+    local asking = prefix .. ':owner:' .. r[2] .. ':asking'
     redis.call('SADD', asking, r[1])
     redis.call('PEXPIRE', asking, ARGV[7])
   end
@@ -114,6 +131,21 @@ local event_id = ''
 if r[7] == '1' then
   event_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'task', body)
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+if charged then
+  -- Charged until the record expires (an event may leave the stream earlier: the
+  -- accounting errs on the side of the other owners).
+  local charge = #result + #err + #ARGV[14]
+  if cur ~= status or ARGV[13] ~= '' then
+    -- Progress reports and message updates are not charged: a long task sends them by
+    -- the thousand, and the stream's length bound (MAXLEN) keeps them in check.
+    charge = charge + ((r[7] == '1') and #body or #message)
+  end
+  redis.call('HINCRBY', usage, task_id, charge)
+  redis.call('HINCRBY', usage, 'total', charge)
+  if terminal then
+    redis.call('ZADD', usage .. ':expiry', now + tonumber(r[5]), task_id)
+  end
 end
 redis.call('PUBLISH', ARGV[8], cjson.encode({owner = r[2], id = event_id, task = task}))
 return {1, status, event_id, r[8] or '', r[9] or '', r[2] or ''}

@@ -1,0 +1,26 @@
+-- Open a session, unless its principal already has the most sessions allowed.
+-- KEYS[1] session hash   KEYS[2] the principal's sessions (zset: session id -> created ms)
+-- ARGV[1] session id  ARGV[2] most sessions per principal  ARGV[3] session TTL ms
+-- ARGV[4] session hash key prefix (to find which sessions have ended)
+-- ARGV[5..] the session hash, as field, value pairs
+-- Returns the created time (ms), or the error "LIMIT sessions <limit>".
+local most = tonumber(ARGV[2])
+if redis.call('ZCARD', KEYS[2]) >= most then
+  -- Only at the limit is the set pruned of sessions deleted or expired, so an initialize
+  -- costs O(1) until then and O(limit) at worst.
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if redis.call('EXISTS', ARGV[4] .. sid) == 0 then
+      redis.call('ZREM', KEYS[2], sid)
+    end
+  end
+  if redis.call('ZCARD', KEYS[2]) >= most then
+    return redis.error_reply('LIMIT sessions ' .. ARGV[2])
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'created', now, unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return now
