@@ -4,10 +4,12 @@ from ``initialize``, task-augmented ``tools/call``, ``tasks/get|list|result|canc
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bridge.audit import audit
 from bridge.errors import InvalidParams, McpError, MethodNotFound
+from bridge.jsonrpc import error_response
 from bridge.protocol import (
     INSTRUCTIONS,
     LEGACY_VERSIONS,
@@ -24,11 +26,11 @@ from bridge.protocol import (
     string,
     tool_error,
 )
+from bridge.questions import INPUT_ID_PREFIX, RELATED_TASK, Delivery, task_questions
 from bridge.records import TaskRecord, TaskStatus
 from bridge.sessions import Session, Sessions
 from bridge.tasks import Tasks
 
-RELATED_TASK = "io.modelcontextprotocol/related-task"
 #: The JSON-RPC error ``tasks/result`` answers for a cancelled task (the spec leaves it open).
 TASK_CANCELLED_CODE = -32603
 
@@ -53,10 +55,6 @@ def status_notification(record: TaskRecord) -> dict[str, Any]:
 
 def can_elicit(session: Session) -> bool:
     return isinstance(session.client_capabilities.get("elicitation"), dict)
-
-
-#: The JSON-RPC ids of a tool's questions: ``mcp-input:<task id>:<key>`` (bridge.questions).
-INPUT_ID_PREFIX = "mcp-input:"
 
 
 def tasks_enabled(session: Session) -> bool:
@@ -191,10 +189,37 @@ class LegacyProtocol:
             return {"task": render_task(record)}
         if invalid is not None:
             return invalid
+        # Streamed, a plain call can also carry its tool's questions (and their withdrawal):
+        # the elicitation/create requests go out on the call's own response stream.
+        asks = call.notify is not None and can_elicit(_session(call))
         final = await self.tasks.run_plain(
-            call.owner, declared, arguments, call.request_id, progress_reporter(call, params)
+            call.owner,
+            declared,
+            arguments,
+            call.request_id,
+            _plain_listener(call, params, asks),
+            can_ask=asks,
         )
         return _payload(final)
+
+    async def result_stream(
+        self, call: Call, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The messages of a ``tasks/result`` SSE stream: the task's questions (and their
+        withdrawals) while it runs, then the response."""
+        try:
+            if call.session is not None and can_elicit(call.session):
+                record = await self.tasks.find(call, string(params, "taskId"))
+                async for message in task_questions(self.tasks, record.id):
+                    yield message
+            reply = {
+                "jsonrpc": "2.0",
+                "id": call.request_id,
+                "result": await self.tasks_result(call, params),
+            }
+        except Exception as exc:
+            reply = error_response(exc, call.request_id)
+        yield reply
 
     # -- tasks -----------------------------------------------------------------------------
     async def _owned(self, call: Call, params: dict[str, Any]) -> TaskRecord:
@@ -229,6 +254,26 @@ class LegacyProtocol:
         final = await self.tasks.wait_terminal(record.id)
         audit("task.result", call, task=record.id, status=final.status)
         return _payload(final, related=True)
+
+
+def _plain_listener(
+    call: Call, params: dict[str, Any], asks: bool
+) -> Callable[[TaskRecord], None] | None:
+    """What a streamed plain call sends of its hidden task's changes: progress reports (when
+    the request has a progressToken) and questions with their withdrawals (when it may ask)."""
+    progress = progress_reporter(call, params)
+    notify = call.notify
+    if not asks or notify is None:
+        return progress
+    delivery = Delivery(related=False)  # the hidden task is no task of the client's
+
+    def listen(record: TaskRecord) -> None:
+        if progress is not None:
+            progress(record)
+        for message in delivery.questions(record.id, record.inputs) + delivery.withdrawals(record):
+            notify(message)
+
+    return listen
 
 
 def task_progress(record: TaskRecord) -> dict[str, Any] | None:

@@ -16,18 +16,23 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.jsonrpc import error_response
-from bridge.legacy import INPUT_ID_PREFIX, RELATED_TASK, LegacyProtocol, can_elicit
-from bridge.protocol import Call, string
 from bridge.records import TaskRecord
 from bridge.tasks import WAIT_RECHECK_S, Tasks
 
+RELATED_TASK = "io.modelcontextprotocol/related-task"
+#: Questions are JSON-RPC requests to the client with ids ``mcp-input:<task id>:<key>``.
+INPUT_ID_PREFIX = "mcp-input:"
 
-def question(task_id: str, key: str, request: dict[str, Any]) -> dict[str, Any]:
+
+def question(
+    task_id: str, key: str, request: dict[str, Any], *, related: bool = True
+) -> dict[str, Any]:
     """Question ``key`` of a task as a JSON-RPC request to the client; the id names the task
-    and the question, so any bridge can route the answer (``LegacyProtocol.response``)."""
+    and the question, so any bridge can route the answer (``LegacyProtocol.response``).
+    ``related``: it names its task (not for the hidden task behind a plain call)."""
     params = dict(request["params"])
-    params["_meta"] = {RELATED_TASK: {"taskId": task_id}}
+    if related:
+        params["_meta"] = {RELATED_TASK: {"taskId": task_id}}
     return {
         "jsonrpc": "2.0",
         "id": f"{INPUT_ID_PREFIX}{task_id}:{key}",
@@ -44,13 +49,16 @@ def _order(event_id: str) -> tuple[int, int]:
 class Delivery:
     """What one stream has carried: each question once, and the withdrawal of those."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, related: bool = True) -> None:
         self._sent: dict[str, set[str]] = {}  # task id -> ids of its questions sent
+        self.related = related
 
     def questions(self, task_id: str, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         """The questions of ``inputs`` (key -> request) this stream has not carried yet."""
         sent = self._sent.setdefault(task_id, set())
-        fresh = [question(task_id, key, request) for key, request in inputs.items()]
+        fresh = [
+            question(task_id, key, request, related=self.related) for key, request in inputs.items()
+        ]
         fresh = [message for message in fresh if message["id"] not in sent]
         sent.update(message["id"] for message in fresh)
         return fresh
@@ -64,11 +72,12 @@ class Delivery:
             request_id = f"{INPUT_ID_PREFIX}{record.id}:{key}"
             if request_id in sent:
                 sent.discard(request_id)
-                params = {
+                params: dict[str, Any] = {
                     "requestId": request_id,
                     "reason": f"the question was withdrawn: {record.message or record.status}",
-                    "_meta": {RELATED_TASK: {"taskId": record.id}},
                 }
+                if self.related:
+                    params["_meta"] = {RELATED_TASK: {"taskId": record.id}}
                 messages.append(
                     {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
                 )
@@ -109,27 +118,7 @@ class SessionQuestions:
         return messages + self.delivery.withdrawals(record)
 
 
-async def result_stream(
-    legacy: LegacyProtocol, call: Call, params: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
-    """The messages of a ``tasks/result`` SSE stream: the task's questions (and their
-    withdrawals) while it runs, then the response."""
-    try:
-        if call.session is not None and can_elicit(call.session):
-            record = await legacy.tasks.find(call, string(params, "taskId"))
-            async for message in _task_questions(legacy.tasks, record.id):
-                yield message
-        reply = {
-            "jsonrpc": "2.0",
-            "id": call.request_id,
-            "result": await legacy.tasks_result(call, params),
-        }
-    except Exception as exc:
-        reply = error_response(exc, call.request_id)
-    yield reply
-
-
-async def _task_questions(tasks: Tasks, task_id: str) -> AsyncIterator[dict[str, Any]]:
+async def task_questions(tasks: Tasks, task_id: str) -> AsyncIterator[dict[str, Any]]:
     """Until the task ends: its pending questions, each once, and their withdrawals."""
     delivery = Delivery()
     while True:

@@ -200,6 +200,8 @@ class Tasks:
         arguments: dict[str, Any],
         request_id: Any = None,
         on_change: Callable[[TaskRecord], None] | None = None,
+        *,
+        can_ask: bool = False,
     ) -> TaskRecord:
         """Run a tool call on a worker and wait for its end, calling ``on_change`` with each
         change the worker announces (its progress reports, every one of them). If the caller
@@ -216,6 +218,7 @@ class Tasks:
                 listed=False,
                 hidden=True,
                 task_id=task_id,
+                can_ask=can_ask,
             )
             return await self._follow(record, events, request_id, on_change)
 
@@ -235,9 +238,10 @@ class Tasks:
                     event = await asyncio.wait_for(events.get(), WAIT_RECHECK_S)
                 except TimeoutError:
                     event = None  # re-read, in case an announcement was lost
-                if event is not None and not event.task.status.terminal:
-                    on_change(event.task)
-                    continue
+                if event is not None:
+                    on_change(event.task)  # a terminal one too: it may withdraw questions
+                    if not event.task.status.terminal:
+                        continue
                 final = await self.registry.get(record.id)
                 if final is None:
                     raise InvalidParams(f"Task not found: {record.id}")

@@ -49,7 +49,7 @@ from bridge.legacy import (
 from bridge.metrics import Metrics
 from bridge.modern import ModernProtocol, is_modern
 from bridge.protocol import LEGACY_VERSIONS, Call, Handler
-from bridge.questions import SessionQuestions, result_stream
+from bridge.questions import SessionQuestions
 from bridge.sessions import Session
 from bridge.settings import Settings
 
@@ -283,7 +283,7 @@ class Transport:
             return JsonResponse(error_response(error, msg_id))
         call = Call(owner=session.owner, request_id=msg_id, session=session)
         if sse_ok and method == "tasks/result":  # the task's questions travel on it too
-            return _sse(result_stream(self.legacy, call, params or {}), self.settings.sse_ping_s)
+            return _sse(self.legacy.result_stream(call, params or {}), self.settings.sse_ping_s)
         if sse_ok and self.legacy.is_slow(session, method, params or {}):
             return _sse(self._answer(handler, call, params or {}), self.settings.sse_ping_s)
         try:

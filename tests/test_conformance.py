@@ -135,22 +135,8 @@ NOT_APPLICABLE_CHECKS: dict[tuple[str, str], str] = {
     ),
 }
 
-PLAIN_ELICITATION = (
-    "bridge: a plain (non-task) tools/call cannot elicit: TaskService.run_plain starts its "
-    "record with can_ask false, so ctx.ask raises InputUnavailable and no elicitation/create "
-    "reaches the client (not one of issue 11's items)"
-)
 #: Scenarios failing for a bridge bug: (suite version, era, scenario) -> the diagnosis.
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    **{
-        (suite, LEGACY, scenario): PLAIN_ELICITATION
-        for suite in (STABLE, ALPHA)
-        for scenario in (
-            "tools-call-elicitation",
-            "elicitation-sep1034-defaults",
-            "elicitation-sep1330-enums",
-        )
-    },
     (ALPHA, MODERN, "http-custom-header-server-validation"): (
         "bridge gap: no x-mcp-header parameters and no Mcp-Param-* header validation "
         "(SEP-2243 custom headers; pending in the suite)"

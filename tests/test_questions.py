@@ -15,6 +15,9 @@ import anyio
 import httpx
 import pytest
 from httpx_sse import EventSource
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.context import RequestContext
 
 from tests import schema
 from tests.client import RawClient, connect
@@ -281,3 +284,91 @@ async def test_a_timed_out_question_leaves_input_requests_modern(bridge: str) ->
         await client.request("tasks/update", {"taskId": task_id, "inputResponses": responses})
         final = await client.wait_status(task_id, {"completed", "failed", "cancelled"})
     assert final["result"]["content"][0]["text"] == "Stay?=here; Go?=no answer"
+
+
+# -- a plain call's questions (2025-11-25): on the call's own response stream ----------------
+
+
+@contextlib.asynccontextmanager
+async def _plain_call(
+    client: RawClient, tool: str, arguments: dict[str, Any]
+) -> AsyncIterator[Messages]:
+    """A plain ``tools/call`` answered as SSE, as its messages (schema-checked); the response
+    is the message with id "call"."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": "call",
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+    async with client.http.stream(
+        "POST",
+        client.url,
+        content=json.dumps(body),
+        headers=client.headers(),
+        timeout=httpx.Timeout(5, read=None),
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+
+        async def messages() -> Messages:
+            async for event in EventSource(response).aiter_sse():
+                message = json.loads(event.data)
+                if message.get("id") == "call" and "method" not in message:
+                    schema.check_response("tools/call", message)
+                else:
+                    schema.check_server_message(message)
+                yield message
+
+        yield messages()
+
+
+async def test_a_plain_call_asks_on_its_response_stream(bridge: str) -> None:
+    async with connect(bridge, capabilities=ELICITATION) as client:
+        async with _plain_call(client, "ask_once", {"question": "Name?"}) as messages:
+            question = await anext(messages)
+            assert question["method"] == "elicitation/create"
+            assert question["params"]["message"] == "Name?"
+            # A plain call has no task the client knows: its question names none.
+            assert "_meta" not in question["params"]
+            await _answer(client, question, "Ada")
+            response = await anext(messages)
+    assert response["result"]["content"][0]["text"] == "accept: Ada"
+
+
+async def test_a_plain_calls_question_is_withdrawn_before_its_response(bridge: str) -> None:
+    async with connect(bridge, capabilities=ELICITATION) as client:
+        async with _plain_call(client, "ask_once", {"question": "Q?", "timeout": 1}) as messages:
+            question = await anext(messages)
+            withdrawn = await anext(messages)
+            response = await anext(messages)
+    assert withdrawn["method"] == "notifications/cancelled"
+    assert withdrawn["params"]["requestId"] == question["id"]
+    assert response["result"]["content"][0]["text"] == "no answer"
+
+
+async def test_a_plain_call_asks_nobody_without_elicitation(bridge: str) -> None:
+    async with connect(bridge) as client:
+        result = await client.call(
+            "tools/call", {"name": "ask_once", "arguments": {"question": "?"}}
+        )
+    assert result["content"][0]["text"] == "nobody to ask"
+
+
+async def test_the_sdk_client_answers_a_plain_call(bridge: str) -> None:
+    asked: list[str] = []
+
+    async def elicit(
+        context: RequestContext[ClientSession, Any], params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"text": "from the SDK"})
+
+    async with (
+        streamable_http_client(bridge) as (read, write, _),
+        ClientSession(read, write, elicitation_callback=elicit) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool("ask_once", {"question": "Who?"})
+    assert asked == ["Who?"]
+    assert isinstance(result.content[0], types.TextContent)
+    assert result.content[0].text == "accept: from the SDK"

@@ -96,3 +96,18 @@ def ask_two(first: str, second: str, timeout: float = 60.0, second_timeout: floa
     for thread in threads:
         thread.join()
     return f"{first}={answers.get(first)}; {second}={answers.get(second)}"
+
+
+@tool(task_support="optional")
+def ask_once(question: str, timeout: float = 30.0) -> str:
+    """Ask `question` (a text answer) and return the answer, or what happened instead."""
+    from workers.context import InputTimeout, InputUnavailable, current
+
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    try:
+        answer = current().ask(question, schema, timeout=timeout)
+    except InputUnavailable:
+        return "nobody to ask"
+    except InputTimeout:
+        return "no answer"
+    return f"{answer.action}: {(answer.content or {}).get('text', '')}"
