@@ -10,6 +10,7 @@ import binascii
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from bridge import param_headers
 from bridge.audit import audit
 from bridge.errors import (
     HeaderMismatch,
@@ -174,6 +175,9 @@ class ModernProtocol:
         capabilities = check_request(headers, method, params)
         if method not in self.handlers and method != "subscriptions/listen":
             raise MethodNotFound(f"Method not found: {method}")
+        if method == "tools/call":
+            mirrored = self.tasks.mirrored.get(str(params.get("name")), {})
+            param_headers.check(headers, mirrored, params.get("arguments"))
         call = Call(owner=owner, request_id=request_id, client_capabilities=capabilities)
         if method in TASK_METHODS and not self.declares_tasks(call):
             raise _missing_tasks()

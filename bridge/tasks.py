@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bridge import logs
+from bridge import logs, param_headers
 from bridge.audit import audit
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError, InvalidParams, McpError, execution_error
@@ -67,6 +67,11 @@ class Tasks:
         # In the order the tools were declared, as the SDK servers list them: a tool
         # module's author decides what a client sees first.
         self.tool_names = list(tools)
+        #: Arguments each tool mirrors into ``Mcp-Param-*`` headers (a tool that declares
+        #: them wrongly stops the bridge here, at start, rather than confusing clients).
+        self.mirrored = {
+            name: param_headers.declared(t.input_schema, name) for name, t in tools.items()
+        }
 
     def tool_page(self, cursor: Any, *, with_execution: bool) -> dict[str, Any]:
         """One page of ``tools/list`` (tools in declaration order, opaque offset cursors)."""

@@ -8,9 +8,9 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers import InputUnavailable, current, tool
 
@@ -278,3 +278,13 @@ def multi_input() -> str:
             ["First value?", "Second value?"],
         )
     return f"got {first.content} and {second.content}"
+
+
+@tool(task_support="optional")
+def regional_echo(
+    region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+    text: str = "",
+) -> str:
+    """Echo `text` in `region`, which clients mirror into Mcp-Param-Region
+    (http-custom-header-server-validation)."""
+    return f"{region}: {text}"

@@ -136,12 +136,7 @@ NOT_APPLICABLE_CHECKS: dict[tuple[str, str], str] = {
 }
 
 #: Scenarios failing for a bridge bug: (suite version, era, scenario) -> the diagnosis.
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    (ALPHA, MODERN, "http-custom-header-server-validation"): (
-        "bridge gap: no x-mcp-header parameters and no Mcp-Param-* header validation "
-        "(SEP-2243 custom headers; pending in the suite)"
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -312,3 +312,40 @@ async def test_closing_the_response_stream_cancels_a_plain_call(
     with anyio.fail_after(10):
         while redis_client.hget(key, "status") != "cancelled":
             await anyio.sleep(0.05)
+
+
+# -- Mcp-Param-* headers (SEP-2243) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "params", "expected"),
+    [
+        ({"region": "eu-west"}, {"Region": "eu-west"}, (200, None)),
+        ({"region": "eu-west"}, {"region": "eu-west"}, (200, None)),  # any case of the name
+        ({"region": "zürich"}, {"Region": "=?base64?esO8cmljaA==?="}, (200, None)),
+        # Without the exact wrapper a value is literal.
+        ({"region": "ZXU="}, {"Region": "ZXU="}, (200, None)),
+        ({"region": "eu", "shard": 42}, {"Region": "eu", "Shard": "42.0"}, (200, None)),
+        ({"region": "eu"}, {}, (400, -32020)),
+        ({"region": "eu"}, {"Region": "us"}, (400, -32020)),
+        ({"region": "eu", "shard": 42}, {"Region": "eu"}, (400, -32020)),
+        ({"region": "eu", "shard": 42}, {"Region": "eu", "Shard": "43"}, (400, -32020)),
+        ({"region": "Hello"}, {"Region": "=?base64?SGVsbG8?="}, (400, -32020)),
+        ({"region": "Hello"}, {"Region": "=?base64?SGVs!!!bG8=?="}, (400, -32020)),
+    ],
+)
+async def test_mirrored_arguments_must_match_their_headers(
+    bridge: str,
+    http: httpx.AsyncClient,
+    arguments: dict[str, Any],
+    params: dict[str, str],
+    expected: tuple[int, int | None],
+) -> None:
+    plain = ModernClient(bridge, http, tasks=False)
+    body, headers = plain.build("tools/call", {"name": "regional", "arguments": arguments})
+    headers.update({f"Mcp-Param-{k}": v for k, v in params.items()})
+    status, message = await plain.send(body, headers)
+    code = message["error"]["code"] if "error" in message else None
+    assert (status, code) == expected, message
+    if status == 200:
+        assert message["result"]["content"][0]["text"].startswith(arguments["region"])

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from bridge import param_headers
 from bridge.errors import InvalidParams
 from bridge.events import valid_event_id
 from bridge.guard import matches
@@ -371,3 +372,30 @@ def test_task_ids_are_long_url_safe_and_never_look_like_options() -> None:
     assert len(ids) == 5000
     assert all(len(i) == 32 and not i.startswith("-") for i in ids)
     assert all(set(i) <= set(string.ascii_letters + string.digits + "-_") for i in ids)
+
+
+@pytest.mark.parametrize(
+    "prop",
+    [
+        {"type": "string", "x-mcp-header": "Bad Name"},
+        {"type": "string", "x-mcp-header": ""},
+        {"type": "number", "x-mcp-header": "Ratio"},
+        {"type": "object", "x-mcp-header": "Blob"},
+        {"anyOf": [{"type": "string"}], "x-mcp-header": "Loose"},
+    ],
+)
+def test_a_tool_cannot_mirror_an_argument_the_spec_forbids(prop: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="x-mcp-header"):
+        param_headers.declared({"type": "object", "properties": {"p": prop}}, "t")
+
+
+def test_a_header_name_is_mirrored_once_whatever_its_case() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "x-mcp-header": "Region"},
+            "b": {"type": "string", "x-mcp-header": "region"},
+        },
+    }
+    with pytest.raises(ValueError, match="twice"):
+        param_headers.declared(schema, "t")

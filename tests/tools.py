@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from workers.tools import tool
 
@@ -111,3 +114,12 @@ def ask_once(question: str, timeout: float = 30.0) -> str:
     except InputTimeout:
         return "no answer"
     return f"{answer.action}: {(answer.content or {}).get('text', '')}"
+
+
+@tool(task_support="optional")
+def regional(
+    region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+    shard: Annotated[int, Field(json_schema_extra={"x-mcp-header": "Shard"})] = 0,
+) -> str:
+    """Name the region and shard, which clients mirror into Mcp-Param-* headers."""
+    return f"{region}/{shard}"

@@ -74,7 +74,8 @@ def catalogue() -> dict[str, Tool]:
 
 
 def _model_for(func: Callable[..., Any]) -> tuple[type[BaseModel], bool]:
-    hints = get_type_hints(func)
+    # With the extras: a parameter's ``Annotated[..., Field(...)]`` shapes its schema.
+    hints = get_type_hints(func, include_extras=True)
     params = list(inspect.signature(func).parameters.values())
     if len(params) == 1:
         only = hints.get(params[0].name)
