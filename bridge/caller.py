@@ -7,12 +7,16 @@ the session's DELETE. Ctrl-C cancels the task (``tasks/cancel``) before leaving.
 
 from __future__ import annotations
 
+import itertools
 import json
+import sys
 import time
 from typing import Any
 
 import click
 import httpx
+
+from bridge import forms
 
 VERSION = "2025-11-25"
 TERMINAL = ("completed", "failed", "cancelled")
@@ -23,7 +27,9 @@ class CallFailed(click.ClickException):
 
 
 class Client:
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, token: str | None, timeout: float = 30.0, *, asks: bool = False
+    ) -> None:
         headers = {
             "Accept": "application/json, text/event-stream",
             "Content-Type": "application/json",
@@ -31,6 +37,8 @@ class Client:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url
+        #: Whether a tool's questions are asked on this terminal (elicitation declared).
+        self.asks = asks
         self.http = httpx.Client(headers=headers, timeout=timeout)
         self.session: str | None = None
         #: The version ``initialize`` negotiated; sent on every later request.
@@ -58,12 +66,27 @@ class Client:
             raise CallFailed(f"cannot reach {self.url}: {exc}") from exc
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The result of ``method``. A streamed answer may carry the tool's questions first:
+        each is asked on the terminal and answered before the answer is read on."""
         self._next_id += 1
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
         if params is not None:
             message["params"] = params
-        response = self._post(message)
-        reply = _reply(response, self._next_id)
+        try:
+            with self.http.stream(
+                "POST",
+                self.url,
+                json=message,
+                headers=self._session_headers(),
+                timeout=httpx.Timeout(30.0, read=None),
+            ) as response:
+                if response.headers.get("content-type", "").startswith("text/event-stream"):
+                    reply = self._streamed(response, self._next_id)
+                else:
+                    response.read()
+                    reply = _reply(response, self._next_id)
+        except httpx.HTTPError as exc:
+            raise CallFailed(f"cannot reach {self.url}: {exc}") from exc
         if "error" in reply:
             error = reply["error"]
             raise CallFailed(f"{method}: {error.get('message')} ({error.get('code')})")
@@ -75,6 +98,42 @@ class Client:
 
     def notify(self, method: str) -> None:
         self._post({"jsonrpc": "2.0", "method": method})
+
+    def _streamed(self, response: httpx.Response, request_id: int) -> dict[str, Any]:
+        """The answer to ``request_id`` from an SSE response, serving what comes before it."""
+        data: list[str] = []
+        for line in itertools.chain(response.iter_lines(), [""]):  # read as it arrives
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+                continue
+            if line or not data:
+                continue
+            try:
+                message = json.loads("\n".join(data))
+            except ValueError:
+                raise CallFailed(f"not JSON on the stream: {data[0][:200]}") from None
+            data = []
+            if not isinstance(message, dict):
+                continue
+            if message.get("id") == request_id and "method" not in message:
+                return message
+            self._serve(message)
+        raise CallFailed(f"HTTP {response.status_code}: the stream ended without an answer")
+
+    def _serve(self, message: dict[str, Any]) -> None:
+        """A server message met on a stream: a question, its withdrawal, progress."""
+        method = message.get("method")
+        params = message.get("params") or {}
+        if method == "elicitation/create" and "id" in message:
+            if self.asks:
+                answer: dict[str, Any] = {"result": forms.ask(params)}
+            else:
+                answer = {"error": {"code": -32601, "message": "this client cannot ask"}}
+            self._post({"jsonrpc": "2.0", "id": message["id"], **answer})
+        elif method == "notifications/cancelled":
+            click.echo("  (the question was withdrawn)", err=True)
+        elif method == "notifications/progress" and params.get("message"):
+            click.echo(f"working: {params['message']}", err=True)
 
 
 def _reply(response: httpx.Response, request_id: int) -> dict[str, Any]:
@@ -108,7 +167,9 @@ def _texts(result: dict[str, Any]) -> str:
 
 def _status_line(task: dict[str, Any]) -> str:
     message = task.get("statusMessage")
-    return f"{task['status']}: {message}" if message else str(task["status"])
+    return (
+        f"{task['status']}: {message}" if message and message != task["status"] else task["status"]
+    )
 
 
 def call_tool(
@@ -116,13 +177,14 @@ def call_tool(
 ) -> int:
     """Run ``tool``; prints statuses to stderr and the result's text to stdout. Returns the
     exit status: 0 when the tool succeeded, 1 when it failed or was cancelled."""
-    client = Client(url, token)
+    # Questions are asked only where someone can answer them.
+    client = Client(url, token, asks=sys.stdin.isatty())
     try:
         initialized = client.request(
             "initialize",
             {
                 "protocolVersion": VERSION,
-                "capabilities": {},
+                "capabilities": {"elicitation": {"form": {}}} if client.asks else {},
                 "clientInfo": {"name": "mcp-celery-bridge call", "version": "1"},
             },
         )
@@ -141,6 +203,14 @@ def call_tool(
         click.echo(f"task {task_id}", err=True)
         try:
             task = _follow(client, created)
+            if task["status"] == "input_required":
+                # The spec's sequence: tasks/result delivers the pending questions (answered
+                # here), then the result.
+                result = client.request("tasks/result", {"taskId": task_id})
+                task = client.request("tasks/get", {"taskId": task_id})
+                click.echo(_status_line(task), err=True)
+                click.echo(_texts(result))
+                return 0 if task["status"] == "completed" else 1
         except KeyboardInterrupt:
             try:
                 task = client.request("tasks/cancel", {"taskId": task_id})
@@ -149,6 +219,8 @@ def call_tool(
                 task = client.request("tasks/get", {"taskId": task_id})
             click.echo(_status_line(task), err=True)
             return 130
+        if task["status"] == "cancelled":
+            return 1  # its line said so; a cancelled task has no result to print
         result = client.request("tasks/result", {"taskId": task_id})
         click.echo(_texts(result))
         return 0 if task["status"] == "completed" else 1
@@ -182,7 +254,7 @@ def _follow(client: Client, task: dict[str, Any]) -> dict[str, Any]:
         if line != last:
             click.echo(line, err=True)
             last = line
-        if task["status"] in TERMINAL:
+        if task["status"] in TERMINAL or (task["status"] == "input_required" and client.asks):
             return task
         time.sleep(max(0.1, task.get("pollInterval", 1000) / 1000))
         task = client.request("tasks/get", {"taskId": task["taskId"]})
