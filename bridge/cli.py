@@ -119,8 +119,9 @@ def dev(
     children = [dev_run.start("worker", dev_run.worker_command(concurrency, log_level), env, 6)]
     flower_url = None
     if not no_flower and dev_run.flower_installed():
-        children.append(dev_run.start("flower", dev_run.flower_command(flower_port), env, 6))
-        flower_url = f"http://127.0.0.1:{flower_port}"
+        flower_env, login = dev_run.flower_credentials(env)
+        children.append(dev_run.start("flower", dev_run.flower_command(flower_port), flower_env, 6))
+        flower_url = f"http://127.0.0.1:{flower_port}  ({login})"
     click.echo(dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True)
     # `kill` and a closed terminal end dev like Ctrl-C does, children included: uvicorn
     # re-raises SIGTERM after its shutdown, which by default would kill this process before

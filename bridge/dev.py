@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -118,6 +119,17 @@ def worker_command(concurrency: int, log_level: str) -> list[str]:
 
 def flower_command(port: int) -> list[str]:
     return _celery("flower", "--address=127.0.0.1", f"--port={port}")
+
+
+def flower_credentials(environ: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The environment for Flower and how to log in: Flower shows every worker and task, and
+    can revoke them, so it never runs without authentication. ``FLOWER_BASIC_AUTH``
+    (``user:password``) is kept when set; otherwise a password is made for this run."""
+    given = environ.get("FLOWER_BASIC_AUTH", "")
+    if given:
+        return {**environ}, f"user {given.split(':', 1)[0]}, password from FLOWER_BASIC_AUTH"
+    password = secrets.token_urlsafe(18)
+    return {**environ, "FLOWER_BASIC_AUTH": f"mcp:{password}"}, f"user mcp, password {password}"
 
 
 def banner(settings: Settings, url: str, flower_url: str | None) -> str:

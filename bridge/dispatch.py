@@ -20,12 +20,12 @@ from typing import Any
 
 import anyio.to_thread
 from celery import Celery
-from celery.utils.saferepr import saferepr
 from kombu.exceptions import KombuError, OperationalError
 
 from bridge.errors import DispatchError
 from bridge.settings import Settings
 from workers.app import celery_config
+from workers.tools import kwargs_repr
 
 
 class Dispatcher:
@@ -65,6 +65,7 @@ class Dispatcher:
         """The message ``publish`` would send, as kombu's Redis transport stores it in the
         queue's list (priority 0, the default exchange, routed by queue name)."""
         kwargs = _kwargs(arguments, headers)
+        shown = kwargs_repr(kwargs["mcp"])
         body = json.dumps(
             [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
         )
@@ -86,9 +87,7 @@ class Dispatcher:
                 "root_id": celery_id,
                 "parent_id": None,
                 "argsrepr": "()",
-                "kwargsrepr": saferepr(
-                    kwargs, 1024, maxlevels=self.celery.conf.task_repr_maxlevels
-                ),
+                "kwargsrepr": shown,
                 "origin": self._origin,
                 "ignore_result": True,
                 "replaced_task_nesting": 0,
@@ -98,6 +97,8 @@ class Dispatcher:
             },
             "properties": {
                 "correlation_id": celery_id,
+                # Celery's producer copies its publish options into the properties too.
+                "kwargsrepr": shown,
                 "reply_to": self._reply_to,
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": self.queue},
@@ -117,6 +118,7 @@ class Dispatcher:
                 kwargs=_kwargs(arguments, headers),
                 task_id=celery_id,
                 headers=headers,
+                kwargsrepr=kwargs_repr(_kwargs(arguments, headers)["mcp"]),
                 # Without this Celery subscribes to the result channel of every task it sends
                 # (two round trips and a pub/sub connection per thread): the registry holds
                 # the result, the backend never does.
@@ -150,12 +152,9 @@ class Dispatcher:
 
 
 def _kwargs(arguments: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-    # The MCP ids ride in the kwargs too, so Flower's task view shows them.
+    # The MCP ids ride in the kwargs too, so Flower's task view shows them. Not the owner:
+    # without authentication it is the session id, a bearer credential.
     return {
         "arguments": arguments,
-        "mcp": {
-            "task_id": headers["mcp_task_id"],
-            "tool": headers["mcp_tool"],
-            "owner": headers["mcp_owner"],
-        },
+        "mcp": {"task_id": headers["mcp_task_id"], "tool": headers["mcp_tool"]},
     }

@@ -14,7 +14,9 @@
     │   ├── HeaderMismatch       -32020     (2026-07-28) headers do not match the body
     │   ├── MissingCapability    -32021     (2026-07-28) the client must declare a capability
     │   └── UnsupportedVersion   -32022     (2026-07-28) unknown protocol version
-    └── HttpError(status, message)          a transport-level refusal (400, 403, 404, ...)
+    ├── HttpError(status, message)          a transport-level refusal (400, 403, 404, ...)
+    └── ToolFailed                          (workers) a run failed, its outcome already in
+                                            the registry: what Celery and Flower see of it
 
 Redis and Celery exceptions are translated where they are raised (``bridge.store``,
 ``bridge.dispatch``); everything above sees only these classes.
@@ -126,3 +128,8 @@ class HttpError(BridgeError):
         self.status = status
         self.message = message
         self.code = code
+
+
+class ToolFailed(BridgeError):
+    """Raised by a worker after recording a run's failure in the registry, so Celery (and
+    Flower) show the run failed without the tool's error text, which may quote arguments."""

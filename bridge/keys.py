@@ -16,6 +16,11 @@
 |                              |         | task ids created and maybe running; ended ones are |
 |                              |         | pruned when the owner reaches its in-flight limit  |
 | ``{p}:owner:{owner}:rate:{m}``| string | 61 s; creations by the owner in clock minute ``m`` |
+| ``{p}:owner:{owner}:running``| zset    | 2 x ``task_ttl_max_ms`` after a worker last took a |
+|                              |         | lease for the owner; task id -> start (ms): its    |
+|                              |         | tasks holding a worker (``max_running_per_owner``);|
+|                              |         | removed at the end (ended ones also pruned when a  |
+|                              |         | worker next takes a lease for the owner)           |
 | ``{p}:owner:{owner}:usage``  | hash    | 2 x ``task_ttl_max_ms`` after the last create or   |
 |                              |         | transition; bytes the owner holds: ``total``, and  |
 |                              |         | task id -> bytes charged for that task (below)     |
@@ -95,6 +100,10 @@ class Keys:
 
     def inflight(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:inflight"
+
+    def running(self, owner: str) -> str:
+        # Also built by transition.lua from the prefix and a task's owner.
+        return f"{self.prefix}:owner:{owner}:running"
 
     def rate(self, owner: str, minute: int) -> str:
         return f"{self.prefix}:owner:{owner}:rate:{minute}"

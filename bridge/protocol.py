@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -144,3 +145,21 @@ def tool_definition(declared: Any, *, with_execution: bool) -> dict[str, Any]:
     if with_execution:
         entry["execution"] = {"taskSupport": declared.task_support}
     return entry
+
+
+def non_finite(arguments: Any) -> str | None:
+    """Where ``arguments`` hold a NaN or an infinity (a dotted path), else None. JSON has no
+    such numbers (``bridge.jsonrpc`` refuses ``NaN`` and ``Infinity``), but a number beyond
+    a float's range, ``1e400``, parses to infinity; a tool handed one may loop forever
+    (``seconds=inf``), and no schema type says "finite". Iterative, so a deeply nested value
+    cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [("", arguments)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "arguments"
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), v) for key, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}" if where else str(i), v) for i, v in enumerate(value))
+    return None

@@ -422,16 +422,23 @@ class SyncRegistry(_Base):
 
     def take_lease(
         self, task_id: str, owner: str, worker: str, holder: str, lease_ms: int, max_runs: int
-    ) -> tuple[TaskStatus | None, int]:
+    ) -> tuple[TaskStatus | None, int, bool]:
         """Count a run of ``task_id`` by ``holder`` (``<worker> (pid <n>)``), lease it for
         ``lease_ms``, and announce the task ``working`` "running on <holder>": the task's
-        status (None when it is gone) and its runs so far. No lease is taken for a terminal
-        or missing task, nor for a run beyond ``max_runs``. One round trip."""
+        status (None when it is gone), its runs so far, and whether the run was refused
+        because ``owner`` already runs ``max_running_per_owner`` other tasks. No lease is
+        taken for a terminal or missing task, nor for a run beyond ``max_runs``, nor for a
+        refused one. One round trip."""
         with translated():
             reply = cast(
                 list[Any],
                 self._lease(
-                    keys=[self.keys.task(task_id), self.keys.leases(), self.keys.events(owner)],
+                    keys=[
+                        self.keys.task(task_id),
+                        self.keys.leases(),
+                        self.keys.events(owner),
+                        self.keys.running(owner),
+                    ],
                     args=[
                         task_id,
                         lease_ms,
@@ -442,10 +449,14 @@ class SyncRegistry(_Base):
                         self.settings.session_ttl_s * 1000,
                         self.keys.channel(),
                         f"running on {holder}",
+                        self.settings.max_running_per_owner,
+                        2 * self.settings.task_ttl_max_ms,
                     ],
                 ),
             )
         status, runs = (TaskStatus(reply[0]) if reply[0] else None), int(reply[1])
+        if len(reply) > 4:  # the owner is at its cap: no run, nothing announced
+            return status, runs, True
         if len(reply) > 2:  # the run was announced
             logs.transition(
                 task_id,
@@ -456,7 +467,7 @@ class SyncRegistry(_Base):
                 tool=str(reply[2]),
                 run=runs,
             )
-        return status, runs
+        return status, runs, False
 
     def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None:
         """Push the lease of ``task_id`` ``lease_ms`` ahead (one round trip); the task's

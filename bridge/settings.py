@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     """Largest tool result a worker stores; a larger one fails the call with a tool error."""
     max_inflight_per_owner: int = Field(1_000, gt=0)
     """Tasks (and plain calls) an owner may have running or queued at once."""
+    max_running_per_owner: int = Field(4, gt=0)
+    """Tasks (and plain calls) of one owner that workers run at once. A worker that picks up
+    one more puts it back on the queue for a moment instead (Celery state RETRY), so the
+    owner's other calls wait and other owners' calls get the free workers. Keep it below the
+    workers' total concurrency, or one owner can still hold them all."""
+    tool_time_limit_s: float = Field(3_600.0, gt=0)
+    """Longest run of a tool body (Celery's soft time limit; ``@tool(time_limit=...)``
+    overrides it per tool). Then ``SoftTimeLimitExceeded`` is raised in the body; a body
+    still running ``tool_kill_grace_s`` later is killed (the hard limit). Either way the
+    task is ``failed`` with a JSON-RPC error whose ``data.reason`` is ``time_limit``."""
+    tool_kill_grace_s: float = Field(10.0, gt=0)
+    """Seconds between a tool's time limit and the kill of its pool process."""
     max_creates_per_minute: int = Field(6_000, gt=0)
     """Task creations (and plain calls) per owner per clock minute."""
     max_bytes_per_owner: int = Field(64 * 1024 * 1024, gt=0)

@@ -24,6 +24,7 @@ from bridge.protocol import (
     decode_cursor,
     encode_cursor,
     explain,
+    non_finite,
     tool_definition,
     tool_error,
 )
@@ -118,6 +119,11 @@ class Tasks:
             raise InvalidParams(
                 f"Tool arguments too large: {size} bytes (at most "
                 f"{self.settings.max_argument_bytes})"
+            )
+        where = non_finite(arguments)
+        if where is not None:
+            return tool_error(
+                f"Invalid arguments for tool {declared.name}: {where}: not a finite number"
             )
         try:
             declared.validate(arguments)

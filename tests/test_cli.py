@@ -4,6 +4,7 @@ Ctrl-C; the `call` command it suggests; and the plain answer when Redis is not t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,9 +39,9 @@ def _cli(args: list[str], env: dict[str, str] | None, log: Path) -> subprocess.P
         )
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, auth: tuple[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, auth=auth).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -96,7 +97,12 @@ def test_dev_runs_bridge_worker_and_flower_and_ctrl_c_stops_them(
         assert tried.stdout.strip() == "slept 5s in 10 steps"
         assert "working: step " in tried.stderr and "completed" in tried.stderr
 
-        wait_for(lambda: _answers(f"http://127.0.0.1:{flower_port}/"), 30, "Flower")
+        # Flower asks for the password dev made and printed, and opens with it.
+        login = re.search(r"\(user mcp, password (\S+)\)", output)
+        assert login is not None, output
+        flower = f"http://127.0.0.1:{flower_port}/"
+        wait_for(lambda: _answers(flower, ("mcp", login.group(1))), 30, "Flower")
+        assert httpx.get(flower, timeout=5).status_code == 401
 
         worker_main = _children(dev.pid)  # the worker and Flower
         assert len(worker_main) == 2, "dev started no worker or no Flower"

@@ -123,3 +123,33 @@ def regional(
 ) -> str:
     """Name the region and shard, which clients mirror into Mcp-Param-* headers."""
     return f"{region}/{shard}"
+
+
+@tool(task_support="optional")
+def total(values: list[float], weights: dict[str, float] | None = None) -> float:
+    """Sum `values`, plus `weights`' values (nested numbers, for the finiteness check)."""
+    return sum(values) + sum((weights or {}).values())
+
+
+@tool(task_support="required")
+def stubborn(seconds: float) -> str:
+    """Busy-loop for `seconds`, ignoring the soft time limit (only the kill stops it)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            while time.monotonic() < deadline:
+                pass
+        except SoftTimeLimitExceeded:
+            continue
+    return "outlasted"
+
+
+@tool(task_support="required", time_limit=1.5)
+def hurried(seconds: float) -> str:
+    """Busy-loop for `seconds`; its own time limit is 1.5 s, whatever the setting says."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+    return "made it"

@@ -1,10 +1,11 @@
 """Celery signal handlers that move MCP tasks through their statuses.
 
-Which process fires what (prefork): ``task_success`` and a ``task_failure`` raised by the
-tool body fire in the pool child; ``task_revoked``, ``task_unknown`` and the
-``task_failure`` of a lost child (``WorkerLostError``) fire in the worker's main process.
-(The start of a run needs no signal: the worker's first registry call, ``take_lease`` in
-``workers.tools``, checks the status, leases the task and announces it, in one step.)
+Which process fires what (prefork): a ``task_failure`` raised in the pool child;
+``task_revoked``, ``task_unknown`` and the ``task_failure`` of a lost child
+(``WorkerLostError``) or of a hard time limit (``TimeLimitExceeded``) fire in the worker's
+main process. (The start and the end of a run need no signal: ``workers.tools`` takes the
+lease and announces the run in one step, and stores the tool's result or error itself, so
+that Celery's events carry neither; its ``ToolFailed`` is already recorded.)
 Each handler is one registry transition; a terminal status is final, so a late success after
 a cancel changes nothing. A handler must never raise (Celery only logs it), so failures to
 reach Redis are logged here.
@@ -18,17 +19,15 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import Task
-from celery.signals import task_failure, task_revoked, task_success, task_unknown
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure, task_revoked, task_unknown
 
-from bridge.errors import BridgeError, execution_error
+from bridge.errors import BridgeError, ToolFailed, execution_error
 from bridge.records import TaskStatus
 from workers import runtime
+from workers.tools import error_result, failure_message
 
 log = logging.getLogger(__name__)
-
-#: Longest failure message kept: an exception's text may quote the call's arguments, and it
-#: becomes the task's status message, its result and an event.
-MAX_FAILURE_CHARS = 2_000
 
 
 def _ids(request: Any) -> tuple[str, str] | None:
@@ -60,30 +59,45 @@ def _lost_process(request: Any) -> str:
     return holder or str(hostname)
 
 
-def _error_result(message: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": message}], "isError": True}
-
-
-@task_success.connect
-def _on_success(sender: Task[Any, Any] | None = None, result: Any = None, **_: Any) -> None:
-    if sender is None or not isinstance(result, dict):
-        return
-    if result.get("isError"):
-        text = " ".join(c.get("text", "") for c in result.get("content", []) if isinstance(c, dict))
-        _move(
-            sender.request, TaskStatus.FAILED, text or "the tool reported an error", result=result
-        )
-    else:
-        _move(sender.request, TaskStatus.COMPLETED, "completed", result=result)
+def _timed_out_request(kwargs: Any) -> Any:
+    """The MCP ids of a call killed at its hard time limit. Celery reports that from the main
+    process without the task's request, but with its kwargs, where the bridge repeats the
+    MCP task id; the owner comes from the record."""
+    mcp = kwargs.get("mcp") if isinstance(kwargs, dict) else None
+    task_id = mcp.get("task_id") if isinstance(mcp, dict) else None
+    if not task_id:
+        return SimpleNamespace()
+    try:
+        record = runtime.registry().get(str(task_id))
+    except BridgeError:
+        log.exception("could not read MCP task %s", task_id)
+        return SimpleNamespace()
+    if record is None:
+        return SimpleNamespace()
+    return SimpleNamespace(mcp_task_id=record.id, mcp_owner=record.owner)
 
 
 @task_failure.connect
 def _on_failure(
-    sender: Task[Any, Any] | None = None, exception: BaseException | None = None, **_: Any
+    sender: Task[Any, Any] | None = None,
+    exception: BaseException | None = None,
+    kwargs: Any = None,
+    **_: Any,
 ) -> None:
-    if sender is None:
-        return
+    if sender is None or isinstance(exception, ToolFailed):
+        return  # not an MCP call, or its outcome is recorded already (``workers.tools``)
     request = sender.request
+    if isinstance(exception, (SoftTimeLimitExceeded, TimeLimitExceeded)):
+        # Not the tool's error but the limit of its run: a JSON-RPC error, ``failed`` in both
+        # eras (the body did not catch the soft limit, or ignored it until the kill).
+        message = "stopped: the tool ran longer than its time limit and did not stop"
+        if isinstance(exception, TimeLimitExceeded):
+            request = _timed_out_request(kwargs)
+            message = (
+                f"stopped: the tool ran longer than its time limit, killed after {exception} s"
+            )
+        _move(request, TaskStatus.FAILED, message, error=execution_error("time_limit", message))
+        return
     if isinstance(exception, WorkerLostError):
         # Not the tool's doing: a JSON-RPC error, ``failed`` in both eras.
         lost = _lost_process(request)
@@ -91,11 +105,10 @@ def _on_failure(
         error = execution_error("worker_lost", message, worker=lost, cause=str(exception))
         _move(request, TaskStatus.FAILED, message, error=error)
         return
-    # The tool raised: a tool result with isError (``completed`` in 2026-07-28).
-    message = f"{type(exception).__name__}: {exception}"
-    if len(message) > MAX_FAILURE_CHARS:
-        message = message[:MAX_FAILURE_CHARS] + f"... ({len(message)} characters)"
-    _move(request, TaskStatus.FAILED, message, result=_error_result(message))
+    # Raised outside the tool body (``workers.tools`` records the body's own errors): a tool
+    # result with isError, as a tool error would be.
+    message = failure_message(exception) if exception is not None else "failed"
+    _move(request, TaskStatus.FAILED, message, result=error_result(message))
 
 
 @task_revoked.connect

@@ -14,16 +14,20 @@ import inspect
 import json
 import logging
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.signals import worker_init
+from celery.utils.saferepr import saferepr
 from pydantic import BaseModel, ConfigDict, create_model
 
-from bridge.errors import execution_error
+from bridge.errors import ToolFailed, execution_error
 from bridge.records import TaskStatus
+from bridge.settings import Settings
 from workers import context, runtime
 from workers.app import app
 from workers.lease import Heartbeat
@@ -34,6 +38,14 @@ TaskSupport = Literal["forbidden", "optional", "required"]
 TASK_NAME_PREFIX = "mcp."
 
 
+def kwargs_repr(mcp: dict[str, Any]) -> str:
+    """What Celery's events, and so Flower and the worker's log, show of a tool call's kwargs
+    (the message's ``kwargsrepr`` header): the MCP ids, never the arguments, which Celery
+    would show to anyone who reaches Flower."""
+    shown = {"task_id": str(mcp.get("task_id", "")), "tool": str(mcp.get("tool", ""))}
+    return saferepr({"mcp": shown}, 1024)
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -42,6 +54,8 @@ class Tool:
     model: type[BaseModel]
     func: Callable[..., Any]
     takes_model: bool
+    #: Seconds a run may take (Celery's soft time limit), else ``tool_time_limit_s``.
+    time_limit: float | None = None
 
     @property
     def celery_name(self) -> str:
@@ -139,6 +153,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     task_support: TaskSupport = "optional",
+    time_limit: float | None = None,
 ) -> Callable[[F], F]: ...
 def tool(
     func: F | None = None,
@@ -146,8 +161,12 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     task_support: TaskSupport = "optional",
+    time_limit: float | None = None,
 ) -> F | Callable[[F], F]:
-    """Declare ``func`` as an MCP tool run by Celery workers."""
+    """Declare ``func`` as an MCP tool run by Celery workers; ``time_limit`` (seconds)
+    overrides the ``tool_time_limit_s`` setting for it."""
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError("time_limit must be a positive number of seconds")
 
     def register(func: F) -> F:
         model, takes_model = _model_for(func)
@@ -158,6 +177,7 @@ def tool(
             model=model,
             func=func,
             takes_model=takes_model,
+            time_limit=time_limit,
         )
         if declared.name in _catalogue and _catalogue[declared.name].func is not func:
             raise ValueError(f"tool {declared.name!r} is declared twice")
@@ -165,7 +185,7 @@ def tool(
 
         def run(
             self: Task[Any, Any], arguments: dict[str, Any], mcp: dict[str, str] | None = None
-        ) -> dict[str, Any]:
+        ) -> Any:
             # ``mcp`` repeats the MCP ids of the message headers where Flower shows them (the
             # task's kwargs); the headers stay the source the worker trusts.
             return _execute(self, declared, arguments)
@@ -176,7 +196,47 @@ def tool(
     return register(func) if func is not None else register
 
 
-def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+@worker_init.connect
+def _apply_time_limits(**_: Any) -> None:
+    # In the worker's main process, after the tool modules are imported and before the pool
+    # starts: the main process enforces the limits (a soft one by signalling the pool
+    # process, a hard one by killing it), and the pool processes inherit them.
+    settings = Settings()
+    for declared in _catalogue.values():
+        task = app.tasks[declared.celery_name]
+        soft = declared.time_limit or settings.tool_time_limit_s
+        # Celery's stubs say int; its pool takes any number of seconds.
+        task.soft_time_limit = soft  # type: ignore[assignment]
+        task.time_limit = soft + settings.tool_kill_grace_s  # type: ignore[assignment]
+
+
+#: A run refused because its owner is at ``max_running_per_owner`` goes back on the queue
+#: for about this long, doubling per refusal up to ``DEFER_MAX_S`` (jittered, so deferred
+#: calls do not come back together).
+DEFER_FIRST_S = 0.25
+DEFER_MAX_S = 4.0
+
+
+def _defer(task: Task[Any, Any]) -> None:
+    """Put the call back on the queue for a while: a Celery retry, so its pool process is
+    free at once for someone else's call, and the message (same id, headers and time
+    limits) comes back later. A retry is no run: it is not counted against ``max_runs``."""
+    retries = int(getattr(task.request, "retries", 0) or 0)
+    countdown = min(DEFER_MAX_S, DEFER_FIRST_S * 2 ** min(retries, 8))
+    kwargs = task.request.kwargs or {}
+    # The republished message must hide the arguments as the bridge's did.
+    options: dict[str, Any] = {"kwargsrepr": kwargs_repr(kwargs.get("mcp") or {})}
+    raise task.retry(countdown=countdown * random.uniform(0.75, 1.25), max_retries=None, **options)
+
+
+def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) -> Any:
+    """Run the tool for an MCP task, storing its result or error in the registry itself.
+
+    What a Celery task returns or raises is what its events carry (``task-succeeded`` shows
+    the return value, ``task-failed`` the exception and traceback) and so what Flower shows
+    to whoever reaches it. So a call's outcome goes to the registry, and Celery only learns
+    whether it succeeded: the string ``"completed"``, or ``ToolFailed`` naming no more than
+    the exception's type."""
     task_id = getattr(task.request, "mcp_task_id", None)
     owner = getattr(task.request, "mcp_owner", None) or ""
     if task_id is None:
@@ -187,9 +247,9 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
     worker = getattr(task.request, "hostname", None) or "unknown worker"
     # The pid lets an operator (and the tests) find the pool process running the task.
     holder = f"{worker} (pid {os.getpid()})"
-    # One round trip checks the status, takes the lease the reaper watches, and announces
-    # the task "running on <holder>".
-    status, runs = registry.take_lease(
+    # One round trip checks the status and the owner's running tasks, takes the lease the
+    # reaper watches, and announces the task "running on <holder>".
+    status, runs, busy = registry.take_lease(
         task_id, owner, worker, holder, int(settings.lease_s * 1000), settings.max_runs
     )
     if status is None or status.terminal:
@@ -197,6 +257,8 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         # acked message came back: a cancel must not depend on a worker having heard the
         # revoke broadcast, so the worker checks the registry itself.
         raise Ignore()
+    if busy:
+        _defer(task)
     if runs > settings.max_runs:
         message = f"gave up after {settings.max_runs} runs: the worker was lost each time"
         registry.transition(
@@ -212,6 +274,21 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
     try:
         with Heartbeat(registry, task_id, settings.lease_s):
             result = to_call_tool_result(declared.call(arguments))
+    except Ignore:
+        raise  # a cancel the body noticed (``TaskCancelled``)
+    except SoftTimeLimitExceeded:
+        limit = task.soft_time_limit or settings.tool_time_limit_s
+        message = f"stopped: the tool ran longer than its time limit ({limit:g} s)"
+        error = execution_error("time_limit", message, limit_s=limit)
+        registry.transition(task_id, owner, TaskStatus.FAILED, message, error=error)
+        raise ToolFailed("time limit reached") from None
+    except Exception as exc:
+        # The tool raised: a tool result with isError (``completed`` in 2026-07-28).
+        message = failure_message(exc)
+        registry.transition(
+            task_id, owner, TaskStatus.FAILED, message, result=error_result(message)
+        )
+        raise ToolFailed(f"the tool raised {type(exc).__name__}") from None
     finally:
         context._current.reset(token)
     size = len(json.dumps(result, separators=(",", ":")).encode())
@@ -219,5 +296,28 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         # Stored results live in Redis for the task's TTL: a limit keeps one call from
         # filling it. The call fails as a tool error the model can read.
         text = f"the tool's result is too large: {size} bytes (at most {settings.max_result_bytes})"
-        return {"content": [{"type": "text", "text": text}], "isError": True}
-    return result
+        result = error_result(text)
+    if result.get("isError"):
+        text = " ".join(c.get("text", "") for c in result.get("content", []) if isinstance(c, dict))
+        registry.transition(
+            task_id, owner, TaskStatus.FAILED, text or "the tool reported an error", result=result
+        )
+        raise ToolFailed("the tool returned an error result")
+    registry.transition(task_id, owner, TaskStatus.COMPLETED, "completed", result=result)
+    return "completed"
+
+
+#: Longest failure message kept: an exception's text may quote the call's arguments, and it
+#: becomes the task's status message, its result and an event.
+MAX_FAILURE_CHARS = 2_000
+
+
+def failure_message(exc: BaseException) -> str:
+    message = f"{type(exc).__name__}: {exc}"
+    if len(message) > MAX_FAILURE_CHARS:
+        message = message[:MAX_FAILURE_CHARS] + f"... ({len(message)} characters)"
+    return message
+
+
+def error_result(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}

@@ -106,6 +106,10 @@ if terminal then
   -- A finished task holds no lease: dropping it here saves the worker a round trip.
   -- (The lease set is ``<prefix>:leases`` beside ``<prefix>:task:<id>``.)
   redis.call('ZREM', prefix .. ':leases', task_id)
+  -- Nor a place among its owner's running tasks (``<prefix>:owner:<owner>:running``,
+  -- lease.lua); that script also prunes ended tasks, should this step be missed.
+  redis.call('ZREM', prefix .. ':owner:' .. redis.call('HGET', KEYS[1], 'owner') .. ':running',
+    task_id)
 end
 local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed',
   'tool', 'celery_id')
