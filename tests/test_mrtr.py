@@ -13,7 +13,11 @@ import anyio
 import httpx
 import pytest
 import redis
+import redis.asyncio
 
+from bridge.errors import InvalidParams
+from bridge.request_state import RequestStates
+from bridge.settings import Settings
 from tests.client import connect
 from tests.modern import ModernClient, ModernError
 from tests.services import Process, bridge_server
@@ -273,3 +277,31 @@ async def _next_message(lines: AsyncIterator[str]) -> dict[str, Any]:
             message: dict[str, Any] = json.loads(line[5:])
             return message
     raise AssertionError("the stream ended")
+
+
+async def test_request_states_are_shared_by_replicas_and_expire(env: dict[str, str]) -> None:
+    """Two bridges on one Redis (no secret configured) accept each other's states; a bridge
+    with another secret does not; a state is refused once expired."""
+    settings = Settings(
+        redis_url=env["MCP_BRIDGE_REDIS_URL"],
+        key_prefix=env["MCP_BRIDGE_KEY_PREFIX"] + "-states",
+        request_state_ttl_s=1,
+    )
+    client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        one, two = RequestStates(settings, client), RequestStates(settings, client)
+        other = RequestStates(settings.model_copy(update={"request_state_secret": "x"}), client)
+        state = await one.seal("ann", "task-1", "tool", {"a": 1})
+        assert await two.open(state, "ann", "tool", {"a": 1}) == "task-1"
+        with pytest.raises(InvalidParams, match="verification"):
+            await other.open(state, "ann", "tool", {"a": 1})
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await two.open(state, "ann", "tool", {"a": 1})
+                except InvalidParams as exc:
+                    assert "expired" in str(exc)
+                    break
+                await anyio.sleep(0.1)
+    finally:
+        await client.aclose()
