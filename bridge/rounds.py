@@ -37,7 +37,7 @@ from typing import Any
 from bridge.errors import InvalidParams
 from bridge.events import Subscription
 from bridge.protocol import Call
-from bridge.records import TaskRecord
+from bridge.records import TaskRecord, TaskStatus
 from bridge.request_state import RequestStates
 from bridge.tasks import WAIT_RECHECK_S, Tasks, new_task_id
 from workers.tools import Tool
@@ -163,7 +163,9 @@ class Rounds:
         on_change: Callable[[TaskRecord], None] | None,
     ) -> Round | None:
         """Until the call ends or waits for questions nobody answered (None: the event
-        stream broke). Reads the record after each change, so nothing falls between."""
+        stream broke). Reads the record after each change that may matter (a question or
+        the end; a mere progress report while nothing waits does not), so nothing falls
+        between the read and the events."""
         settle_until: float | None = None
         while True:
             record = await self.tasks.registry.get(task_id)
@@ -182,14 +184,17 @@ class Rounds:
                 return Round(record, unanswered)
             else:
                 timeout = settle_until - now
-            try:
-                event = await asyncio.wait_for(events.get(), timeout)
-            except TimeoutError:
-                continue  # settled, or re-read in case an announcement was lost
-            if event is None:
-                return None
-            if on_change is not None:
-                on_change(event.task)
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout)
+                except TimeoutError:
+                    break  # settled, or re-read in case an announcement was lost
+                if event is None:
+                    return None
+                if on_change is not None:
+                    on_change(event.task)
+                if settle_until is not None or event.task.status is not TaskStatus.WORKING:
+                    break
 
     async def _deliver(
         self, record: TaskRecord, answers: dict[str, dict[str, Any]]
