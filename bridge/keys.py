@@ -33,6 +33,10 @@
 |                              |         | that asked: members with nothing pending are       |
 |                              |         | dropped when a GET stream reads the set            |
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
+| ``{p}:request-state-key``    | string  | none; the random HMAC key sealing ``requestState`` |
+|                              |         | when ``request_state_secret`` is unset, made once  |
+|                              |         | by the first bridge that needs it (lost: states in |
+|                              |         | flight are refused, and a new key is made)         |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
 | ``{p}:channel``              | pub/sub | every event, to every bridge process               |
 | ``{p}:leases``               | zset    | none; task id -> lease deadline (ms, Redis clock)  |
@@ -110,6 +114,9 @@ class Keys:
 
     def seq(self) -> str:
         return f"{self.prefix}:seq"
+
+    def request_state_key(self) -> str:
+        return f"{self.prefix}:request-state-key"
 
     def events(self, owner: str) -> str:
         return f"{self.prefix}:events:{owner}"

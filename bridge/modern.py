@@ -36,6 +36,7 @@ from bridge.protocol import (
     tool_error,
 )
 from bridge.records import TaskRecord, TaskStatus
+from bridge.rounds import Rounds
 from bridge.tasks import Tasks
 
 EXT_TASKS = "io.modelcontextprotocol/tasks"
@@ -154,6 +155,7 @@ class ModernProtocol:
         self.tasks = tasks
         self.hub = hub
         self.settings = tasks.settings
+        self.rounds = Rounds(tasks)
         self.handlers: dict[str, Handler] = {
             "server/discover": self.discover,
             "tools/list": self.tools_list,
@@ -194,8 +196,8 @@ class ModernProtocol:
         return isinstance(extensions, dict) and isinstance(extensions.get(EXT_TASKS), dict)
 
     def is_slow(self, call: Call, method: str, params: dict[str, Any]) -> bool:
-        """A ``tools/call`` that runs to its end within the request (streamed as SSE, whose
-        closing cancels the call)."""
+        """A ``tools/call`` that runs within the request, to its end or to its next
+        questions (streamed as SSE, whose closing cancels the call)."""
         if method != "tools/call":
             return False
         declared = self.tasks.tools.get(str(params.get("name")))
@@ -203,6 +205,7 @@ class ModernProtocol:
             declared is None
             or declared.task_support == "forbidden"
             or not (self.declares_tasks(call))
+            or "requestState" in params
         )
 
     async def discover(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +227,10 @@ class ModernProtocol:
     async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         declared = self.tasks.tool(string(params, "name"))
         arguments = obj(params.get("arguments"), "arguments")
-        as_task = declared.task_support != "forbidden" and self.declares_tasks(call)
+        # A requestState continues a plain call that asked (bridge.rounds), whatever the
+        # follow-up declares now.
+        plain = declared.task_support == "forbidden" or "requestState" in params
+        as_task = not plain and self.declares_tasks(call)
         if declared.task_support == "required" and not as_task:
             raise _missing_tasks()
         invalid = self.tasks.invalid_arguments(declared, arguments)
@@ -243,9 +249,13 @@ class ModernProtocol:
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
             created = {k: v for k, v in render_task(record).items() if k != "result"}
             return _with_meta(created, "task")
-        final = await self.tasks.run_plain(
-            call.owner, declared, arguments, on_change=progress_reporter(call, params)
+        round_ = await self.rounds.run(
+            call, declared, arguments, params, on_change=progress_reporter(call, params)
         )
+        if round_.questions:
+            asked = {"inputRequests": round_.questions, "requestState": round_.state}
+            return _with_meta(asked, "input_required")
+        final = round_.record
         if final.error is not None:
             raise McpError(
                 str(final.error.get("message", "the call failed")),

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     """The ``pollInterval`` suggested to clients."""
     plain_call_ttl_ms: int = Field(60_000, gt=0)
     """Retention of the hidden record behind a plain (non-task) tool call."""
+    request_state_secret: str = ""
+    """HMAC key sealing the ``requestState`` of a 2026-07-28 plain call that asks the user
+    (``InputRequiredResult``). Empty: a random key made once and kept in Redis, so every
+    bridge on that Redis accepts the others' state. Changing it refuses states in flight."""
+    request_state_ttl_s: int = Field(3_600, gt=0)
+    """How long a ``requestState`` stays valid: a follow-up ``tools/call`` presenting it later
+    is refused (``-32602``)."""
 
     session_ttl_s: int = Field(86_400, gt=0)
     """Idle time after which a session and its notification stream are forgotten."""

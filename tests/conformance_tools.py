@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers import InputUnavailable, current, tool
+from workers import InputTimeout, InputUnavailable, current, tool
 
 #: A 1x1 red PNG and a tiny 8 kHz WAV, the smallest media the content scenarios accept.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
@@ -206,11 +206,14 @@ def test_reconnection() -> str:
 @tool(task_support="optional")
 def test_streaming_elicitation() -> str:
     """Try to ask a question during a plain call: the answer's stream must carry no
-    independent request (the bridge asks only within tasks)."""
+    independent request (the question comes as an InputRequiredResult, which the scenario
+    does not follow up: a short timeout frees the worker)."""
     try:
-        answer = current().ask("Streaming question?", {"type": "object", "properties": {}})
-    except InputUnavailable:
-        return "no question could be asked outside a task"
+        answer = current().ask(
+            "Streaming question?", {"type": "object", "properties": {}}, timeout=5
+        )
+    except (InputUnavailable, InputTimeout):
+        return "no question could be asked"
     return f"answered: {answer.action}"
 
 
@@ -288,3 +291,48 @@ def regional_echo(
     """Echo `text` in `region`, which clients mirror into Mcp-Param-Region
     (http-custom-header-server-validation)."""
     return f"{region}: {text}"
+
+
+# -- multi round-trip requests (input-required-result-* scenarios, 2026-07-28) ---------------
+#: Several scenarios ask and never follow up: the worker slot is back after this long.
+ROUND_TIMEOUT_S = 15
+
+
+def _text_answer(key: str, message: str, field: str) -> str:
+    schema = {
+        "type": "object",
+        "properties": {field: {"type": "string"}},
+        "required": [field],
+    }
+    answer = current().ask(message, schema, timeout=ROUND_TIMEOUT_S, key=key)
+    return str((answer.content or {}).get(field, answer.action))
+
+
+@tool(task_support="forbidden")
+def test_input_required_result_elicitation() -> str:
+    """Ask for the user's name (question key `user_name`) and greet them."""
+    return f"Hello, {_text_answer('user_name', 'What is your name?', 'name')}!"
+
+
+@tool(task_support="forbidden")
+def test_input_required_result_request_state() -> str:
+    """Ask for a confirmation (key `confirm`); the follow-up's requestState names the call."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    answer = current().ask("Please confirm", schema, timeout=ROUND_TIMEOUT_S, key="confirm")
+    return f"state-ok: {answer.action}, ok={(answer.content or {}).get('ok')}"
+
+
+@tool(task_support="forbidden")
+def test_input_required_result_multi_round() -> str:
+    """Ask two questions one after the other (keys `step1`, `step2`): three rounds."""
+    name = _text_answer("step1", "Step 1: What is your name?", "name")
+    color = _text_answer("step2", "Step 2: What is your favorite color?", "color")
+    return f"{name} likes {color}"
+
+
+@tool(task_support="forbidden")
+def test_input_required_result_tampered_state() -> str:
+    """Ask for a confirmation; a follow-up with an altered requestState is refused."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    answer = current().ask("Please confirm", schema, timeout=ROUND_TIMEOUT_S, key="confirm")
+    return f"confirmed: {answer.action}"

@@ -132,6 +132,8 @@ def check_modern_response(method: str, message: dict[str, Any]) -> None:
     assert "resultType" in result, "every 2026-07-28 result carries resultType"
     if method == "tools/call" and result["resultType"] == "task":
         check_modern("CreateTaskResult", result)
+    elif method == "tools/call" and result["resultType"] == "input_required":
+        check_modern("InputRequiredResult", result)
     else:
         check_modern(MODERN_RESULT_DEFS[method], result)
 

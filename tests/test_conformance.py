@@ -78,14 +78,18 @@ SCENARIOS: dict[tuple[str, str], list[str]] = {
         "http-custom-header-server-validation",
         "input-required-result-unsupported-methods",
         "input-required-result-validate-input",
+        "input-required-result-basic-elicitation",
+        "input-required-result-request-state",
+        "input-required-result-multi-round",
+        "input-required-result-missing-input-response",
+        "input-required-result-result-type",
+        "input-required-result-tampered-state",
+        "input-required-result-ignore-extra-params",
     ],
 }
 
 #: Server scenarios of the suites that are not run, and why.
-NO_MRTR = (
-    "needs a multi-round-trip (InputRequiredResult) answer to a plain tools/call: the bridge "
-    "asks questions only inside tasks"
-)
+NO_SAMPLING = "its input requests include sampling/createMessage: the bridge offers no sampling"
 EXCLUDED: dict[str, str] = {
     "logging-set-level": "the bridge offers no logging capability (logging/setLevel)",
     "tools-call-with-logging": "the bridge offers no logging capability (notifications/message)",
@@ -106,19 +110,20 @@ EXCLUDED: dict[str, str] = {
     "sep-2640-skills-directory": "the skills extension: the bridge offers no resources",
     "sep-2640-skills-enumeration": "the skills extension: the bridge offers no resources",
     "sep-2640-skills-manifest": "the skills extension: the bridge offers no resources",
-    "tasks-mrtr-composition": NO_MRTR,
-    "input-required-result-basic-elicitation": NO_MRTR,
-    "input-required-result-basic-sampling": NO_MRTR + "; and the bridge offers no sampling",
-    "input-required-result-basic-list-roots": NO_MRTR + "; and the bridge never lists roots",
-    "input-required-result-request-state": NO_MRTR,
-    "input-required-result-multiple-input-requests": NO_MRTR,
-    "input-required-result-multi-round": NO_MRTR,
-    "input-required-result-missing-input-response": NO_MRTR,
-    "input-required-result-non-tool-request": NO_MRTR + " (and of prompts/get: no prompts)",
-    "input-required-result-result-type": NO_MRTR,
-    "input-required-result-tampered-state": NO_MRTR,
-    "input-required-result-capability-check": NO_MRTR,
-    "input-required-result-ignore-extra-params": NO_MRTR,
+    "tasks-mrtr-composition": (
+        "a task-required tool that first asks in plain rounds (InputRequiredResult) and "
+        "becomes a task on the last round: a bridge tool asks from its body, running on a "
+        "worker, so a call is a task from its first request or a plain call to its end"
+    ),
+    "input-required-result-basic-sampling": NO_SAMPLING,
+    "input-required-result-basic-list-roots": "its input request is roots/list: the bridge "
+    "never lists the client's roots",
+    "input-required-result-multiple-input-requests": NO_SAMPLING + " (and roots/list)",
+    "input-required-result-non-tool-request": "InputRequiredResult on prompts/get: the bridge "
+    "offers no prompts",
+    "input-required-result-capability-check": "needs a tool that asks by sampling when the "
+    "client declares sampling only: the bridge offers no sampling, and without elicitation a "
+    "bridge tool cannot ask at all",
 }
 
 #: Checks that do not apply although their scenario does: (scenario, check id) -> why.

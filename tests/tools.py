@@ -153,3 +153,29 @@ def hurried(seconds: float) -> str:
     while time.monotonic() < deadline:
         pass
     return "made it"
+
+
+@tool(task_support="optional")
+def ask_many(questions: list[str], together: bool = False, timeout: float = 30.0) -> str:
+    """Ask each of `questions` (keys q0, q1, ...; a text answer each), one after the other,
+    or all at once from as many threads when `together`; return the answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workers.context import InputTimeout, current
+
+    ctx = current()
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+
+    def ask(numbered: tuple[int, str]) -> str:
+        try:
+            answer = ctx.ask(numbered[1], schema, timeout=timeout, key=f"q{numbered[0]}")
+        except InputTimeout:
+            return "no answer"
+        return str((answer.content or {}).get("text", answer.action))
+
+    if together:
+        with ThreadPoolExecutor(len(questions)) as pool:
+            answers = list(pool.map(ask, enumerate(questions)))
+    else:
+        answers = [ask(numbered) for numbered in enumerate(questions)]
+    return "; ".join(answers)

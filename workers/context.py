@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -38,6 +39,10 @@ class Answer:
 
 
 log = logging.getLogger(__name__)
+
+#: A question key a tool names: it travels in JSON-RPC ids (``mcp-input:<task>:<key>``),
+#: ``inputRequests`` keys and Redis key names, so it stays short and plain.
+QUESTION_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 #: Minimum time between two progress writes, so a tight loop cannot flood Redis or clients.
 PROGRESS_MIN_INTERVAL_S = 0.05
@@ -101,19 +106,31 @@ class ToolContext:
             self._last_event = now
             self._flower_event(done, total, text)
 
-    def ask(self, message: str, schema: dict[str, Any], *, timeout: float = 300.0) -> Answer:
+    def ask(
+        self,
+        message: str,
+        schema: dict[str, Any],
+        *,
+        timeout: float = 300.0,
+        key: str | None = None,
+    ) -> Answer:
         """Ask the user (an elicitation with ``message`` and the flat ``schema`` of the
         wanted answer) and wait for the answer, at most ``timeout`` seconds. Meanwhile the
         task is ``input_required`` (questions asked at once, e.g. from several threads, are
-        all pending together). Raises InputUnavailable when the caller cannot answer,
-        InputTimeout when it did not, TaskCancelled when the task was cancelled meanwhile."""
+        all pending together). ``key`` names the question on the wire (its ``inputRequests``
+        key); it must be unique among the call's pending questions, and is random when not
+        given. Raises InputUnavailable when the caller cannot answer, InputTimeout when it
+        did not, TaskCancelled when the task was cancelled meanwhile."""
+        if key is not None and not QUESTION_KEY.fullmatch(key):
+            raise ValueError(f"a question key is 1 to 64 of A-Z a-z 0-9 _ . -, not {key!r}")
         registry = runtime.registry()
         record = registry.get(self.task_id)
         if record is None or record.status.terminal:
             raise TaskCancelled()
         if not record.can_ask:
             raise InputUnavailable("the client declared no elicitation capability")
-        key = uuid.uuid4().hex[:16]  # unique over the task's life, reruns included
+        if key is None:
+            key = uuid.uuid4().hex[:16]  # unique over the task's life, reruns included
         request = {
             "method": "elicitation/create",
             "params": {"mode": "form", "message": message, "requestedSchema": schema},
