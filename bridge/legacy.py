@@ -198,6 +198,7 @@ class LegacyProtocol:
             arguments,
             call.request_id,
             _plain_listener(call, params, asks),
+            era="legacy",
             can_ask=asks,
         )
         return _payload(final)

@@ -143,6 +143,7 @@ class Tasks:
         progress_token: str | int | None = None,
         can_ask: bool = False,
         task_id: str | None = None,
+        era: str = "",
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it.
         (With the broker in the registry's Redis, both are one step: ``bridge.dispatch``.)"""
@@ -177,7 +178,9 @@ class Tasks:
                 await self._unpublished(record, exc)
                 raise
         if self.metrics is not None:
-            self.metrics.task_created(record.id, declared.name, "legacy" if listed else "modern")
+            # A listed task is a 2025-11-25 one; a plain call says its era itself.
+            era = era or ("legacy" if listed else "modern")
+            self.metrics.task_created(record.id, declared.name, era)
         logs.annotate(task=task_id, celery_id=celery_id)
         return record
 
@@ -201,6 +204,8 @@ class Tasks:
         )
         message = result["content"][0]["text"]
         await self.registry.transition(record, TaskStatus.FAILED, message, result=result)
+        if self.metrics is not None:  # created, if only to say why it cannot run
+            self.metrics.created.labels(declared.name, "legacy" if listed else "modern").inc()
         logs.annotate(task=record.id)
         return await self.registry.get(record.id) or record
 
@@ -212,6 +217,7 @@ class Tasks:
         request_id: Any = None,
         on_change: Callable[[TaskRecord], None] | None = None,
         *,
+        era: str,
         can_ask: bool = False,
     ) -> TaskRecord:
         """Run a tool call on a worker and wait for its end, calling ``on_change`` with each
@@ -230,6 +236,7 @@ class Tasks:
                 hidden=True,
                 task_id=task_id,
                 can_ask=can_ask,
+                era=era,
             )
             return await self._follow(record, events, request_id, on_change)
 

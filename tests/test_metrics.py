@@ -59,3 +59,19 @@ def test_metrics_answer_any_host(bridge: str) -> None:
     response = httpx.get(bridge.removesuffix("/mcp") + "/metrics", headers={"Host": "10.0.0.9"})
     assert response.status_code == 200
     assert "mcp_bridge_tasks_created_total" in response.text
+
+
+async def test_each_call_is_counted_in_its_own_era(bridge: str) -> None:
+    before = _samples(bridge)
+    async with connect(bridge) as client:
+        await client.call("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})
+        # A task refused for its arguments exists (failed at once): it was created too.
+        refused = await client.create_task("echo", {"wrong": True})
+        assert refused["status"] == "failed"
+
+    def moved(name: str, **labels: str) -> float:
+        return _value(_samples(bridge), name, **labels) - _value(before, name, **labels)
+
+    assert moved("mcp_bridge_tasks_created_total", tool="add", era="legacy") == 1
+    assert moved("mcp_bridge_tasks_created_total", tool="add", era="modern") == 0
+    assert moved("mcp_bridge_tasks_created_total", tool="echo", era="legacy") == 1
