@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,21 +23,58 @@ from bridge.app import create_app
 from bridge.caller import call_tool
 from bridge.deadlines import server_options
 from bridge.settings import Settings
+from bridge.supervisor import Supervisor
 
 F = TypeVar("F", bound=Callable[..., None])
 
+log = logging.getLogger(__name__)
 
-def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
-    uvicorn.run(
+
+#: uvicorn's exit status when the server did not start.
+STARTUP_FAILURE = 3
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket the server will serve, taken before anything else starts: a port in
+    use ends the command here, at once, rather than after the app's background tasks and
+    (for ``dev``) the worker and Flower have started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc
+        click.echo(
+            f"mcp-celery-bridge: cannot listen on {host}:{port}: {reason} "
+            "(choose another with --port, or stop what serves it)",
+            err=True,
+        )
+        raise SystemExit(1) from None
+    return sock
+
+
+def _serve(
+    settings: Settings,
+    sock: socket.socket,
+    log_level: str,
+    make_server: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
+) -> None:
+    config = uvicorn.Config(
         create_app(settings),
-        host=host,
-        port=port,
         log_level=log_level,
         # Logging is configured already (``bridge.logs``): uvicorn must not replace it.
         log_config=None,
         timeout_graceful_shutdown=5,
         **server_options(settings),
     )
+    server = make_server(config)
+    host, port = sock.getsockname()[:2]
+    log.info("serving http://%s:%d/mcp", f"[{host}]" if ":" in host else host, port)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def _loopback(host: str) -> bool:
@@ -91,7 +131,8 @@ def _prepare(
 @_server_options
 def serve(host: str, port: int, log_level: str) -> None:
     """Serve the MCP endpoint at http://HOST:PORT/mcp."""
-    _serve(_prepare(host, log_level), host, port, log_level)
+    settings = _prepare(host, log_level)
+    _serve(settings, _listen(host, port), log_level)
 
 
 @main.command()
@@ -116,23 +157,26 @@ def dev(
         "MCP_BRIDGE_LOG_FORMAT": "text" if text else "json",
         "PYTHONUNBUFFERED": "1",
     }
+    sock = _listen(host, port)
     children = [dev_run.start("worker", dev_run.worker_command(concurrency, log_level), env, 6)]
+    supervisor = Supervisor(children[0], lambda line: click.echo(line, err=True))
     flower_url = None
     if not no_flower and dev_run.flower_installed():
         flower_env, login = dev_run.flower_credentials(env)
         children.append(dev_run.start("flower", dev_run.flower_command(flower_port), flower_env, 6))
         flower_url = f"http://127.0.0.1:{flower_port}  ({login})"
     click.echo(dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True)
-    # `kill` and a closed terminal end dev like Ctrl-C does, children included: uvicorn
-    # re-raises SIGTERM after its shutdown, which by default would kill this process before
-    # the `finally` below.
-    for number in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, dev_run.interrupt)
+    # `kill` and a closed terminal end dev like Ctrl-C does (``bridge.supervisor``); while
+    # the bridge serves, uvicorn routes SIGINT and SIGTERM there itself.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, supervisor.interrupt)
     try:
-        _serve(settings, host, port, log_level)
+        _serve(settings, sock, log_level, supervisor.server)
     finally:
         for child in children:
             child.stop()
+    if supervisor.worker_died is not None:
+        raise SystemExit(1)
 
 
 @main.command()

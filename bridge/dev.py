@@ -18,7 +18,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import IO
 
 import click
@@ -44,10 +43,6 @@ def redis_problem(url: str) -> str | None:
     finally:
         client.close()
     return None
-
-
-def interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def flower_installed() -> bool:

@@ -108,13 +108,14 @@ class EventHub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # ``wait``: see ``Reaper.stop``; and the loop below ends on its own should the
+            # cancellation be lost (cpython#86296).
+            await asyncio.wait({self._task})
         self._end_all()
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while self._task is None or not self._task.cancelling():
             pubsub = _Listener(self.redis.connection_pool, self._reconnected)
             try:
                 await pubsub.subscribe(self.keys.channel())

@@ -11,7 +11,6 @@ that comes first wins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -30,6 +29,7 @@ class Reaper:
         self.settings = settings
         self.registry = registry
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         # Reaping is held back until this (monotonic) time; see ``_run``.
         self._quiet_until = 0.0
 
@@ -38,9 +38,11 @@ class Reaper:
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # ``wait``, not ``await``: the reaper's CancelledError must not pass for a
+            # cancellation of the caller, nor the caller's for the reaper's.
+            await asyncio.wait({self._task})
 
     async def reap(self) -> int:
         """One pass: fail every task whose lease expired; how many were failed."""
@@ -66,4 +68,8 @@ class Reaper:
                 log.warning("reaper cannot reach Redis (%s); retrying", exc)
             except Exception:
                 log.exception("reaper pass failed; retrying")
+            if self._stopping:
+                # The cancellation can be lost: Python 3.11's ``asyncio.wait_for`` (in
+                # redis-py's connect) returns a result that came with it (cpython#86296).
+                return
             await asyncio.sleep(self.settings.reaper_interval_s)

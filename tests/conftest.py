@@ -1,16 +1,19 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.services import Process, bridge_server, celery_worker, test_env
-
-#: A Redis database the test run may flush; override with MCP_TEST_REDIS_DB.
-REDIS_DB = int(os.environ.get("MCP_TEST_REDIS_DB", "13"))
+from tests.services import (
+    Process,
+    RedisServer,
+    bridge_server,
+    celery_worker,
+    outside_settings,
+    test_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -18,14 +21,29 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_settings_only() -> Iterator[None]:
+    # Settings built in the test process and the environment of every child it starts
+    # come from the tests alone, never from the shell the suite was started in.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in outside_settings():
+            patch.delenv(name)
+        yield
+
+
 @pytest.fixture(scope="session")
-def env() -> Iterator[dict[str, str]]:
-    client = redis.Redis(db=REDIS_DB)
-    client.flushdb()
-    environment = test_env(REDIS_DB)
-    yield environment
-    client.flushdb()
-    client.close()
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The run's own redis-server: database 0 holds the registry and the broker of ``env``;
+    a test that needs a broker no other worker listens on takes another database."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def env(redis_server: RedisServer) -> dict[str, str]:
+    return test_env(redis_server.url)
 
 
 @pytest.fixture(scope="session")

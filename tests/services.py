@@ -1,5 +1,5 @@
-"""Real services for the tests: Celery worker and bridge subprocesses on a dedicated Redis
-database and key prefix."""
+"""Real services for the tests: a private redis-server, and Celery worker and bridge
+subprocesses on it with a key prefix of their own."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,10 +41,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_env(redis_db: int) -> dict[str, str]:
+def test_env(redis_url: str) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
     return {
-        "MCP_BRIDGE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "MCP_BRIDGE_REDIS_URL": redis_url,
         "MCP_BRIDGE_KEY_PREFIX": f"mcpt-{run}",
         "MCP_BRIDGE_QUEUE": f"mcpt-{run}",
         "MCP_BRIDGE_TOOL_MODULES": "workers.examples,tests.tools",
@@ -52,6 +53,12 @@ def test_env(redis_db: int) -> dict[str, str]:
         # together): the limit is tested on bridges of its own (tests/test_quotas.py).
         "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "100000",
     }
+
+
+def outside_settings() -> list[str]:
+    """The variables of the environment the suite was started in that would point a bridge or
+    worker elsewhere (a developer's MCP_BRIDGE_BROKER_URL, say): the suite drops them."""
+    return [name for name in os.environ if name.startswith(("MCP_BRIDGE_", "CELERY_"))]
 
 
 @dataclass
@@ -97,6 +104,68 @@ def spawn(
             start_new_session=True,
         )
     return Process(name, popen, log)
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server that keeps nothing, so stopping it loses every key, and the
+    suite touches no Redis but its own."""
+
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return self.database(0)
+
+    def database(self, number: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{number}"
+
+    def start(self) -> None:
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.log_dir),
+        ]
+        self.proc = spawn(
+            "redis", command, {}, self.log_dir / f"redis-{self.port}.log", append=True
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+
+        def answers() -> bool:
+            if not self.alive():
+                raise AssertionError(self.proc.output() if self.proc else "not started")
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_for(answers, 10, f"redis-server on port {self.port}")
+        finally:
+            client.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from tests import services
-from tests.conftest import REDIS_DB
 from tests.services import ROOT, Process, bridge_server, celery_worker
 
 CONFORMANCE = ROOT / ".conformance"
@@ -208,7 +207,10 @@ def runs(
             pytest.skip("the conformance suite is not installed (scripts/conformance-setup)")
         pytest.fail("the conformance suite is not installed: run scripts/conformance-setup")
     # Its own bridge and worker: the fixture tools stay out of the other tests' tools/list.
-    own = {**services.test_env(REDIS_DB), "MCP_BRIDGE_TOOL_MODULES": "tests.conformance_tools"}
+    own = {
+        **services.test_env(env["MCP_BRIDGE_REDIS_URL"]),
+        "MCP_BRIDGE_TOOL_MODULES": "tests.conformance_tools",
+    }
     root = tmp_path_factory.mktemp("conformance")
     with contextlib.ExitStack() as stack:
         worker: Process = stack.enter_context(

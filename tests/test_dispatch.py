@@ -30,7 +30,7 @@ from bridge.store import async_client
 from bridge.tasks import Tasks
 from tests import schema
 from tests.client import connect
-from tests.services import Process, bridge_server, celery_worker
+from tests.services import Process, RedisServer, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -136,10 +136,9 @@ async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
 
 @pytest.mark.timeout(90)
 async def test_another_broker_gets_the_call_through_celery(
-    env: dict[str, str], log_dir: Path
+    env: dict[str, str], log_dir: Path, redis_server: RedisServer
 ) -> None:
-    base, _, db = env["MCP_BRIDGE_REDIS_URL"].rpartition("/")
-    broker = f"{base}/{(int(db) + 2) % 16}"  # a database of the test Redis, flushed after
+    broker = redis_server.database(2)  # of the run's own Redis, flushed after
     private = {
         **env,
         "MCP_BRIDGE_BROKER_URL": broker,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.services import Process, bridge_server, celery_worker, wait_for
+from tests.services import Process, RedisServer, bridge_server, celery_worker, wait_for
 
 
 def test_healthz_answers_any_host(bridge: str) -> None:
@@ -25,10 +24,12 @@ def test_readyz_lists_the_workers(bridge: str, worker: Process) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_readyz_goes_unready_when_the_worker_stops(env: dict[str, str], log_dir: Path) -> None:
-    # A broker of its own, so no other test's worker answers the ping.
-    db = (int(os.environ.get("MCP_TEST_REDIS_DB", "13")) + 1) % 16
-    broker = f"redis://127.0.0.1:6379/{db}"
+def test_readyz_goes_unready_when_the_worker_stops(
+    env: dict[str, str], log_dir: Path, redis_server: RedisServer
+) -> None:
+    # A broker of its own (a database of the run's Redis), so no other test's worker
+    # answers the ping.
+    broker = redis_server.database(1)
     private = {
         **env,
         "MCP_BRIDGE_BROKER_URL": broker,

@@ -1,6 +1,6 @@
-"""What the fault tests share: processes they can kill and bring back (a bridge on a fixed
-port, a private redis-server), and a recorder of a session's GET stream that resumes with
-Last-Event-ID whenever the stream ends or breaks."""
+"""What the fault tests share: a bridge they can kill and bring back on a fixed port (a
+private redis-server is ``tests.services.RedisServer``), and a recorder of a session's GET
+stream that resumes with Last-Event-ID whenever the stream ends or breaks."""
 
 from __future__ import annotations
 
@@ -110,53 +110,6 @@ def running_bridge(env: dict[str, str], log_dir: Path, name: str) -> Iterator[Br
         if bridge.proc is not None:
             bridge.proc.stop()
         assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
-
-
-@dataclass
-class RedisServer:
-    """A private redis-server that keeps nothing, so stopping it loses every key."""
-
-    log_dir: Path
-    port: int = field(default_factory=free_port)
-    proc: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ]
-        self.proc = spawn(
-            "redis", command, {}, self.log_dir / f"redis-{self.port}.log", append=True
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        try:
-            wait_for(answers, 10, f"redis-server on port {self.port}")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
 
 
 def notifications(

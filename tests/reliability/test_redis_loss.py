@@ -20,13 +20,12 @@ from tests.client import ACCEPT, RawClient, RpcError, connect
 from tests.reliability.harness import (
     TERMINAL,
     Recorder,
-    RedisServer,
     eventually,
     figure_time,
     notifications,
     running_bridge,
 )
-from tests.services import celery_worker
+from tests.services import RedisServer, celery_worker
 
 pytestmark = pytest.mark.anyio
 
