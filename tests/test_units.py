@@ -13,9 +13,10 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from bridge import param_headers
-from bridge.errors import InvalidParams
+from bridge.errors import HttpError, InvalidParams
 from bridge.events import valid_event_id
 from bridge.guard import matches
+from bridge.jsonrpc import parse
 from bridge.protocol import decode_cursor as _decode_cursor
 from bridge.protocol import encode_cursor as _encode_cursor
 from bridge.protocol import iso
@@ -399,3 +400,14 @@ def test_a_header_name_is_mirrored_once_whatever_its_case() -> None:
     }
     with pytest.raises(ValueError, match="twice"):
         param_headers.declared(schema, "t")
+
+
+def test_brackets_inside_strings_are_not_containers() -> None:
+    # The cheap byte count would refuse this body; the exact count looks past strings.
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"s":"' + b"[{" * 60 + b'"}}'
+    assert parse(body, max_containers=10)["params"]["s"] == "[{" * 60
+    escaped = b'{"a":"\\\\\\"[[","b":[[],[]]}'  # an escaped quote does not end a string
+    assert parse(escaped, max_containers=4)["b"] == [[], []]
+    with pytest.raises(HttpError) as refused:
+        parse(escaped, max_containers=3)
+    assert refused.value.status == 413
