@@ -40,7 +40,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 async def _asking_task(client: RawClient) -> str:
     """The id of a task of ``client`` that waits for an answer."""
-    task = await client.create_task("confirm", {"question": "Ship it?"})
+    task = await client.create_task("confirm", {"question": "Ship it?", "timeout": 15})
     await client.wait_status(task["taskId"], {"input_required"})
     return str(task["taskId"])
 
@@ -196,9 +196,11 @@ async def test_get_streams_per_session_are_capped(bridge: str, http: httpx.Async
                     http.stream("GET", bridge, headers=headers, timeout=httpx.Timeout(5, read=None))
                 )
                 assert response.status_code == 200
-            refused = await http.get(bridge, headers=headers)
-            assert refused.status_code == 429, refused.text
-            assert refused.json()["error"]["code"] == -32000
+            async with http.stream(
+                "GET", bridge, headers=headers, timeout=httpx.Timeout(5, read=None)
+            ) as refused:
+                assert refused.status_code == 429, "an 11th stream was opened"
+                assert json.loads(await refused.aread())["error"]["code"] == -32000
             async with neighbour.stream():  # another session is not affected
                 pass
         # Closed streams are counted off: the session may open one again.
@@ -217,9 +219,12 @@ async def test_listen_ids_are_capped_and_looked_up_at_once(
 ) -> None:
     modern = ModernClient(bridge, http)
     too_many = {"notifications": {"taskIds": [f"{i:032d}" for i in range(101)]}}
-    _, message = await modern.send(*modern.build("subscriptions/listen", too_many))
-    assert message["error"]["code"] == -32602
-    assert message["error"]["data"] == {"limit": "listen-task-ids", "max": 100}
+    body, headers = modern.build("subscriptions/listen", too_many)
+    async with http.stream("POST", bridge, json=body, headers=headers) as response:
+        assert response.headers["content-type"] == "application/json", "a stream was opened"
+        error = json.loads(await response.aread())["error"]
+    assert error["code"] == -32602
+    assert error["data"] == {"limit": "listen-task-ids", "max": 100}
 
     # 100 unknown ids: one audit line for the request, not one per id.
     body, headers = modern.build(
