@@ -29,6 +29,7 @@ from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.events import EventHub
 from bridge.keys import Keys
+from bridge.logs import printable
 from bridge.records import TaskRecord, TaskStatus
 from bridge.registry import Registry
 from bridge.scan import collect
@@ -329,9 +330,9 @@ def cancel_task(task_id: str, message: str) -> None:
     if final.status is not TaskStatus.CANCELLED:
         # The work finished between our read and the cancel: its status stands.
         raise click.ClickException(
-            f"task {task_id} finished first: {final.status.value} ({final.message})"
+            f"task {task_id} finished first: {final.status.value} ({printable(final.message)})"
         )
-    click.echo(f"{task_id}: {final.status.value} ({final.message})")
+    click.echo(f"{task_id}: {final.status.value} ({printable(final.message)})")
 
 
 # -- sessions --------------------------------------------------------------------------------

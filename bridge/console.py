@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bridge.logs import printable
+
 
 def console() -> Console:
     # Piped output (a file, `less`, a test) would otherwise be squeezed to 80 columns and
@@ -56,8 +58,9 @@ def print_table(
             name, no_wrap=name not in fold, overflow="fold", min_width=12 if name in fold else None
         )
     for row in rows:
-        # Plain strings come from tools and clients: shown as they are, never as markup.
-        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in row))
+        # Plain strings come from tools and clients: never markup, and escaped (rich keeps
+        # ESC, so a clientInfo could clear the operator's screen or plant a link).
+        table.add_row(*(Text(printable(cell)) if isinstance(cell, str) else cell for cell in row))
     console().print(table)
 
 
@@ -69,6 +72,7 @@ def print_fields(sections: dict[str, dict[str, str]]) -> None:
         table.add_column("field", style="bold", no_wrap=True)
         table.add_column("value", overflow="fold")
         for name, value in fields.items():
-            table.add_row(name, Text(value))
+            lines = value.split("\n")  # a JSON value shown indented keeps its lines
+            table.add_row(name, Text("\n".join(printable(line) for line in lines)))
         tables.append(table)
     console().print(Columns(tables))

@@ -31,6 +31,8 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+#: -32000..-32019 are left to implementations (MCP reserves -32020..-32099).
+LIMIT_EXCEEDED = -32000
 HEADER_MISMATCH = -32020
 MISSING_CAPABILITY = -32021
 UNSUPPORTED_VERSION = -32022
@@ -53,8 +55,13 @@ class McpError(BridgeError):
         if code is not None:
             self.code = code
 
+    @property
+    def public(self) -> str:
+        """The message a client is told."""
+        return self.message
+
     def to_error(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": self.public}
         if self.data is not None:
             error["data"] = self.data
         return error
@@ -82,8 +89,7 @@ class InvalidMeta(InvalidParams):
 
 
 class LimitExceeded(McpError):
-    # -32000..-32019 are left to implementations (MCP reserves -32020..-32099).
-    code = -32000
+    code = LIMIT_EXCEEDED
     http_status = 429
 
 
@@ -103,15 +109,23 @@ class UnsupportedVersion(McpError):
 
 
 class InternalError(McpError):
+    """A fault of the bridge's own services. Its message (Redis's or the broker's words:
+    addresses, script names, key types) is for the log; a client is told ``told``."""
+
     code = INTERNAL_ERROR
+    told = "Internal error"
+
+    @property
+    def public(self) -> str:
+        return self.told
 
 
 class StoreUnavailable(InternalError):
-    pass
+    told = "Internal error: the task store is unavailable"
 
 
 class DispatchError(InternalError):
-    pass
+    told = "Internal error: the task queue is unavailable"
 
 
 def execution_error(reason: str, message: str, **data: Any) -> dict[str, Any]:

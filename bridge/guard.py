@@ -7,7 +7,11 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Paths served whatever the Host: liveness probes come from orchestrators by pod address,
+#: and ``/healthz`` answers nothing but "ok". ``/readyz`` (worker names) and ``/metrics``
+#: (tools, counts) are checked like the MCP endpoint: a DNS-rebinding page must not read
+#: them; a scraper or readiness probe sends an allowed Host (see README).
+PROBES = frozenset({"/healthz"})
 
 
 def _split(hostport: str) -> tuple[str, str] | None:
@@ -53,7 +57,6 @@ class HostOriginGuard:
         self.allowed_origins = allowed_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Probes come from orchestrators by pod address, and answer nothing secret.
         if scope["type"] == "http" and scope["path"] not in PROBES:
             headers = Headers(scope=scope)
             host = headers.get("host", "")

@@ -130,7 +130,9 @@ def error_body(code: int, message: str, data: Any = None, id: Any = None) -> dic
 def error_response(exc: BaseException, id: Any) -> dict[str, Any]:
     if isinstance(exc, McpError):
         logs.annotate(error=exc.code)
-        return error_body(exc.code, exc.message, exc.data, id)
+        if exc.public != exc.message:
+            log.warning("answering request %r with %r: %s", id, exc.public, exc.message)
+        return error_body(exc.code, exc.public, exc.data, id)
     logs.annotate(error=INTERNAL_ERROR)
     log.exception("internal error answering request %r", id, exc_info=exc)
     return error_body(INTERNAL_ERROR, "Internal error", None, id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -58,6 +59,33 @@ def annotate(**values: Any) -> None:
         )
 
 
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal or a log reader could act on escaped
+    (``\\x1b``, ``\\n``, ``\\u2028``...): C0 and C1 controls (ESC starts the sequences that
+    clear a screen or forge a link), line and paragraph separators, and invisible format
+    characters (bidi overrides). Text from clients and tools reaches logs and the operator's
+    tables through this."""
+    if text.isprintable():
+        return text  # the common case, checked in C
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+#: Characters JSON leaves raw that a terminal or a reader of the line may act on.
+_JSON_RAW = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
 def _extra(record: logging.LogRecord) -> dict[str, Any]:
     # Only what the bridge chose to log: other libraries' ``extra`` (Celery's carries a
     # task's arguments and return value) stays out.
@@ -84,7 +112,9 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extra(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        # Those characters can only sit inside JSON strings, where \\u escapes mean the same.
+        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 class TextFormatter(logging.Formatter):
@@ -92,24 +122,26 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s", "%H:%M:%S")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        # One record, one line (a traceback aside): a newline in a message (a client's
-        # method name, a tool's status message) must not forge another line.
-        record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        # One record, one line (a traceback aside), and nothing a terminal acts on: a
+        # client's method name or a tool's status message must not forge another line,
+        # clear the screen or plant a link.
+        record.message = printable(record.message)
         return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        head, sep, tail = super().format(record).partition("\n")  # a traceback follows
+        tail = "\n".join(printable(line) for line in tail.split("\n"))
         extra = _extra(record)
-        if not extra:
-            return line
-        pairs = " ".join(f"{k}={_text(v)}" for k, v in extra.items())
-        head, sep, tail = line.partition("\n")  # keep a traceback after the fields
-        return f"{head}  {pairs}{sep}{tail}"
+        if extra:
+            head += "  " + " ".join(f"{k}={_text(v)}" for k, v in extra.items())
+        return f"{head}{sep}{tail}"
 
 
 def _text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return json.dumps(text) if not text or any(c.isspace() for c in text) else text
+    if not text or any(c.isspace() for c in text):
+        return printable(json.dumps(text, ensure_ascii=False))
+    return printable(text)
 
 
 def formatter(log_format: LogFormat, stream: Any = None) -> logging.Formatter:

@@ -123,14 +123,16 @@ class Sessions:
                 raise InternalError(f"could not create session: {exc}") from exc
         return session
 
-    async def get(self, sid: str) -> Session | None:
-        """The session, its idle timer renewed; None when unknown, expired or deleted."""
+    async def get(self, sid: str, principal: str) -> Session | None:
+        """The session of ``principal`` ("" when unauthenticated), its idle timer renewed;
+        None when unknown, expired, deleted or another principal's (then nothing is renewed:
+        a request answered 404 must not keep a session alive)."""
         with translated():
             flat = cast(
                 list[str],
                 await self._touch(
                     keys=[self.keys.session(sid)],
-                    args=[self.settings.session_ttl_s * 1000, self.keys.prefix],
+                    args=[self.settings.session_ttl_s * 1000, self.keys.prefix, principal],
                 ),
             )
         if not flat:

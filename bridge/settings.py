@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     max_client_info_chars: int = Field(128, gt=0)
     """A session keeps its client's ``clientInfo`` name and version cut to this length, and
     nothing else of it (nor of the client's capabilities beyond what the bridge reads)."""
+    max_streams_per_session: int = Field(10, gt=0)
+    """GET streams one session may hold open on one bridge process; one more is answered 429
+    (a client needs one; a few more cover reconnects racing the old stream's end)."""
+    max_listen_task_ids: int = Field(100, gt=0)
+    """Task ids one ``subscriptions/listen`` request may name; more are refused
+    (``-32602``), since each is looked up and followed."""
     replay_page_events: int = Field(100, gt=0, le=10_000)
     """Events read from Redis at a time when a stream resumes with ``Last-Event-ID``, so a
     resume of a long stream holds one page in memory, not the whole stream."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,19 @@ log = logging.getLogger(__name__)
 WAIT_RECHECK_S = 5.0
 #: Shortest retention a client may ask for: a result must outlive the request that made it.
 MIN_TTL_MS = 1_000
+
+
+#: The form of every task id ``new_task_id`` makes. Anything else is unknown before Redis is
+#: asked: an id shaped like a sub-key (``<id>:inputs``) must not read another key.
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{32}\Z")
+
+
+def sees(call: Call) -> frozenset[str]:
+    """The owners whose tasks ``call`` may see: its own, ownerless tasks (made statelessly
+    without authentication: their unguessable id is the capability), and the legacy session
+    a stateless request names. A caller without an owner sees only ownerless tasks: a
+    session's task is not reachable by its id alone."""
+    return frozenset({call.owner, "", call.session.owner if call.session else ""})
 
 
 def new_task_id() -> str:
@@ -185,7 +199,10 @@ class Tasks:
         return record
 
     async def _unpublished(self, record: TaskRecord, exc: BridgeError) -> None:
-        error = execution_error("not_queued", f"the call could not be queued: {exc}")
+        # The client reads this error: the broker's own words (its address) stay in the log.
+        told = exc.public if isinstance(exc, McpError) else "Internal error"
+        log.warning("task %s not queued: %s", record.id, exc)
+        error = execution_error("not_queued", f"the call could not be queued: {told}")
         if isinstance(exc, McpError):
             error["code"] = exc.code
         await self.registry.transition(record, TaskStatus.FAILED, error["message"], error=error)
@@ -276,14 +293,24 @@ class Tasks:
 
     async def find(self, call: Call, task_id: str) -> TaskRecord:
         """The task ``call`` may see, else "not found" (-32602): another owner's task answers
-        exactly like an unknown one, so existence does not leak. A caller sees its own tasks
-        and unowned ones (made statelessly without authentication: the unguessable id is the
-        capability); a caller that has no owner itself holds ids only, and sees any task."""
-        record = await self.registry.get(task_id) if len(task_id) <= 128 else None
-        if record is None or record.hidden or (call.owner and record.owner not in (call.owner, "")):
-            audit("task.lookup_failed", call, task=task_id[:128])
+        exactly like an unknown one, so existence does not leak (nor does its size: the owner
+        is checked before the record is read)."""
+        (record,) = await self.find_many(call, [task_id])
+        if record is None:
             raise InvalidParams(f"Task not found: {task_id[:128]}")
         return record
+
+    async def find_many(self, call: Call, task_ids: list[str]) -> list[TaskRecord | None]:
+        """``find`` for several ids in one round trip: None for each one ``call`` may not
+        see; a single audit line names them."""
+        wellformed = [t for t in task_ids if TASK_ID.match(t)]
+        visible = await self.registry.visible(wellformed, sees(call))
+        found = dict(zip(wellformed, visible, strict=True))
+        records = [found.get(task_id) for task_id in task_ids]
+        refused = [t[:128] for t, r in zip(task_ids, records, strict=True) if r is None]
+        if refused:
+            audit("task.lookup_failed", call, task=refused[0], refused=len(refused))
+        return records
 
     async def cancel(self, record: TaskRecord, message: str) -> TaskRecord:
         """Mark the task cancelled, then stop its work. Returns the record as it ends up

@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, cast
@@ -25,11 +26,13 @@ from typing import Any, cast
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from bridge import logs
 from bridge.auth import Authenticator, Principal
 from bridge.errors import (
     INVALID_REQUEST,
+    LIMIT_EXCEEDED,
     BridgeError,
     HttpError,
     InvalidMeta,
@@ -62,6 +65,8 @@ VERSION_HEADER = "mcp-protocol-version"
 _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 _UNKNOWN = object()
+#: Stateless methods that look tasks up by id (and may see the named session's).
+TASK_LOOKUPS = frozenset({"tasks/get", "tasks/update", "tasks/cancel", "subscriptions/listen"})
 #: Handlers answering on a stream run as tasks of their own; the loop keeps only weak
 #: references to tasks, so this keeps each alive until it is done.
 _running: set[asyncio.Future[dict[str, Any]]] = set()
@@ -95,6 +100,24 @@ def _sse(messages: AsyncIterator[dict[str, Any]], ping_s: float) -> EventSourceR
     return EventSourceResponse(events(), ping=ping_s, headers=_SSE_HEADERS)
 
 
+class _CountedStream(EventSourceResponse):
+    """A GET stream counted against its session from the moment it is granted (before any
+    await, so a burst of requests cannot all pass the check) until it ends, however it ends."""
+
+    def __init__(self, counts: Counter[str], session: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._counts, self._session = counts, session
+        counts[session] += 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._counts[self._session] -= 1
+            if self._counts[self._session] <= 0:
+                del self._counts[self._session]
+
+
 class Transport:
     def __init__(
         self,
@@ -110,6 +133,10 @@ class Transport:
         self.modern = modern
         self.hub = hub
         self.auth = Authenticator(settings)
+        #: Open GET streams per session, in this process. Counted here, not in Redis: what a
+        #: stream holds (a connection, a queue, a task) is this process's, and a count in
+        #: Redis would outlive a process that died holding streams.
+        self._streams: Counter[str] = Counter()
 
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -171,9 +198,9 @@ class Transport:
         if not sid:
             raise HttpError(400, "Bad Request: missing Mcp-Session-Id header")
         logs.annotate(session=sid)
-        session = await self.legacy.sessions.get(sid) if _SESSION_ID.match(sid) else None
         # Another principal's session answers exactly like one that does not exist.
-        if session is None or session.principal != (principal.subject if principal else ""):
+        session = await self._find_session(sid, principal)
+        if session is None:
             raise HttpError(404, "Session not found")
         # Any version a session can speak is accepted, as the SDK servers do: a client may
         # send the latest it knows (the conformance suite does). Only an unknown one is 400.
@@ -181,6 +208,23 @@ class Transport:
         if version is not None and version not in LEGACY_VERSIONS:
             raise HttpError(400, f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
         return session
+
+    async def _find_session(self, sid: str, principal: Principal | None) -> Session | None:
+        if not _SESSION_ID.match(sid):
+            return None
+        subject = principal.subject if principal else ""
+        session = await self.legacy.sessions.get(sid, subject)
+        return session if session is not None and session.principal == subject else None
+
+    async def _named_session(self, request: Request) -> Session | None:
+        """The live session a stateless request names in ``Mcp-Session-Id``, if any. The era
+        has no sessions and ignores the header otherwise; it only lets a client that still
+        holds its session reach that session's tasks (the tasks extension asks dual-era
+        servers to allow ``tasks/get`` and ``tasks/cancel`` on legacy tasks)."""
+        sid = request.headers.get(SESSION_HEADER)
+        if not sid:
+            return None
+        return await self._find_session(sid, await self._principal(request))
 
     # -- POST ------------------------------------------------------------------------------
     async def _body(self, request: Request) -> bytes:
@@ -306,6 +350,8 @@ class Transport:
                 raise InvalidMeta("params with _meta are required")
             owner = principal.owner if principal else ""
             call = self.modern.call(request.headers, method, params, msg_id, owner)
+            if method in TASK_LOOKUPS:
+                call = replace(call, session=await self._named_session(request))
             if method == "subscriptions/listen":
                 task_ids = await self.modern.listen_filter(call, params)
                 return _sse(self.modern.listen(call, task_ids), self.settings.sse_ping_s)
@@ -368,7 +414,16 @@ class Transport:
         last = request.headers.get("last-event-id")
         if last is not None and not valid_event_id(last):
             raise HttpError(400, "Bad Request: malformed Last-Event-ID")
-        return EventSourceResponse(
+        most = self.settings.max_streams_per_session
+        if self._streams[session.id] >= most:
+            raise HttpError(
+                429,
+                f"Too many streams: at most {most} open GET streams per session; close one",
+                LIMIT_EXCEEDED,
+            )
+        return _CountedStream(
+            self._streams,
+            session.id,
             self._notifications(session, last),
             ping=self.settings.sse_ping_s,
             headers=_SSE_HEADERS,

@@ -55,8 +55,12 @@ async def test_counters_follow_a_workload(bridge: str) -> None:
     assert moved("mcp_bridge_notification_lag_seconds_count") > 0
 
 
-def test_metrics_answer_any_host(bridge: str) -> None:
-    response = httpx.get(bridge.removesuffix("/mcp") + "/metrics", headers={"Host": "10.0.0.9"})
+def test_metrics_need_an_allowed_host(bridge: str) -> None:
+    # Behind the Host check like the MCP endpoint (DNS rebinding): a scraper sends an
+    # allowed Host, or its address is listed (issue 15 item 11).
+    url = bridge.removesuffix("/mcp") + "/metrics"
+    assert httpx.get(url, headers={"Host": "10.0.0.9"}).status_code == 403
+    response = httpx.get(url)
     assert response.status_code == 200
     assert "mcp_bridge_tasks_created_total" in response.text
 

@@ -262,11 +262,15 @@ async def test_one_registry_two_views(bridge: str, http: httpx.AsyncClient) -> N
     modern = ModernClient(bridge, http)
     async with connect(bridge) as legacy:
         # A legacy task, fetched and cancelled statelessly (the extension says dual servers
-        # SHOULD allow it).
+        # SHOULD allow it) by a request that names its session: the task is the session's.
         legacy_task = await legacy.create_task("spin", {"seconds": 30}, ttl=60_000)
-        fetched = await modern.request("tasks/get", {"taskId": legacy_task["taskId"]})
-        assert fetched["ttlMs"] == 60_000 == legacy_task["ttl"]
-        await modern.request("tasks/cancel", {"taskId": legacy_task["taskId"]})
+        named = {"Mcp-Session-Id": legacy.session_id or ""}
+        body, headers = modern.build("tasks/get", {"taskId": legacy_task["taskId"]})
+        _, fetched = await modern.send(body, {**headers, **named})
+        assert fetched["result"]["ttlMs"] == 60_000 == legacy_task["ttl"]
+        body, headers = modern.build("tasks/cancel", {"taskId": legacy_task["taskId"]})
+        _, cancelled = await modern.send(body, {**headers, **named})
+        assert "result" in cancelled
         assert (await legacy.wait_status(legacy_task["taskId"], {"cancelled"}, 5))[
             "status"
         ] == "cancelled"

@@ -1,11 +1,14 @@
 -- Read a session and renew its idle timer, and that of its principal's session set (which
--- must live as long as any of the sessions it counts).
+-- must live as long as any of the sessions it counts), when the caller is its principal:
+-- a request the session would answer 404 (another principal's) renews nothing.
 -- KEYS[1] session hash   ARGV[1] session TTL ms   ARGV[2] key prefix
--- Returns the session hash as a flat field, value list (empty when the session is gone).
-local h = redis.call('HGETALL', KEYS[1])
-if #h > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  local principal = redis.call('HGET', KEYS[1], 'principal') or ''
-  redis.call('PEXPIRE', ARGV[2] .. ':principal:' .. principal .. ':sessions', ARGV[1])
+-- ARGV[3] the caller's principal ("" when unauthenticated)
+-- Returns the session hash as a flat field, value list (empty when the session is gone or
+-- is another principal's).
+local principal = redis.call('HGET', KEYS[1], 'principal')
+if principal ~= ARGV[3] then
+  return {}
 end
-return h
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', ARGV[2] .. ':principal:' .. principal .. ':sessions', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
