@@ -60,15 +60,12 @@ async def _answer(client: RawClient, question: dict[str, Any], text: str) -> Non
 
 
 @contextlib.asynccontextmanager
-async def _result_stream(client: RawClient, task_id: str) -> AsyncIterator[Messages]:
-    """A ``tasks/result`` request answered as SSE, as its messages (schema-checked); the
-    response is the message with id "result"."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": "result",
-        "method": "tasks/result",
-        "params": {"taskId": task_id},
-    }
+async def _streamed(
+    client: RawClient, request_id: str, method: str, params: dict[str, Any]
+) -> AsyncIterator[Messages]:
+    """A request answered as SSE, as its messages (schema-checked); the response is the
+    message whose id is ``request_id``."""
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
     async with client.http.stream(
         "POST",
         client.url,
@@ -84,13 +81,20 @@ async def _result_stream(client: RawClient, task_id: str) -> AsyncIterator[Messa
                 if not event.data:
                     continue
                 message = json.loads(event.data)
-                if message.get("id") == "result":
-                    schema.check_response("tasks/result", message)
+                if message.get("id") == request_id and "method" not in message:
+                    schema.check_response(method, message)
                 else:
                     schema.check_server_message(message)
                 yield message
 
         yield messages()
+
+
+def _result_stream(
+    client: RawClient, task_id: str
+) -> contextlib.AbstractAsyncContextManager[Messages]:
+    """``tasks/result`` answered as SSE; the response is the message with id "result"."""
+    return _streamed(client, "result", "tasks/result", {"taskId": task_id})
 
 
 async def _response(messages: Messages) -> dict[str, Any]:
@@ -289,37 +293,11 @@ async def test_a_timed_out_question_leaves_input_requests_modern(bridge: str) ->
 # -- a plain call's questions (2025-11-25): on the call's own response stream ----------------
 
 
-@contextlib.asynccontextmanager
-async def _plain_call(
+def _plain_call(
     client: RawClient, tool: str, arguments: dict[str, Any]
-) -> AsyncIterator[Messages]:
-    """A plain ``tools/call`` answered as SSE, as its messages (schema-checked); the response
-    is the message with id "call"."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": "call",
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments},
-    }
-    async with client.http.stream(
-        "POST",
-        client.url,
-        content=json.dumps(body),
-        headers=client.headers(),
-        timeout=httpx.Timeout(5, read=None),
-    ) as response:
-        assert response.status_code == 200, await response.aread()
-
-        async def messages() -> Messages:
-            async for event in EventSource(response).aiter_sse():
-                message = json.loads(event.data)
-                if message.get("id") == "call" and "method" not in message:
-                    schema.check_response("tools/call", message)
-                else:
-                    schema.check_server_message(message)
-                yield message
-
-        yield messages()
+) -> contextlib.AbstractAsyncContextManager[Messages]:
+    """A plain ``tools/call`` answered as SSE; the response is the message with id "call"."""
+    return _streamed(client, "call", "tools/call", {"name": tool, "arguments": arguments})
 
 
 async def test_a_plain_call_asks_on_its_response_stream(bridge: str) -> None:
