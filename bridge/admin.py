@@ -13,7 +13,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
@@ -24,7 +23,7 @@ from rich.text import Text
 from bridge import logs
 from bridge.audit import audit_operator
 from bridge.audit import log as audit_log
-from bridge.console import ago, iso, print_fields, print_json, print_table
+from bridge.console import ago, iso, print_fields, print_json, print_table, span
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.events import EventHub
@@ -372,7 +371,7 @@ def list_sessions(limit: int, as_json: bool) -> None:
             s["principal"] or "-",
             " ".join(str(v) for v in (s["clientName"], s["clientVersion"]) if v) or "-",
             (s["created"] or "-").replace("+00:00", "Z"),
-            str(timedelta(seconds=s["idleTtlLeft_s"])) if s["idleTtlLeft_s"] is not None else "-",
+            span(s["idleTtlLeft_s"]) if s["idleTtlLeft_s"] is not None else "-",
         ]
         for s in found
     ]

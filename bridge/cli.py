@@ -16,8 +16,8 @@ from typing import TypeVar
 import click
 import uvicorn
 
+from bridge import __version__, logs
 from bridge import dev as dev_run
-from bridge import logs
 from bridge.admin import sessions, tasks
 from bridge.app import create_app
 from bridge.caller import call_tool
@@ -85,6 +85,7 @@ def _loopback(host: str) -> bool:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="mcp-celery-bridge")
 def main() -> None:
     """An MCP server whose tools run as Celery tasks, and its operator commands."""
 

@@ -36,9 +36,13 @@ def iso(ms: int, z: bool = False) -> str:
 
 
 def ago(ms: int, now_ms: int) -> str:
-    """How long ago, compactly ("42s", "3m05s", "2h07m", "4d03h"): a table column stays
-    narrow enough for a terminal; ``--json`` has the exact times."""
-    s = max(0, (now_ms - ms) // 1000)
+    """How long ago, compactly: a table column stays narrow enough for a terminal;
+    ``--json`` has the exact times."""
+    return span(max(0, (now_ms - ms) // 1000))
+
+
+def span(s: int) -> str:
+    """A duration, compactly ("42s", "3m05s", "2h07m", "4d03h"): never a clock time."""
     if s < 60:
         return f"{s}s"
     if s < 3600:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -212,3 +213,6 @@ async def test_sessions_list_shows_the_test_session(bridge: str, env: dict[str, 
         table = await cli(env, "sessions", "list", "--limit", "0")
         assert table.returncode == 0, table.stderr
         assert str(client.session_id) in table.stdout and "2025-11-25" in table.stdout
+        # A duration left, not something that reads like a clock time ("23:59:57").
+        assert re.search(r"\b23h5\dm\b", table.stdout), table.stdout
+        assert not re.search(r"\b23:59:\d\d\b", table.stdout), table.stdout

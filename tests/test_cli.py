@@ -15,6 +15,7 @@ import anyio
 import httpx
 import pytest
 
+from bridge import __version__
 from tests.client import connect
 from tests.services import ROOT, free_port, wait_for
 
@@ -204,3 +205,17 @@ def test_ctrl_c_on_call_cancels_its_task(bridge: str, tmp_path: Path) -> None:
         if call.poll() is None:
             call.kill()
             call.wait()
+
+
+def test_version() -> None:
+    for flag in ("--version", "-V"):
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"mcp-celery-bridge, version {__version__}"
