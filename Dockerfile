@@ -7,11 +7,18 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
+# Dependencies first, in a layer of their own: a change to the code reinstalls only the
+# project itself. (Empty packages stand in for the code while they install.)
 COPY pyproject.toml README.md ./
+RUN mkdir bridge workers && touch bridge/__init__.py workers/__init__.py \
+    && pip install --no-cache-dir '.[flower]' && pip uninstall -y -q mcp-celery-bridge \
+    && rm -r bridge workers
 COPY bridge ./bridge
 COPY workers ./workers
 # The flower extra, so the same image runs Flower.
-RUN pip install --no-cache-dir '.[flower]'
+RUN pip install --no-cache-dir --no-deps '.[flower]'
+# Your own tool modules: mount or copy them into /app/tools (see docker-compose.yml).
+ENV PYTHONPATH=/app/tools
 # Celery refuses nothing as root with the json serializer, but run as a user anyway.
 RUN useradd --create-home mcp
 USER mcp
