@@ -166,7 +166,14 @@ def dev(
         flower_env, login = dev_run.flower_credentials(env)
         children.append(dev_run.start("flower", dev_run.flower_command(flower_port), flower_env, 6))
         flower_url = f"http://127.0.0.1:{flower_port}  ({login})"
-    click.echo(dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True)
+    # The banner comes last, once the stack answers /readyz (Redis and a worker), so it does
+    # not scroll away under the start-up lines.
+    dev_run.announce_when_ready(
+        f"http://{host}:{port}/mcp",
+        lambda: click.echo(
+            dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True
+        ),
+    )
     # `kill` and a closed terminal end dev like Ctrl-C does (``bridge.supervisor``); while
     # the bridge serves, uvicorn routes SIGINT and SIGTERM there itself.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

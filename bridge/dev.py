@@ -16,11 +16,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
 import click
+import httpx
 import redis
 
 from bridge.settings import Settings
@@ -125,6 +127,26 @@ def flower_credentials(environ: dict[str, str]) -> tuple[dict[str, str], str]:
         return {**environ}, f"user {given.split(':', 1)[0]}, password from FLOWER_BASIC_AUTH"
     password = secrets.token_urlsafe(18)
     return {**environ, "FLOWER_BASIC_AUTH": f"mcp:{password}"}, f"user mcp, password {password}"
+
+
+def announce_when_ready(url: str, announce: Callable[[], None], timeout_s: float = 120) -> None:
+    """Call ``announce`` (in a thread of its own) once the bridge at ``url`` is ready: its
+    ``/readyz`` answers 200, so Redis and a worker answer too. Announced anyway, late, if
+    that does not happen within ``timeout_s``: the banner then says where to look."""
+
+    def wait() -> None:
+        ready = url.removesuffix("/mcp") + "/readyz"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(ready, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        announce()
+
+    threading.Thread(target=wait, name="dev-banner", daemon=True).start()
 
 
 def banner(settings: Settings, url: str, flower_url: str | None) -> str:

@@ -76,8 +76,11 @@ def test_dev_runs_bridge_worker_and_flower_and_ctrl_c_stops_them(
 
         assert anyio.run(round_trip)["content"][0]["text"] == "from dev"
 
+        wait_for(lambda: "MCP endpoint" in log.read_text(errors="replace"), 30, "the banner")
         output = log.read_text(errors="replace")
         assert f"MCP endpoint  http://127.0.0.1:{port}/mcp" in output
+        # The banner comes once the stack is ready: after the worker's "ready." line.
+        assert output.index(" ready.") < output.index("MCP endpoint"), output
         assert f"Flower        http://127.0.0.1:{flower_port}" in output
         # Every process's lines are there, named, and readable (text, not JSON).
         assert "worker | " in output and "bridge | " in output and "flower | " in output
