@@ -23,7 +23,7 @@ from rich.text import Text
 from bridge import logs
 from bridge.audit import audit_operator
 from bridge.audit import log as audit_log
-from bridge.console import ago, iso, print_fields, print_json, print_table, span
+from bridge.console import ago, console, iso, print_fields, print_json, print_table, span
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.events import EventHub
@@ -39,6 +39,17 @@ from bridge.tasks import Tasks
 #: How long ``tasks show`` waits for workers to answer ``inspect().active()``.
 INSPECT_TIMEOUT_S = 1.0
 MESSAGE_WIDTH = 40
+#: Terminal columns from which `tasks list` shows whole owners and the worker column.
+WIDE_TABLE = 160
+
+
+def _short_owner(owner: str) -> str:
+    """``session:5e98d6f9…`` for a table: the kind and enough of the id to tell owners apart
+    (``--json`` and `tasks show` have it whole)."""
+    kind, sep, name = owner.partition(":")
+    return owner if not sep or len(name) <= 12 else f"{kind}:{name[:8]}…"
+
+
 OPERATOR_CANCEL = "cancelled by an operator"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -192,24 +203,34 @@ def list_tasks(
         return
     now_ms = int(time.time() * 1000)
     colour = {"working": "yellow", "input_required": "magenta", "completed": "green"}
-    rows: list[list[str | Text]] = [
-        [
-            r.id,
-            Text(r.status.value, style=colour.get(r.status.value, "red")),
-            r.tool + (" (plain call)" if r.hidden else ""),
-            r.owner,
-            ago(r.created, now_ms),
-            ago(r.updated, now_ms),
-            r.worker,
-            r.message if len(r.message) <= MESSAGE_WIDTH else r.message[: MESSAGE_WIDTH - 1] + "…",
-        ]
-        for r in found
-    ]
+    # On a narrow terminal the owner is shortened and the worker left to `tasks show`, so
+    # the statusMessage keeps its room (task ids stay whole: they are what one copies).
+    wide = console().width >= WIDE_TABLE
+    rows: list[list[str | Text]] = []
+    for r in found:
+        message = r.message
+        if len(message) > MESSAGE_WIDTH:
+            message = message[: MESSAGE_WIDTH - 1] + "…"
+        when = [ago(r.created, now_ms), ago(r.updated, now_ms)] if wide else []
+        rows.append(
+            [
+                r.id,
+                Text(r.status.value, style=colour.get(r.status.value, "red")),
+                r.tool + (" (plain call)" if r.hidden else ""),
+                r.owner if wide else _short_owner(r.owner),
+                *when,
+                *([r.worker] if wide else [ago(r.updated, now_ms)]),
+                message,
+            ]
+        )
     more = f"; limit {limit} reached, more may match" if limit_reached else ""
-    columns = ["task id", "status", "tool", "owner", "age", "changed", "worker"]
+    # Narrow: the time since the last change only ("idle"), and the owner never folded.
+    times = ["age", "changed", "worker"] if wide else ["idle"]
+    columns = ["task id", "status", "tool", "owner", *times, "statusMessage" if wide else "message"]
     title = f"MCP tasks ({settings.key_prefix})"
     caption = f"{len(found)} task(s){more}"
-    print_table(title, [*columns, "statusMessage"], rows, caption, {"owner", "statusMessage"})
+    fold = {"owner", "statusMessage"} if wide else {"message"}
+    print_table(title, columns, rows, caption, fold)
 
 
 def _celery_view(settings: Settings, celery_id: str) -> dict[str, Any]:

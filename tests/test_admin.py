@@ -216,3 +216,19 @@ async def test_sessions_list_shows_the_test_session(bridge: str, env: dict[str, 
         # A duration left, not something that reads like a clock time ("23:59:57").
         assert re.search(r"\b23h5\dm\b", table.stdout), table.stdout
         assert not re.search(r"\b23:59:\d\d\b", table.stdout), table.stdout
+
+
+async def test_tasks_list_fits_a_100_column_terminal(bridge: str, env: dict[str, str]) -> None:
+    async with connect(bridge) as client:
+        task = await client.create_task("echo", {"text": "narrow"})
+        await client.call("tasks/result", {"taskId": task["taskId"]})
+        table = await cli({**env, "COLUMNS": "100"}, "tasks", "list", "--limit", "0")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= 100 for line in lines), table.stdout
+    assert any(" message " in line for line in lines), table.stdout
+    mine = [line for line in lines if task["taskId"] in line]
+    # One line for the task: the owner shortened, the message whole.
+    assert len(mine) == 1 and f"session:{client.session_id[:8]}…" in mine[0], table.stdout
+    assert mine[0].rstrip().endswith("│"), table.stdout  # the table fits: nothing cropped
+    assert "completed" in mine[0].split("│")[-2], table.stdout
