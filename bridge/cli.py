@@ -159,7 +159,9 @@ def dev(
         "PYTHONUNBUFFERED": "1",
     }
     sock = _listen(host, port)
-    children = [dev_run.start("worker", dev_run.worker_command(concurrency, log_level), env, 6)]
+    worker_command = dev_run.worker_command(concurrency, log_level)
+    # Celery's "celery@host ready." line: the worker consumes from now on.
+    children = [dev_run.start("worker", worker_command, env, 6, ready_line=" ready.")]
     supervisor = Supervisor(children[0], lambda line: click.echo(line, err=True))
     flower_url = None
     if not no_flower and dev_run.flower_installed():
@@ -168,11 +170,11 @@ def dev(
         flower_url = f"http://127.0.0.1:{flower_port}  ({login})"
     # The banner comes last, once the stack answers /readyz (Redis and a worker), so it does
     # not scroll away under the start-up lines.
+    url = f"http://{host}:{port}/mcp"
     dev_run.announce_when_ready(
-        f"http://{host}:{port}/mcp",
-        lambda: click.echo(
-            dev_run.banner(settings, f"http://{host}:{port}/mcp", flower_url), err=True
-        ),
+        url,
+        children[0],
+        lambda: click.echo(dev_run.banner(settings, url, flower_url), err=True),
     )
     # `kill` and a closed terminal end dev like Ctrl-C does (``bridge.supervisor``); while
     # the bridge serves, uvicorn routes SIGINT and SIGTERM there itself.

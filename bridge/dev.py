@@ -17,12 +17,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import click
-import httpx
 import redis
 
 from bridge.settings import Settings
@@ -56,6 +56,8 @@ class Child:
     name: str
     popen: subprocess.Popen[bytes]
     pump: threading.Thread
+    #: Set once the child printed its ready line (``start``'s ``ready_line``).
+    ready: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, timeout: float = 15) -> None:
         if self.popen.poll() is None:
@@ -68,9 +70,18 @@ class Child:
         self.pump.join(timeout=2)
 
 
-def _pump(prefix: str, source: IO[bytes], echo: Callable[[str], None]) -> None:
+def _pump(
+    prefix: str,
+    source: IO[bytes],
+    echo: Callable[[str], None],
+    ready_line: str,
+    ready: threading.Event,
+) -> None:
     for raw in source:
-        echo(f"{prefix}{raw.decode(errors='replace').rstrip()}")
+        line = raw.decode(errors="replace").rstrip()
+        echo(f"{prefix}{line}")
+        if ready_line and ready_line in line:
+            ready.set()
 
 
 # Runs before the child's own program (exec keeps the setting): the kernel sends the child
@@ -84,7 +95,9 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
-def start(name: str, command: list[str], env: dict[str, str], width: int) -> Child:
+def start(
+    name: str, command: list[str], env: dict[str, str], width: int, ready_line: str = ""
+) -> Child:
     if sys.platform == "linux":
         command = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
     popen = subprocess.Popen(
@@ -96,14 +109,16 @@ def start(name: str, command: list[str], env: dict[str, str], width: int) -> Chi
         start_new_session=True,
     )
     assert popen.stdout is not None
+    ready = threading.Event()
+    echo: Callable[[str], None] = lambda line: click.echo(line, err=True)  # noqa: E731
     pump = threading.Thread(
         target=_pump,
-        args=(f"{name:<{width}} | ", popen.stdout, lambda line: click.echo(line, err=True)),
+        args=(f"{name:<{width}} | ", popen.stdout, echo, ready_line, ready),
         name=f"dev-log-{name}",
         daemon=True,
     )
     pump.start()
-    return Child(name, popen, pump)
+    return Child(name, popen, pump, ready)
 
 
 def _celery(*args: str) -> list[str]:
@@ -129,19 +144,23 @@ def flower_credentials(environ: dict[str, str]) -> tuple[dict[str, str], str]:
     return {**environ, "FLOWER_BASIC_AUTH": f"mcp:{password}"}, f"user mcp, password {password}"
 
 
-def announce_when_ready(url: str, announce: Callable[[], None], timeout_s: float = 120) -> None:
-    """Call ``announce`` (in a thread of its own) once the bridge at ``url`` is ready: its
-    ``/readyz`` answers 200, so Redis and a worker answer too. Announced anyway, late, if
+def announce_when_ready(
+    url: str, worker: Child, announce: Callable[[], None], timeout_s: float = 120
+) -> None:
+    """Call ``announce`` (in a thread of its own) once the stack is ready: the worker printed
+    its ready line and the bridge at ``url`` answers ``/readyz``. Announced anyway, late, if
     that does not happen within ``timeout_s``: the banner then says where to look."""
 
     def wait() -> None:
         ready = url.removesuffix("/mcp") + "/readyz"
         deadline = time.monotonic() + timeout_s
+        worker.ready.wait(timeout_s)
         while time.monotonic() < deadline:
             try:
-                if httpx.get(ready, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                with urllib.request.urlopen(ready, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:  # not up yet (URLError, HTTPError and timeouts are OSErrors)
                 pass
             time.sleep(0.2)
         announce()
