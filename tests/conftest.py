@@ -31,6 +31,16 @@ def _own_settings_only() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (a broker no other worker listens on, say): it
+    keeps nothing, so stopping it is the whole clean-up."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The run's own redis-server: database 0 holds the registry and the broker of ``env``;

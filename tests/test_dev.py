@@ -123,10 +123,13 @@ async def test_the_reaper_stops_even_when_its_cancellation_is_lost(env: dict[str
     # Python 3.11's asyncio.wait_for (inside redis-py's connect) returns a result that came
     # at the same moment as a cancellation and drops the cancellation: the reaper then ran
     # on, and the server's shutdown (`serve` on a taken port, say) waited for it forever.
+    reaping = asyncio.Event()
+
     class Unlucky(Reaper):
         async def reap(self) -> int:
+            reaping.set()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(30)
+                await asyncio.Event().wait()  # never set: only the cancel ends it, swallowed
             return 0
 
     settings = Settings(redis_url=env["MCP_BRIDGE_REDIS_URL"], key_prefix=uuid.uuid4().hex)
@@ -134,7 +137,8 @@ async def test_the_reaper_stops_even_when_its_cancellation_is_lost(env: dict[str
     reaper = Unlucky(settings, Registry(settings, client))
     try:
         reaper.start()
-        await asyncio.sleep(0.05)
+        with anyio.fail_after(5):
+            await reaping.wait()  # the pass whose cancellation will be lost is under way
         with anyio.move_on_after(5) as waited:
             await reaper.stop()
         running = [t for t in asyncio.all_tasks() if t.get_name() == "mcp-reaper" and not t.done()]

@@ -136,25 +136,21 @@ async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
 
 @pytest.mark.timeout(90)
 async def test_another_broker_gets_the_call_through_celery(
-    env: dict[str, str], log_dir: Path, redis_server: RedisServer
+    env: dict[str, str], log_dir: Path, own_redis: RedisServer
 ) -> None:
-    broker = redis_server.database(2)  # of the run's own Redis, flushed after
     private = {
         **env,
-        "MCP_BRIDGE_BROKER_URL": broker,
+        "MCP_BRIDGE_BROKER_URL": own_redis.url,
         "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-broker",
     }
-    try:
-        with (
-            celery_worker(private, log_dir, concurrency=1, name="broker"),
-            bridge_server(private, log_dir, "bridge-broker") as url,
-        ):
-            async with connect(url) as client:
-                task = await client.create_task("echo", {"text": "via celery"})
-                result = await client.call("tasks/result", {"taskId": task["taskId"]})
-        assert result["content"][0]["text"] == "via celery"
-    finally:
-        redis.Redis.from_url(broker).flushdb()
+    with (
+        celery_worker(private, log_dir, concurrency=1, name="broker"),
+        bridge_server(private, log_dir, "bridge-broker") as url,
+    ):
+        async with connect(url) as client:
+            task = await client.create_task("echo", {"text": "via celery"})
+            result = await client.call("tasks/result", {"taskId": task["taskId"]})
+    assert result["content"][0]["text"] == "via celery"
 
 
 async def test_a_retried_create_queues_its_message_once(settings: Settings) -> None:

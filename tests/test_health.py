@@ -6,7 +6,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.services import Process, RedisServer, bridge_server, celery_worker, wait_for
 
@@ -25,24 +24,19 @@ def test_readyz_lists_the_workers(bridge: str, worker: Process) -> None:
 
 @pytest.mark.timeout(90)
 def test_readyz_goes_unready_when_the_worker_stops(
-    env: dict[str, str], log_dir: Path, redis_server: RedisServer
+    env: dict[str, str], log_dir: Path, own_redis: RedisServer
 ) -> None:
-    # A broker of its own (a database of the run's Redis), so no other test's worker
-    # answers the ping.
-    broker = redis_server.database(1)
+    # A broker of its own, so no other test's worker answers the ping.
     private = {
         **env,
-        "MCP_BRIDGE_BROKER_URL": broker,
+        "MCP_BRIDGE_BROKER_URL": own_redis.url,
         "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-ready",
     }
-    try:
-        with bridge_server(private, log_dir, "bridge-ready") as url:
-            readyz = url.removesuffix("/mcp") + "/readyz"
-            with celery_worker(private, log_dir, concurrency=1, name="ready"):
-                wait_for(lambda: httpx.get(readyz).status_code == 200, 20, "ready")
-            body = wait_for(
-                lambda: (r := httpx.get(readyz)).status_code == 503 and r.json(), 20, "unready"
-            )
-            assert body == {"redis": "ok", "workers": [], "status": "unready"}
-    finally:
-        redis.Redis.from_url(broker).flushdb()
+    with bridge_server(private, log_dir, "bridge-ready") as url:
+        readyz = url.removesuffix("/mcp") + "/readyz"
+        with celery_worker(private, log_dir, concurrency=1, name="ready"):
+            wait_for(lambda: httpx.get(readyz).status_code == 200, 20, "ready")
+        body = wait_for(
+            lambda: (r := httpx.get(readyz)).status_code == 503 and r.json(), 20, "unready"
+        )
+        assert body == {"redis": "ok", "workers": [], "status": "unready"}
