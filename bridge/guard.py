@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 #: Paths served whatever the Host: liveness probes come from orchestrators by pod address,
 #: and ``/healthz`` answers nothing but "ok". ``/readyz`` (worker names) and ``/metrics``
 #: (tools, counts) are checked like the MCP endpoint: a DNS-rebinding page must not read
-#: them; a scraper or readiness probe sends an allowed Host (see README).
+#: them; a scraper or readiness probe sends an allowed Host (see docs/operations.md).
 PROBES = frozenset({"/healthz"})
 
 

@@ -15,7 +15,7 @@ def _split_commas(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    # Each field's docstring is its description, and the README's settings reference is
+    # Each field's docstring is its description, and the settings reference in docs/operations.md is
     # generated from them (``reference``; tests/test_settings_doc.py keeps the two equal).
     model_config = SettingsConfigDict(
         env_prefix="MCP_BRIDGE_", frozen=True, use_attribute_docstrings=True
@@ -229,7 +229,7 @@ def _default(value: Any) -> str:
 
 
 def reference() -> str:
-    """The settings as a markdown table (variable, default, meaning), for the README."""
+    """The settings as a markdown table (variable, default, meaning), for docs/operations.md."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         meaning = " ".join((field.description or "").split()).replace("``", "`")

@@ -1,4 +1,4 @@
-"""The README's settings reference is the one generated from the settings model."""
+"""The settings reference in docs/operations.md is the one generated from the settings model."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from bridge.settings import reference
 from tests.services import ROOT
 
 
-def test_the_readme_lists_every_setting_as_the_model_declares_it() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_list_every_setting_as_the_model_declares_it() -> None:
+    readme = (ROOT / "docs" / "operations.md").read_text()
     documented = readme.split("<!-- settings:begin -->\n")[1].split("<!-- settings:end -->")[0]
     assert documented == reference(), (
-        "README.md's settings table is stale: paste the output of "
+        "docs/operations.md's settings table is stale: paste the output of "
         "`python -c 'from bridge.settings import reference; print(reference())'`"
     )
