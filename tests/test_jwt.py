@@ -10,11 +10,9 @@ import hmac
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bridge.auth import Authenticator
 from bridge.settings import Settings
+from tests.jwks import Provider, publishing
 from tests.services import ROOT, Process, bridge_server, free_port
 
 pytestmark = pytest.mark.anyio
 
 AUDIENCE = "mcp-bridge-jwt-tests"
 REFRESH_S = 0.3
-
-
-class _Provider(BaseHTTPRequestHandler):
-    """A JWKS endpoint that counts its fetches and can be held (a slow identity provider)."""
-
-    body = b""
-    fetches = 0
-    open = threading.Event()
-
-    def do_GET(self) -> None:
-        type(self).fetches += 1
-        self.open.wait(30)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +41,8 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture(scope="module")
 def provider(rsa_key: rsa.RSAPrivateKey) -> Iterator[str]:
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
-    _Provider.body = json.dumps({"keys": [{**jwk, "kid": "rsa-1", "use": "sig"}]}).encode()
-    _Provider.open.set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    _Provider.open.set()
-    server.shutdown()
+    with publishing(rsa_key, kid="rsa-1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +136,8 @@ async def test_unknown_key_ids_neither_flood_the_provider_nor_hold_up_valid_toke
         allowed = time.monotonic() + REFRESH_S
         while time.monotonic() < allowed:  # until a refetch is allowed again
             await anyio.sleep(0.05)
-        before = _Provider.fetches
-        _Provider.open.clear()  # the provider hangs from now on
+        before = Provider.fetches
+        Provider.open.clear()  # the provider hangs from now on
         try:
             answers: list[int] = []
             async with anyio.create_task_group() as tg:
@@ -177,19 +150,19 @@ async def test_unknown_key_ids_neither_flood_the_provider_nor_hold_up_valid_toke
                 with anyio.fail_after(10):
                     # Until an attacker reached the provider (which hangs), or all were
                     # answered without it.
-                    while _Provider.fetches == before and len(answers) < 50:
+                    while Provider.fetches == before and len(answers) < 50:
                         await anyio.sleep(0.02)
                 # Whatever the attackers caused, a valid token is answered while the
                 # provider still hangs.
                 with anyio.fail_after(10):
                     assert (await _ping(http, jwks_bridge, good)).status_code == 200
-                assert not _Provider.open.is_set()
-                _Provider.open.set()
+                assert not Provider.open.is_set()
+                Provider.open.set()
         finally:
-            _Provider.open.set()
+            Provider.open.set()
         assert answers == [401] * 50
         # At most one refetch for fifty unknown key ids.
-        assert _Provider.fetches - before <= 1
+        assert Provider.fetches - before <= 1
 
 
 def test_jwt_mode_refuses_to_start_without_an_audience(env: dict[str, str]) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.client import RpcError, connect
+from tests.jwks import publishing
 from tests.modern import ModernClient, ModernError
 from tests.services import ROOT, Process, bridge_server, free_port
 
@@ -124,19 +123,6 @@ async def test_modern_tasks_are_bound_to_the_principal(token_bridge: str) -> Non
             assert (await legacy_alice.get_task(created["taskId"]))["status"] == "completed"
 
 
-class _Jwks(BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -144,15 +130,8 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture(scope="module")
 def jwks_url(rsa_key: rsa.RSAPrivateKey) -> Iterator[str]:
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
-    _Jwks.body = json.dumps(
-        {"keys": [{**jwk, "kid": "test-key", "use": "sig", "alg": "RS256"}]}
-    ).encode()
-    server = HTTPServer(("127.0.0.1", 0), _Jwks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    server.shutdown()
+    with publishing(rsa_key, kid="test-key", alg="RS256") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
