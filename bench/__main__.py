@@ -151,7 +151,7 @@ def code_state() -> str:
 
 
 def settings_lines(services: Services, sizes: Sizes, runs: int) -> list[str]:
-    from bridge.settings import Settings
+    from bridge.shared.settings import Settings
 
     s = Settings()
     worker = " ".join(["celery -A workers worker", *WORKER_FLAGS, "-l", WORKER_LOG_LEVEL])

@@ -84,8 +84,8 @@ WAITS = {
     "Runner.run (asyncio/runners.py)": "event loop inside uvloop's C code (polling and I/O)",
     "Condition.wait (threading.py)": "idle worker thread (waiting for a job)",
     "Event.wait (threading.py)": "idle worker thread (waiting for a job)",
-    "EventDispatcher.publish (celery/events/dispatcher.py)": (
-        "blocked on the mutex of Celery's event dispatcher (task-sent events)"
+    "EventDispatcher.publish (celery/events/publisher.py)": (
+        "blocked on the mutex of Celery's event publisher (task-sent events)"
     ),
     "SocketBuffer._read_from_socket (redis/_parsers/socket.py)": (
         "blocked reading a Redis reply (kombu/redis-py in a thread)"

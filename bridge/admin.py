@@ -1,6 +1,6 @@
 """Operator commands: ``tasks list|show|cancel`` and ``sessions list``.
 
-They read the registry in Redis directly (``bridge.keys``), so they need no MCP session and
+They read the registry in Redis directly (``bridge.shared.keys``), so they need no MCP session and
 see every owner's tasks. Settings come from the environment, as for ``serve``.
 """
 
@@ -20,20 +20,20 @@ import redis
 from pydantic import ValidationError
 from rich.text import Text
 
-from bridge import logs
 from bridge.audit import audit_operator
 from bridge.audit import log as audit_log
 from bridge.console import ago, console, iso, print_fields, print_json, print_table, span
-from bridge.dispatch import Dispatcher
-from bridge.errors import BridgeError
 from bridge.events import EventHub
-from bridge.keys import Keys
-from bridge.logs import printable
-from bridge.records import TaskRecord, TaskStatus
-from bridge.registry import Registry
+from bridge.publisher import Publisher
 from bridge.scan import collect
-from bridge.settings import Settings
-from bridge.store import async_client, sync_client
+from bridge.shared import logs
+from bridge.shared.errors import BridgeError
+from bridge.shared.keys import Keys
+from bridge.shared.logs import printable
+from bridge.shared.records import TaskRecord, TaskStatus
+from bridge.shared.registry import Registry
+from bridge.shared.settings import Settings
+from bridge.shared.store import async_client, sync_client
 from bridge.tasks import Tasks
 
 #: How long ``tasks show`` waits for workers to answer ``inspect().active()``.
@@ -239,15 +239,15 @@ def _celery_view(settings: Settings, celery_id: str) -> dict[str, Any]:
     view: dict[str, Any] = {"celery_id": celery_id or None}
     if not celery_id:
         return view  # a task that failed validation was never queued
-    dispatcher = Dispatcher(settings)
+    publisher = Publisher(settings)
     try:
-        view["backend_state"] = dispatcher.celery.AsyncResult(celery_id).state
-        replies = dispatcher.celery.control.inspect(timeout=INSPECT_TIMEOUT_S).active()
+        view["backend_state"] = publisher.celery.AsyncResult(celery_id).state
+        replies = publisher.celery.control.inspect(timeout=INSPECT_TIMEOUT_S).active()
     except Exception as exc:  # any broker or backend fault: the MCP view still stands
         view["error"] = f"{type(exc).__name__}: {exc}"
         return view
     finally:
-        dispatcher.close()
+        publisher.close()
     view["workers_answered"] = sorted(replies or {})
     view["active_on"] = None
     for worker_name, active in (replies or {}).items():
@@ -313,15 +313,15 @@ def _show_value(name: str, value: Any) -> str:
 
 async def _cancel(settings: Settings, record: TaskRecord, message: str) -> TaskRecord:
     client = async_client(settings.redis_url)
-    dispatcher = Dispatcher(settings)
+    publisher = Publisher(settings)
     try:
         registry = Registry(settings, client)
-        # Tasks.cancel uses only the registry and the dispatcher; the hub (never started,
+        # Tasks.cancel uses only the registry and the publisher; the hub (never started,
         # so no pub/sub connection) and the tool table are there to build it.
-        ops = Tasks(settings, registry, dispatcher, EventHub(settings, client), {})
+        ops = Tasks(settings, registry, publisher, EventHub(settings, client), {})
         return await ops.cancel(record, message)
     finally:
-        dispatcher.close()
+        publisher.close()
         await client.aclose()
 
 

@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bridge.deadlines import BodyDeadline
-from bridge.dispatch import Dispatcher
 from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
 from bridge.headers import TrimmedHeaders
@@ -22,11 +21,12 @@ from bridge.health import Health
 from bridge.legacy import LegacyProtocol
 from bridge.metrics import Metrics
 from bridge.modern import ModernProtocol
+from bridge.publisher import Publisher
 from bridge.reaper import Reaper
-from bridge.registry import Registry
 from bridge.sessions import Sessions
-from bridge.settings import Settings
-from bridge.store import async_client
+from bridge.shared.registry import Registry
+from bridge.shared.settings import Settings
+from bridge.shared.store import async_client
 from bridge.tasks import Tasks
 from bridge.transport import Transport
 from workers.tools import Tool, catalogue
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = async_client(settings.redis_url)
-        dispatcher = Dispatcher(settings)
+        publisher = Publisher(settings)
         hub = EventHub(settings, client)
         hub.start()
         registry = Registry(settings, client)
@@ -56,16 +56,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metrics = Metrics(hub)
         hub.on_event = metrics.observe
         app.state.metrics = metrics
-        tasks = Tasks(settings, registry, dispatcher, hub, tools, metrics)
+        tasks = Tasks(settings, registry, publisher, hub, tools, metrics)
         legacy = LegacyProtocol(Sessions(settings, client), tasks)
         app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub, metrics)
-        app.state.health = Health(client, dispatcher)
+        app.state.health = Health(client, publisher)
         try:
             yield
         finally:
             await reaper.stop()
             await hub.stop()
-            dispatcher.close()
+            publisher.close()
             await client.aclose()
 
     async def endpoint(request: Request) -> Response:

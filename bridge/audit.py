@@ -9,8 +9,8 @@ import logging
 import socket
 from typing import Any
 
-from bridge import logs
 from bridge.protocol import Call
+from bridge.shared import logs
 
 log = logging.getLogger("bridge.audit")
 

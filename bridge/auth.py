@@ -13,9 +13,9 @@ from typing import Any
 
 import jwt
 
-from bridge.errors import HttpError
 from bridge.jwks import KeySet
-from bridge.settings import Settings
+from bridge.shared.errors import HttpError
+from bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,14 @@ from typing import TypeVar
 import click
 import uvicorn
 
-from bridge import __version__, logs
+from bridge import __version__
 from bridge import dev as dev_run
 from bridge.admin import sessions, tasks
 from bridge.app import create_app
 from bridge.caller import call_tool
 from bridge.deadlines import server_options
-from bridge.settings import Settings
+from bridge.shared import logs
+from bridge.shared.settings import Settings
 from bridge.supervisor import Supervisor
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -64,7 +65,7 @@ def _serve(
     config = uvicorn.Config(
         create_app(settings),
         log_level=log_level,
-        # Logging is configured already (``bridge.logs``): uvicorn must not replace it.
+        # Logging is configured already (``bridge.shared.logs``): uvicorn must not replace it.
         log_config=None,
         timeout_graceful_shutdown=5,
         **server_options(settings),

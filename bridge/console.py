@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bridge.logs import printable
+from bridge.shared.logs import printable
 
 
 def console() -> Console:

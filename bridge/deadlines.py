@@ -30,8 +30,8 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from bridge.errors import INVALID_REQUEST, HttpError
-from bridge.settings import Settings
+from bridge.shared.errors import INVALID_REQUEST, HttpError
+from bridge.shared.settings import Settings
 
 TIMEOUT = 408
 

@@ -25,7 +25,7 @@ from typing import IO
 import click
 import redis
 
-from bridge.settings import Settings
+from bridge.shared.settings import Settings
 
 REDIS_HELP = """\
 Redis does not answer at {url}: {error}

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.dispatch import Dispatcher
+from bridge.publisher import Publisher
 
 #: How long a readiness answer is reused.
 CACHE_S = 2.0
@@ -22,9 +22,9 @@ PING_TIMEOUT_S = 1.0
 
 
 class Health:
-    def __init__(self, client: redis.asyncio.Redis, dispatcher: Dispatcher) -> None:
+    def __init__(self, client: redis.asyncio.Redis, publisher: Publisher) -> None:
         self.redis = client
-        self.dispatcher = dispatcher
+        self.publisher = publisher
         self._cached: tuple[float, int, dict[str, Any]] | None = None
         self._lock = anyio.Lock()
 
@@ -48,7 +48,7 @@ class Health:
         except RedisError as exc:
             body["redis"] = f"unreachable: {type(exc).__name__}"
         try:
-            replies = await anyio.to_thread.run_sync(self.dispatcher.ping, PING_TIMEOUT_S)
+            replies = await anyio.to_thread.run_sync(self.publisher.ping, PING_TIMEOUT_S)
             body["workers"] = sorted(replies)
         except Exception as exc:  # the broker's own errors vary by transport
             body["workers"] = []

@@ -1,7 +1,7 @@
 """The JSON-RPC 2.0 wire: a request body read strictly, error objects, and JSON responses.
 
 Every exception that reaches a client becomes a JSON-RPC error object in ``error_response``
-and nowhere else: a ``McpError`` carries its code; anything else is logged and answered
+and nowhere else: a ``JsonRpcError`` carries its code; anything else is logged and answered
 ``-32603 Internal error``, never a traceback.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import anyio.to_thread
 from starlette.responses import JSONResponse
 
-from bridge import logs
-from bridge.errors import INTERNAL_ERROR, PARSE_ERROR, HttpError, McpError
+from bridge.shared import logs
+from bridge.shared.errors import INTERNAL_ERROR, PARSE_ERROR, HttpError, JsonRpcError
 
 log = logging.getLogger("bridge.transport")
 
@@ -128,7 +128,7 @@ def error_body(code: int, message: str, data: Any = None, id: Any = None) -> dic
 
 
 def error_response(exc: BaseException, id: Any) -> dict[str, Any]:
-    if isinstance(exc, McpError):
+    if isinstance(exc, JsonRpcError):
         logs.annotate(error=exc.code)
         if exc.public != exc.message:
             log.warning("answering request %r with %r: %s", id, exc.public, exc.message)

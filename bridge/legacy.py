@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bridge.audit import audit
-from bridge.errors import InvalidParams, McpError, MethodNotFound
 from bridge.jsonrpc import error_response
 from bridge.protocol import (
     INSTRUCTIONS,
@@ -27,8 +26,9 @@ from bridge.protocol import (
     tool_error,
 )
 from bridge.questions import INPUT_ID_PREFIX, RELATED_TASK, Delivery, task_questions
-from bridge.records import TaskRecord, TaskStatus
 from bridge.sessions import Session, Sessions
+from bridge.shared.errors import InvalidParams, JsonRpcError, MethodNotFound
+from bridge.shared.records import TaskRecord, TaskStatus
 from bridge.tasks import Tasks
 
 #: The JSON-RPC error ``tasks/result`` answers for a cancelled task (the spec leaves it open).
@@ -288,13 +288,13 @@ def task_progress(record: TaskRecord) -> dict[str, Any] | None:
 def _payload(record: TaskRecord, *, related: bool = False) -> dict[str, Any]:
     """What the original ``tools/call`` would have answered: its result or its error."""
     if record.status is TaskStatus.CANCELLED:
-        raise McpError(
+        raise JsonRpcError(
             f"Task was cancelled and has no result: {record.message}",
             {"taskId": record.id, "status": "cancelled"},
             code=TASK_CANCELLED_CODE,
         )
     if record.error is not None:
-        raise McpError(
+        raise JsonRpcError(
             str(record.error.get("message", "task failed")),
             record.error.get("data"),
             code=int(record.error.get("code", -32603)),

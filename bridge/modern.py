@@ -12,15 +12,6 @@ from typing import Any
 
 from bridge import param_headers
 from bridge.audit import audit
-from bridge.errors import (
-    HeaderMismatch,
-    InvalidMeta,
-    InvalidParams,
-    McpError,
-    MethodNotFound,
-    MissingCapability,
-    UnsupportedVersion,
-)
 from bridge.events import EventHub
 from bridge.protocol import (
     INSTRUCTIONS,
@@ -35,8 +26,17 @@ from bridge.protocol import (
     string,
     tool_error,
 )
-from bridge.records import TaskRecord, TaskStatus
 from bridge.rounds import Rounds
+from bridge.shared.errors import (
+    HeaderMismatch,
+    InvalidMeta,
+    InvalidParams,
+    JsonRpcError,
+    MethodNotFound,
+    MissingCapability,
+    UnsupportedVersion,
+)
+from bridge.shared.records import TaskRecord, TaskStatus
 from bridge.tasks import Tasks
 
 EXT_TASKS = "io.modelcontextprotocol/tasks"
@@ -127,7 +127,7 @@ def render_task(record: TaskRecord) -> dict[str, Any]:
     """The extension's ``DetailedTask``. The registry keeps the legacy facts: a tool that
     raised (or returned ``isError``) is ``failed`` there, but ``completed`` in this era,
     where ``failed`` is only for JSON-RPC errors (a lost worker, a call never queued: those
-    records carry ``error``, see ``bridge.errors.execution_error``)."""
+    records carry ``error``, see ``bridge.shared.errors.execution_error``)."""
     status = record.status
     if status is TaskStatus.FAILED and record.error is None:
         status = TaskStatus.COMPLETED
@@ -257,13 +257,13 @@ class ModernProtocol:
             return _with_meta(asked, "input_required")
         final = round_.record
         if final.error is not None:
-            raise McpError(
+            raise JsonRpcError(
                 str(final.error.get("message", "the call failed")),
                 final.error.get("data"),
                 code=int(final.error.get("code", -32603)),
             )
         if final.status is TaskStatus.CANCELLED:
-            raise McpError(f"The call was cancelled: {final.message}")
+            raise JsonRpcError(f"The call was cancelled: {final.message}")
         return _with_meta(final.result or tool_error(final.message or "the call failed"))
 
     async def _visible(self, call: Call, params: dict[str, Any]) -> TaskRecord:

@@ -1,6 +1,6 @@
 """What both protocol eras share: who is calling, parameter checks, cursors, timestamps.
 
-Handlers never see HTTP; they raise ``McpError`` subclasses, which the transport turns
+Handlers never see HTTP; they raise ``JsonRpcError`` subclasses, which the transport turns
 into JSON-RPC errors in one place."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridge import __version__
-from bridge.errors import InvalidParams
-from bridge.records import TaskRecord
 from bridge.sessions import Session
+from bridge.shared.errors import InvalidParams
+from bridge.shared.records import TaskRecord
 
 #: Versions negotiated with ``initialize`` (sessions), newest first.
 LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.records import TaskRecord
+from bridge.shared.records import TaskRecord
 from bridge.tasks import WAIT_RECHECK_S, Tasks
 
 RELATED_TASK = "io.modelcontextprotocol/related-task"

@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 
-from bridge.errors import BridgeError
-from bridge.registry import Registry
-from bridge.settings import Settings
+from bridge.shared.errors import BridgeError
+from bridge.shared.registry import Registry
+from bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

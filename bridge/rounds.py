@@ -34,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import InvalidParams
 from bridge.events import Subscription
 from bridge.protocol import Call
-from bridge.records import TaskRecord, TaskStatus
 from bridge.request_state import RequestStates
+from bridge.shared.errors import InvalidParams
+from bridge.shared.records import TaskRecord, TaskStatus
 from bridge.tasks import WAIT_RECHECK_S, Tasks, new_task_id
 from workers.tools import Tool
 

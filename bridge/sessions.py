@@ -11,10 +11,10 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from bridge.errors import InternalError, LimitExceeded
-from bridge.keys import Keys
-from bridge.settings import Settings
-from bridge.store import translated
+from bridge.shared.errors import InternalError, LimitExceeded
+from bridge.shared.keys import Keys
+from bridge.shared.settings import Settings
+from bridge.shared.store import translated
 
 #: The client capabilities a session keeps: what the bridge reads (``elicitation``, and the
 #: client's ``tasks`` support, which says what it can run as a task), each reduced to the
@@ -53,7 +53,7 @@ def kept_client_info(client_info: dict[str, Any], chars: int) -> dict[str, str]:
 
 
 def _script(name: str) -> str:
-    return files("bridge").joinpath("lua", f"{name}.lua").read_text()
+    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bridge import logs, param_headers
+from bridge import param_headers
 from bridge.audit import audit
-from bridge.dispatch import Dispatcher
-from bridge.errors import BridgeError, InvalidParams, McpError, execution_error
 from bridge.events import EventHub, Subscription
 from bridge.metrics import Metrics
 from bridge.protocol import (
@@ -29,9 +27,12 @@ from bridge.protocol import (
     tool_definition,
     tool_error,
 )
-from bridge.records import TaskRecord, TaskStatus
-from bridge.registry import Registry
-from bridge.settings import Settings
+from bridge.publisher import Publisher
+from bridge.shared import logs
+from bridge.shared.errors import BridgeError, InvalidParams, JsonRpcError, execution_error
+from bridge.shared.records import TaskRecord, TaskStatus
+from bridge.shared.registry import Registry
+from bridge.shared.settings import Settings
 from workers.tools import Tool
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Tasks:
         self,
         settings: Settings,
         registry: Registry,
-        dispatcher: Dispatcher,
+        publisher: Publisher,
         hub: EventHub,
         tools: dict[str, Tool],
         metrics: Metrics | None = None,
@@ -76,7 +77,7 @@ class Tasks:
         self.metrics = metrics
         self.settings = settings
         self.registry = registry
-        self.dispatcher = dispatcher
+        self.publisher = publisher
         self.hub = hub
         self.tools = tools
         # In the order the tools were declared, as the SDK servers list them: a tool
@@ -160,15 +161,15 @@ class Tasks:
         era: str = "",
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it.
-        (With the broker in the registry's Redis, both are one step: ``bridge.dispatch``.)"""
+        (With the broker in the registry's Redis, both are one step: ``bridge.publisher``.)"""
         self.check_progress_token(progress_token)
         task_id = task_id or new_task_id()
         celery_id = str(uuid.uuid4())
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
-        inline = self.dispatcher.inline
+        inline = self.publisher.inline
         message = b""
         if inline:
-            message = self.dispatcher.inline_message(
+            message = self.publisher.inline_message(
                 declared.celery_name, celery_id, arguments, headers
             )
         record = await self.registry.create(
@@ -182,12 +183,12 @@ class Tasks:
             message="queued",
             progress_token=progress_token,
             can_ask=can_ask,
-            queue=self.dispatcher.queue if inline else "",
+            queue=self.publisher.queue if inline else "",
             celery_message=message,
         )
         if not inline:
             try:
-                await self.dispatcher.publish(declared.celery_name, celery_id, arguments, headers)
+                await self.publisher.publish(declared.celery_name, celery_id, arguments, headers)
             except BridgeError as exc:
                 await self._unpublished(record, exc)
                 raise
@@ -200,10 +201,10 @@ class Tasks:
 
     async def _unpublished(self, record: TaskRecord, exc: BridgeError) -> None:
         # The client reads this error: the broker's own words (its address) stay in the log.
-        told = exc.public if isinstance(exc, McpError) else "Internal error"
+        told = exc.public if isinstance(exc, JsonRpcError) else "Internal error"
         log.warning("task %s not queued: %s", record.id, exc)
         error = execution_error("not_queued", f"the call could not be queued: {told}")
-        if isinstance(exc, McpError):
+        if isinstance(exc, JsonRpcError):
             error["code"] = exc.code
         await self.registry.transition(record, TaskStatus.FAILED, error["message"], error=error)
 
@@ -326,7 +327,7 @@ class Tasks:
             # about to drop it anyway, and the pool replaces killed processes slowly.
             started = bool(final.worker)
             try:
-                await self.dispatcher.revoke(record.celery_id, terminate=started)
+                await self.publisher.revoke(record.celery_id, terminate=started)
             except BridgeError:
                 log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
         return final

@@ -28,19 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bridge import logs
 from bridge.auth import Authenticator, Principal
-from bridge.errors import (
-    INVALID_REQUEST,
-    LIMIT_EXCEEDED,
-    BridgeError,
-    HttpError,
-    InvalidMeta,
-    InvalidParams,
-    McpError,
-    MethodNotFound,
-    StoreUnavailable,
-)
 from bridge.events import EventHub, valid_event_id
 from bridge.jsonrpc import JsonResponse, error_body, error_response, read
 from bridge.legacy import (
@@ -54,7 +42,19 @@ from bridge.modern import ModernProtocol, is_modern
 from bridge.protocol import LEGACY_VERSIONS, Call, Handler
 from bridge.questions import SessionQuestions
 from bridge.sessions import Session
-from bridge.settings import Settings
+from bridge.shared import logs
+from bridge.shared.errors import (
+    INVALID_REQUEST,
+    LIMIT_EXCEEDED,
+    BridgeError,
+    HttpError,
+    InvalidMeta,
+    InvalidParams,
+    JsonRpcError,
+    MethodNotFound,
+    StoreUnavailable,
+)
+from bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 #: One line per HTTP request, with the MCP fields other modules ``annotate``.
@@ -361,7 +361,7 @@ class Transport:
                 return _sse(self._answer(handler, call, params), self.settings.sse_ping_s)
             result = await handler(call, params)
             return JsonResponse({"jsonrpc": "2.0", "id": msg_id, "result": result})
-        except McpError as exc:
+        except JsonRpcError as exc:
             return JsonResponse(error_response(exc, msg_id), status_code=exc.http_status)
         except Exception as exc:
             return JsonResponse(error_response(exc, msg_id))

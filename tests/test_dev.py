@@ -23,8 +23,8 @@ import pytest
 import redis.asyncio
 
 from bridge.reaper import Reaper
-from bridge.registry import Registry
-from bridge.settings import Settings
+from bridge.shared.registry import Registry
+from bridge.shared.settings import Settings
 from tests.client import RawClient, connect
 from tests.services import ROOT, free_port, wait_for
 from tests.test_cli import _children, _cli, _gone

@@ -20,13 +20,13 @@ import redis.asyncio
 
 from bridge import modern
 from bridge.app import load_tools
-from bridge.dispatch import Dispatcher
-from bridge.errors import DispatchError, LimitExceeded
 from bridge.events import EventHub
-from bridge.records import TaskRecord
-from bridge.registry import Registry
-from bridge.settings import Settings
-from bridge.store import async_client
+from bridge.publisher import Publisher
+from bridge.shared.errors import DispatchError, LimitExceeded
+from bridge.shared.records import TaskRecord
+from bridge.shared.registry import Registry
+from bridge.shared.settings import Settings
+from bridge.shared.store import async_client
 from bridge.tasks import Tasks
 from tests import schema
 from tests.client import connect
@@ -53,12 +53,12 @@ def _decoded(raw: bytes) -> dict[str, Any]:
 
 @dataclass
 class Parts:
-    """A registry and a dispatcher on the test Redis, to record and queue calls directly."""
+    """A registry and a publisher on the test Redis, to record and queue calls directly."""
 
     settings: Settings
     client: redis.asyncio.Redis
     registry: Registry
-    dispatcher: Dispatcher
+    publisher: Publisher
 
     async def create(
         self, task_id: str, celery_id: str, *, tool: str = "echo", owner: str = "session:abc"
@@ -71,7 +71,7 @@ class Parts:
             celery_id=celery_id,
             ttl_ms=60_000,
             queue=self.settings.queue,
-            celery_message=self.dispatcher.inline_message(f"mcp.{tool}", celery_id, {}, headers),
+            celery_message=self.publisher.inline_message(f"mcp.{tool}", celery_id, {}, headers),
         )
 
 
@@ -79,11 +79,11 @@ class Parts:
 async def parts(settings: Settings, *, private_keys: bool = True) -> AsyncIterator[Parts]:
     """``private_keys``: the settings' key prefix is this test's own: delete its keys after."""
     client = async_client(settings.redis_url)
-    dispatcher = Dispatcher(settings)
+    publisher = Publisher(settings)
     try:
-        yield Parts(settings, client, Registry(settings, client), dispatcher)
+        yield Parts(settings, client, Registry(settings, client), publisher)
     finally:
-        dispatcher.close()
+        publisher.close()
         if private_keys:
             keys = [k async for k in client.scan_iter(f"{settings.key_prefix}:*")]
             if keys:
@@ -92,16 +92,16 @@ async def parts(settings: Settings, *, private_keys: bool = True) -> AsyncIterat
 
 
 async def test_the_inline_message_is_the_one_celery_would_publish(settings: Settings) -> None:
-    dispatcher = Dispatcher(settings)
+    publisher = Publisher(settings)
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        assert dispatcher.inline
+        assert publisher.inline
         celery_id = str(uuid.uuid4())
-        await dispatcher.publish("mcp.echo", celery_id, ARGUMENTS, HEADERS)
+        await publisher.publish("mcp.echo", celery_id, ARGUMENTS, HEADERS)
         published = _decoded(client.rpop(settings.queue) or b"")
-        ours = _decoded(dispatcher.inline_message("mcp.echo", celery_id, ARGUMENTS, HEADERS))
+        ours = _decoded(publisher.inline_message("mcp.echo", celery_id, ARGUMENTS, HEADERS))
     finally:
-        dispatcher.close()
+        publisher.close()
         client.close()
     # Per-message or per-process values (the delivery tag, the producer's name and reply
     # queue) differ; everything a worker or Flower reads is the same.
@@ -118,11 +118,11 @@ def test_celerys_own_broker_setting_turns_the_inline_path_off(
     # Workers configured through Celery's environment consume from that broker: a message
     # pushed into the registry's Redis would never run.
     monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest@127.0.0.1//")
-    dispatcher = Dispatcher(settings)
+    publisher = Publisher(settings)
     try:
-        assert not dispatcher.inline
+        assert not publisher.inline
     finally:
-        dispatcher.close()
+        publisher.close()
 
 
 async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
@@ -194,9 +194,9 @@ async def test_a_call_that_cannot_be_queued_fails_with_an_error(settings: Settin
     # A broker nobody listens on: the record exists first, then the publish fails.
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     async with parts(down) as p:
-        assert not p.dispatcher.inline
+        assert not p.publisher.inline
         tools = load_tools(["workers.examples"])
-        tasks = Tasks(down, p.registry, p.dispatcher, EventHub(down, p.client), tools)
+        tasks = Tasks(down, p.registry, p.publisher, EventHub(down, p.client), tools)
         with pytest.raises(DispatchError):
             await tasks.start("session:abc", tools["echo"], {"text": "x"}, ttl=60_000, listed=True)
         [task_id] = [

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bridge.auth import Authenticator
-from bridge.settings import Settings
+from bridge.shared.settings import Settings
 from tests.jwks import Provider, publishing
 from tests.services import ROOT, Process, bridge_server, free_port
 

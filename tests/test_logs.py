@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from bridge import logs
+from bridge.shared import logs
 from tests.client import RpcError, connect
 from tests.services import Process
 

@@ -15,9 +15,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from bridge.errors import InvalidParams
 from bridge.request_state import RequestStates
-from bridge.settings import Settings
+from bridge.shared.errors import InvalidParams
+from bridge.shared.settings import Settings
 from tests.client import connect
 from tests.modern import ModernClient, ModernError
 from tests.services import Process, bridge_server

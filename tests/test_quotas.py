@@ -19,7 +19,7 @@ import pytest
 import redis
 from httpx_sse import EventSource
 
-from bridge.settings import Settings
+from bridge.shared.settings import Settings
 from tests.client import RpcError, connect
 from tests.modern import ModernClient, ModernError
 from tests.services import Process, bridge_server, celery_worker

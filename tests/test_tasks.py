@@ -17,10 +17,10 @@ import anyio
 import pytest
 import redis
 
-from bridge.records import TaskStatus
-from bridge.registry import SyncRegistry
-from bridge.settings import Settings
-from bridge.store import sync_client
+from bridge.shared.records import TaskStatus
+from bridge.shared.registry import SyncRegistry
+from bridge.shared.settings import Settings
+from bridge.shared.store import sync_client
 from tests.client import RawClient, RpcError, connect
 from tests.services import Process, bridge_server, celery_worker
 

@@ -13,14 +13,14 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from bridge import param_headers
-from bridge.errors import HttpError, InvalidParams
 from bridge.events import valid_event_id
 from bridge.guard import matches
 from bridge.jsonrpc import parse
 from bridge.protocol import decode_cursor as _decode_cursor
 from bridge.protocol import encode_cursor as _encode_cursor
 from bridge.protocol import iso
-from bridge.settings import Settings
+from bridge.shared.errors import HttpError, InvalidParams
+from bridge.shared.settings import Settings
 from tests.schema import check
 from workers.tools import catalogue, to_call_tool_result, tool
 

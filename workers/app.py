@@ -8,8 +8,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging
 
-from bridge import logs
-from bridge.settings import Settings
+from bridge.shared import logs
+from bridge.shared.settings import Settings
 
 app = Celery("mcp_celery_bridge")
 

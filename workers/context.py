@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from bridge.records import TaskStatus
+from bridge.shared.records import TaskStatus
 from workers import runtime
 
 

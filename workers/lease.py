@@ -13,8 +13,8 @@ import logging
 import threading
 from types import TracebackType
 
-from bridge.errors import BridgeError
-from bridge.registry import SyncRegistry
+from bridge.shared.errors import BridgeError
+from bridge.shared.registry import SyncRegistry
 
 log = logging.getLogger(__name__)
 

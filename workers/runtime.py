@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from bridge.registry import SyncRegistry
-from bridge.settings import Settings
-from bridge.store import sync_client
+from bridge.shared.registry import SyncRegistry
+from bridge.shared.settings import Settings
+from bridge.shared.store import sync_client
 
 _state: tuple[int, SyncRegistry] | None = None
 

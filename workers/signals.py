@@ -22,8 +22,8 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_revoked, task_unknown
 
-from bridge.errors import BridgeError, ToolFailed, execution_error
-from bridge.records import TaskStatus
+from bridge.shared.errors import BridgeError, ToolFailed, execution_error
+from bridge.shared.records import TaskStatus
 from workers import runtime
 from workers.tools import error_result, failure_message
 

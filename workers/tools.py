@@ -25,9 +25,9 @@ from celery.signals import worker_init
 from celery.utils.saferepr import saferepr
 from pydantic import BaseModel, ConfigDict, create_model
 
-from bridge.errors import ToolFailed, execution_error
-from bridge.records import TaskStatus
-from bridge.settings import Settings
+from bridge.shared.errors import ToolFailed, execution_error
+from bridge.shared.records import TaskStatus
+from bridge.shared.settings import Settings
 from workers import context, runtime
 from workers.app import app
 from workers.lease import Heartbeat

@@ -2,7 +2,7 @@
 the outcome of a transition.
 
 A :class:`TaskRecord` is read from the task hash (its fields are listed in
-``bridge.registry``) or from the compact JSON the Lua scripts put in events and list pages;
+``bridge.shared.registry``) or from the compact JSON the Lua scripts put in events and list pages;
 an :class:`Outcome` from a transition script's reply.
 """
 

@@ -1,7 +1,7 @@
 """The one error hierarchy.
 
     BridgeError
-    ├── McpError(code, message, data)       crosses the wire as a JSON-RPC error
+    ├── JsonRpcError(code, message, data)   crosses the wire as a JSON-RPC error
     │   ├── ParseError           -32700
     │   ├── InvalidRequest       -32600
     │   ├── MethodNotFound       -32601
@@ -18,8 +18,8 @@
     └── ToolFailed                          (workers) a run failed, its outcome already in
                                             the registry: what Celery and Flower see of it
 
-Redis and Celery exceptions are translated where they are raised (``bridge.store``,
-``bridge.dispatch``); everything above sees only these classes.
+Redis and Celery exceptions are translated where they are raised (``bridge.shared.store``,
+``bridge.publisher``); everything above sees only these classes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class BridgeError(Exception):
     pass
 
 
-class McpError(BridgeError):
+class JsonRpcError(BridgeError):
     code = INTERNAL_ERROR
     #: The HTTP status of a stateless (2026-07-28) answer carrying this error; legacy
     #: sessions answer every JSON-RPC error with 200.
@@ -67,20 +67,20 @@ class McpError(BridgeError):
         return error
 
 
-class ParseError(McpError):
+class ParseError(JsonRpcError):
     code = PARSE_ERROR
 
 
-class InvalidRequest(McpError):
+class InvalidRequest(JsonRpcError):
     code = INVALID_REQUEST
 
 
-class MethodNotFound(McpError):
+class MethodNotFound(JsonRpcError):
     code = METHOD_NOT_FOUND
     http_status = 404
 
 
-class InvalidParams(McpError):
+class InvalidParams(JsonRpcError):
     code = INVALID_PARAMS
 
 
@@ -88,27 +88,27 @@ class InvalidMeta(InvalidParams):
     http_status = 400
 
 
-class LimitExceeded(McpError):
+class LimitExceeded(JsonRpcError):
     code = LIMIT_EXCEEDED
     http_status = 429
 
 
-class HeaderMismatch(McpError):
+class HeaderMismatch(JsonRpcError):
     code = HEADER_MISMATCH
     http_status = 400
 
 
-class MissingCapability(McpError):
+class MissingCapability(JsonRpcError):
     code = MISSING_CAPABILITY
     http_status = 400
 
 
-class UnsupportedVersion(McpError):
+class UnsupportedVersion(JsonRpcError):
     code = UNSUPPORTED_VERSION
     http_status = 400
 
 
-class InternalError(McpError):
+class InternalError(JsonRpcError):
     """A fault of the bridge's own services. Its message (Redis's or the broker's words:
     addresses, script names, key types) is for the log; a client is told ``told``."""
 

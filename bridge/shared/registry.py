@@ -1,6 +1,6 @@
 """The task registry in Redis: the one source of truth about every MCP task.
 
-A task hash (``bridge.keys.Keys.task``) holds:
+A task hash (``bridge.shared.keys.Keys.task``) holds:
 ``id, owner, tool, celery_id, status, message, created, updated`` (ms since the epoch),
 ``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which no
 client can fetch), ``listed`` ("1" for a legacy-era task: in its owner's ``tasks/list`` index
@@ -9,9 +9,9 @@ and ``can_ask`` ("1" when the caller declared elicitation), and once known ``wor
 ``progress`` and ``total``, ``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error
 JSON); ``runs`` (how many times a worker started the tool body) and ``holder``
 (``<worker> (pid <n>)`` of the latest run) come with the lease (``Keys.leases``) a running
-body renews. ``bridge.records`` turns a hash into a ``TaskRecord``.
+body renews. ``bridge.shared.records`` turns a hash into a ``TaskRecord``.
 
-Every change goes through one Lua script (``bridge/lua``), so a transition, its TTL and its
+Every change goes through one Lua script (``bridge/shared/lua``), so a transition, its TTL and its
 event are one atomic step, and a terminal status is final.
 """
 
@@ -27,16 +27,16 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from bridge import logs
-from bridge.errors import InternalError, LimitExceeded, execution_error
-from bridge.keys import Keys
-from bridge.records import Outcome, Page, TaskRecord, TaskStatus
-from bridge.settings import Settings
-from bridge.store import translated
+from bridge.shared import logs
+from bridge.shared.errors import InternalError, LimitExceeded, execution_error
+from bridge.shared.keys import Keys
+from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
+from bridge.shared.settings import Settings
+from bridge.shared.store import translated
 
 
 def _script(name: str) -> str:
-    return files("bridge").joinpath("lua", f"{name}.lua").read_text()
+    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
 
 
 class _Base:

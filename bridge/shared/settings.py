@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     """Celery result backend; empty means ``redis_url``. MCP results live in the registry."""
     key_prefix: str = "mcp"
-    """Prefix of every Redis key the bridge writes (see ``bridge.keys``)."""
+    """Prefix of every Redis key the bridge writes (see ``bridge.shared.keys``)."""
     queue: str = "mcp"
     """Celery queue the bridge publishes tool calls to and workers consume."""
     tool_modules: Annotated[list[str], NoDecode] = ["workers.examples"]
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     """Task creations (and plain calls) per owner per clock minute."""
     max_bytes_per_owner: int = Field(64 * 1024 * 1024, gt=0)
     """Bytes an owner may hold in Redis at once: its task records with their results,
-    arguments waiting in the queue, questions and events (see ``bridge.keys``). A create
+    arguments waiting in the queue, questions and events (see ``bridge.shared.keys``). A create
     beyond it fails (``-32000``), and a result that would exceed it fails its task."""
     max_sessions_per_principal: int = Field(1_000, gt=0)
     """Live sessions per authenticated principal; an ``initialize`` beyond it is refused

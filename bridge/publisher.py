@@ -2,7 +2,7 @@
 ``DispatchError`` here. Celery's producer is blocking, so calls run in a worker thread.
 
 When the broker is the registry's own Redis (the default), a tool call is not published
-through Celery's producer at all: :meth:`Dispatcher.inline_message` builds the message
+through Celery's producer at all: :meth:`Publisher.inline_message` builds the message
 Celery's producer would write (task protocol 2, as kombu's Redis transport stores it) and
 the registry's create script pushes it onto the queue in the same atomic step that records
 the task. One round trip instead of three, no thread, and a task can never be recorded
@@ -22,13 +22,13 @@ import anyio.to_thread
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from bridge.errors import DispatchError
-from bridge.settings import Settings
+from bridge.shared.errors import DispatchError
+from bridge.shared.settings import Settings
 from workers.app import celery_config
 from workers.tools import kwargs_repr
 
 
-class Dispatcher:
+class Publisher:
     def __init__(self, settings: Settings) -> None:
         # A client-only app: the bridge publishes by task name and never imports tool code
         # for execution, only for declarations.

@@ -12,7 +12,7 @@ import redis.retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
-from bridge.errors import StoreUnavailable
+from bridge.shared.errors import StoreUnavailable
 
 #: Retries of a command whose connection failed, at most 0.1, 0.2 and 0.4 s apart (random
 #: jitter below those): enough to ride out a blip, while a request still fails within a

@@ -1,0 +1,42 @@
+"""The package boundary: a worker imports ``workers`` and ``bridge.shared``, never the HTTP
+side of the bridge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+HTTP_SIDE = ("starlette", "sse_starlette", "uvicorn", "httpx")
+
+
+def _imported(*modules: str) -> list[str]:
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return list(json.loads(out))
+
+
+def test_a_worker_imports_no_http_server_and_only_the_shared_bridge() -> None:
+    loaded = _imported("workers.app", "workers.signals", "workers.examples")
+    assert [m for m in loaded if m.split(".")[0] in HTTP_SIDE] == []
+    bridge = [m for m in loaded if m == "bridge" or m.startswith("bridge.")]
+    assert bridge and all(
+        m in ("bridge", "bridge.shared") or m.startswith("bridge.shared.") for m in bridge
+    ), bridge
+
+
+def test_the_shared_package_stands_alone() -> None:
+    loaded = _imported("bridge.shared.registry", "bridge.shared.settings", "bridge.shared.logs")
+    outside = [m for m in loaded if m.startswith("bridge.") and not m.startswith("bridge.shared")]
+    assert outside == []
+    assert "celery" not in loaded
