@@ -9,9 +9,9 @@ import secrets
 import sys
 import uuid
 
+from bridge.shared.clients import async_client
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.shared.store import async_client
 
 #: Creates in flight at once.
 CONCURRENCY = 64

@@ -27,13 +27,13 @@ from bridge.events import EventHub
 from bridge.publisher import Publisher
 from bridge.scan import collect
 from bridge.shared import logs
+from bridge.shared.clients import async_client, sync_client
 from bridge.shared.errors import BridgeError
 from bridge.shared.keys import Keys
 from bridge.shared.logs import printable
 from bridge.shared.records import TaskRecord, TaskStatus
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.shared.store import async_client, sync_client
 from bridge.tasks import Tasks
 
 #: How long ``tasks show`` waits for workers to answer ``inspect().active()``.

@@ -24,9 +24,9 @@ from bridge.modern import ModernProtocol
 from bridge.publisher import Publisher
 from bridge.reaper import Reaper
 from bridge.sessions import Sessions
+from bridge.shared.clients import async_client
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.shared.store import async_client
 from bridge.tasks import Tasks
 from bridge.transport import Transport
 from workers.tools import Tool, catalogue

@@ -27,10 +27,10 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import RedisError
 
+from bridge.shared.clients import translated
 from bridge.shared.keys import Keys
 from bridge.shared.records import TaskRecord
 from bridge.shared.settings import Settings
-from bridge.shared.store import translated
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import time
 
 from bridge.shared.errors import BridgeError
-from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
+from bridge.shared.store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ BATCH = 100
 
 
 class Reaper:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(self, settings: Settings, registry: TaskStore) -> None:
         self.settings = settings
         self.registry = registry
         self._task: asyncio.Task[None] | None = None

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any, cast
 
 import redis
 import redis.asyncio
 
+from bridge.shared.clients import translated
 from bridge.shared.errors import InternalError, LimitExceeded
 from bridge.shared.keys import Keys
+from bridge.shared.scripts import source
 from bridge.shared.settings import Settings
-from bridge.shared.store import translated
 
 #: The client capabilities a session keeps: what the bridge reads (``elicitation``, and the
 #: client's ``tasks`` support, which says what it can run as a task), each reduced to the
@@ -52,10 +52,6 @@ def kept_client_info(client_info: dict[str, Any], chars: int) -> dict[str, str]:
     }
 
 
-def _script(name: str) -> str:
-    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
-
-
 @dataclass(frozen=True)
 class Session:
     id: str
@@ -76,8 +72,8 @@ class Sessions:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.redis = client
-        self._open = client.register_script(_script("session"))
-        self._touch = client.register_script(_script("touch"))
+        self._open = client.register_script(source("session"))
+        self._touch = client.register_script(source("touch"))
 
     async def create(
         self,

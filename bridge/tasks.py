@@ -206,7 +206,9 @@ class Tasks:
         error = execution_error("not_queued", f"the call could not be queued: {told}")
         if isinstance(exc, JsonRpcError):
             error["code"] = exc.code
-        await self.registry.transition(record, TaskStatus.FAILED, error["message"], error=error)
+        await self.registry.transition(
+            record.id, record.owner, TaskStatus.FAILED, error["message"], error=error
+        )
 
     async def failed(
         self, owner: str, declared: Tool, result: dict[str, Any], *, ttl: int, listed: bool
@@ -221,7 +223,9 @@ class Tasks:
             listed=listed,
         )
         message = result["content"][0]["text"]
-        await self.registry.transition(record, TaskStatus.FAILED, message, result=result)
+        await self.registry.transition(
+            record.id, record.owner, TaskStatus.FAILED, message, result=result
+        )
         if self.metrics is not None:  # created, if only to say why it cannot run
             self.metrics.created.labels(declared.name, "legacy" if listed else "modern").inc()
         logs.annotate(task=record.id)
@@ -318,7 +322,7 @@ class Tasks:
         (a task that finished first keeps its terminal status)."""
         # Cancel before revoke: the registry says `cancelled` before anything else happens,
         # so a worker that receives the message later drops it by its own check.
-        await self.registry.transition(record, TaskStatus.CANCELLED, message)
+        await self.registry.transition(record.id, record.owner, TaskStatus.CANCELLED, message)
         final = await self.registry.get(record.id) or record
         if final.status is TaskStatus.CANCELLED and record.celery_id:
             # Terminate only a task a worker has started (its prerun named the worker before

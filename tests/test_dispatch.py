@@ -22,11 +22,11 @@ from bridge import modern
 from bridge.app import load_tools
 from bridge.events import EventHub
 from bridge.publisher import Publisher
+from bridge.shared.clients import async_client
 from bridge.shared.errors import DispatchError, LimitExceeded
 from bridge.shared.records import TaskRecord
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.shared.store import async_client
 from bridge.tasks import Tasks
 from tests import schema
 from tests.client import connect

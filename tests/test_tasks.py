@@ -17,10 +17,10 @@ import anyio
 import pytest
 import redis
 
+from bridge.shared.clients import sync_client
 from bridge.shared.records import TaskStatus
-from bridge.shared.registry import SyncRegistry
 from bridge.shared.settings import Settings
-from bridge.shared.store import sync_client
+from bridge.shared.sync_registry import SyncRegistry
 from tests.client import RawClient, RpcError, connect
 from tests.services import Process, bridge_server, celery_worker
 

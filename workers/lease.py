@@ -14,7 +14,7 @@ import threading
 from types import TracebackType
 
 from bridge.shared.errors import BridgeError
-from bridge.shared.registry import SyncRegistry
+from bridge.shared.store import WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class Heartbeat:
     always brings: its result or error, or the cancel that stopped it. If that transition
     is lost, the lease expires and the reaper fails the task rather than leave it working."""
 
-    def __init__(self, registry: SyncRegistry, task_id: str, lease_s: float) -> None:
+    def __init__(self, registry: WorkerStore, task_id: str, lease_s: float) -> None:
         self.registry = registry
         self.task_id = task_id
         self.lease_ms = int(lease_s * 1000)

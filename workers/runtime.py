@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from bridge.shared.registry import SyncRegistry
+from bridge.shared.clients import sync_client
 from bridge.shared.settings import Settings
-from bridge.shared.store import sync_client
+from bridge.shared.sync_registry import SyncRegistry
 
 _state: tuple[int, SyncRegistry] | None = None
 

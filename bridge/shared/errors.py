@@ -18,7 +18,7 @@
     └── ToolFailed                          (workers) a run failed, its outcome already in
                                             the registry: what Celery and Flower see of it
 
-Redis and Celery exceptions are translated where they are raised (``bridge.shared.store``,
+Redis and Celery exceptions are translated where they are raised (``bridge.shared.clients``,
 ``bridge.publisher``); everything above sees only these classes.
 """
 

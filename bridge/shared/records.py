@@ -40,6 +40,8 @@ class TaskRecord:
     celery_id: str = ""
     hidden: bool = False
     listed: bool = False
+    #: The protocol era that made the task: "legacy" (2025-11-25) or "modern".
+    era: str = ""
     worker: str = ""
     #: The latest progress report, on records and on the events that announce one.
     progress: float | None = None
@@ -71,6 +73,7 @@ class TaskRecord:
             celery_id=h.get("celery_id", ""),
             hidden=h.get("hidden") == "1",
             listed=h.get("listed") == "1",
+            era=h.get("era", ""),
             worker=h.get("worker", ""),
             result=json.loads(h["result"]) if h.get("result") else None,
             error=json.loads(h["error"]) if h.get("error") else None,

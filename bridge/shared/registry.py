@@ -1,18 +1,10 @@
-"""The task registry in Redis: the one source of truth about every MCP task.
+"""The bridge's (asyncio) view of the task registry in Redis, the one source of truth about
+every MCP task: the Redis implementation of ``bridge.shared.store.TaskStore``.
 
-A task hash (``bridge.shared.keys.Keys.task``) holds:
-``id, owner, tool, celery_id, status, message, created, updated`` (ms since the epoch),
-``ttl`` and ``poll`` (ms), ``hidden`` ("1" for the record behind a plain tool call, which no
-client can fetch), ``listed`` ("1" for a legacy-era task: in its owner's ``tasks/list`` index
-and event stream), ``seq`` (list position), ``ptoken`` (the call's ``progressToken`` as JSON)
-and ``can_ask`` ("1" when the caller declared elicitation), and once known ``worker``,
-``progress`` and ``total``, ``result`` (CallToolResult JSON) and ``error`` (JSON-RPC error
-JSON); ``runs`` (how many times a worker started the tool body) and ``holder``
-(``<worker> (pid <n>)`` of the latest run) come with the lease (``Keys.leases``) a running
-body renews. ``bridge.shared.records`` turns a hash into a ``TaskRecord``.
-
-Every change goes through one Lua script (``bridge/shared/lua``), so a transition, its TTL and its
-event are one atomic step, and a terminal status is final.
+The task hash's fields are declared in ``bridge.shared.schema``; ``bridge.shared.records``
+turns a hash into a ``TaskRecord``. Every change goes through one Lua script
+(``bridge/shared/lua``), so a transition, its TTL and its event are one atomic step, and a
+terminal status is final. The workers' side is ``bridge.shared.sync_registry``.
 """
 
 from __future__ import annotations
@@ -21,81 +13,18 @@ import functools
 import json
 import logging
 import time
-from importlib.resources import files
 from typing import Any, cast
 
 import redis
 import redis.asyncio
 
 from bridge.shared import logs
+from bridge.shared.clients import translated
 from bridge.shared.errors import InternalError, LimitExceeded, execution_error
 from bridge.shared.keys import Keys
 from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
+from bridge.shared.scripts import compact, logged, source, transition_args
 from bridge.shared.settings import Settings
-from bridge.shared.store import translated
-
-
-def _script(name: str) -> str:
-    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
-
-
-class _Base:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-
-    @staticmethod
-    def _logged(task_id: str, outcome: Outcome, message: str, level: int = logging.INFO) -> Outcome:
-        # Every status change goes through the scripts behind this class, so it is logged
-        # here, once, by the process that made it (``bridge.transitions``).
-        if outcome.applied and outcome.status is not None:
-            logs.transition(
-                task_id,
-                outcome.status,
-                message,
-                owner=outcome.owner,
-                celery_id=outcome.celery_id,
-                tool=outcome.tool,
-                level=level,
-            )
-        return outcome
-
-    def _transition_args(
-        self,
-        task_id: str,
-        owner: str,
-        status: TaskStatus,
-        message: str,
-        result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-        worker: str,
-        only_if_changed: bool,
-        progress: tuple[float, float | None] | None = None,
-        input_request: tuple[str, dict[str, Any]] | None = None,
-        lease_of: str = "",
-        withdraw: str = "",
-    ) -> tuple[list[str], list[str | int]]:
-        return (
-            [self.keys.task(task_id), self.keys.events(owner)],
-            [
-                status.value,
-                message,
-                json.dumps(result, separators=(",", ":")) if result is not None else "",
-                json.dumps(error, separators=(",", ":")) if error is not None else "",
-                worker,
-                self.settings.stream_maxlen,
-                self.settings.session_ttl_s * 1000,
-                self.keys.channel(),
-                "1" if only_if_changed else "0",
-                repr(float(progress[0])) if progress is not None else "",
-                repr(float(progress[1])) if progress and progress[1] is not None else "",
-                lease_of,
-                input_request[0] if input_request else "",
-                json.dumps(input_request[1], separators=(",", ":")) if input_request else "",
-                withdraw,
-                self.settings.max_bytes_per_owner,
-            ],
-        )
 
 
 def _record(reply: list[list[str]]) -> TaskRecord | None:
@@ -109,16 +38,17 @@ def _record(reply: list[list[str]]) -> TaskRecord | None:
     return record
 
 
-class Registry(_Base):
+class Registry:
     """The bridge's (asyncio) view of the registry."""
 
     def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
-        super().__init__(settings)
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
         self.redis = client
-        self._create = client.register_script(_script("create"))
-        self._answer = client.register_script(_script("answer"))
-        self._transition = client.register_script(_script("transition"))
-        self._list = client.register_script(_script("list"))
+        self._create = client.register_script(source("create"))
+        self._answer = client.register_script(source("answer"))
+        self._transition = client.register_script(source("transition"))
+        self._list = client.register_script(source("list"))
 
     async def create(
         self,
@@ -135,9 +65,13 @@ class Registry(_Base):
         can_ask: bool = False,
         queue: str = "",
         celery_message: bytes = b"",
+        era: str = "",
     ) -> TaskRecord:
         """Record a task; with ``celery_message``, also push it onto ``queue`` (the Celery
-        queue's list in this Redis), in the same atomic step."""
+        queue's list in this Redis), in the same atomic step. ``era`` is the protocol era
+        that made it ("legacy" or "modern"); without it, a listed task is a legacy one."""
+        listed = listed and not hidden
+        era = era or ("legacy" if listed else "modern")
         with translated():
             try:
                 created, _seq = await self._create(
@@ -161,7 +95,7 @@ class Registry(_Base):
                         "1" if hidden else "0",
                         message,
                         self.settings.task_ttl_max_ms * 2,
-                        "1" if listed and not hidden else "0",
+                        "1" if listed else "0",
                         self.settings.max_inflight_per_owner,
                         self.settings.max_creates_per_minute,
                         self.keys.task(""),
@@ -169,6 +103,7 @@ class Registry(_Base):
                         "1" if can_ask else "0",
                         celery_message,
                         self.settings.max_bytes_per_owner,
+                        era,
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
@@ -204,9 +139,10 @@ class Registry(_Base):
             tool=tool,
             celery_id=celery_id,
             hidden=hidden,
-            listed=listed and not hidden,
+            listed=listed,
             progress_token=progress_token,
             can_ask=can_ask,
+            era=era,
         )
 
     async def get(self, task_id: str) -> TaskRecord | None:
@@ -225,7 +161,7 @@ class Registry(_Base):
 
     @functools.cached_property
     def _visible(self) -> redis.commands.core.AsyncScript:
-        return self.redis.register_script(_script("visible"))
+        return self.redis.register_script(source("visible"))
 
     async def visible(self, task_ids: list[str], owners: frozenset[str]) -> list[TaskRecord | None]:
         """Each task's record, with its pending questions, when one of ``owners`` owns it
@@ -247,7 +183,7 @@ class Registry(_Base):
 
     @functools.cached_property
     def _pending(self) -> redis.commands.core.AsyncScript:
-        return self.redis.register_script(_script("pending"))
+        return self.redis.register_script(source("pending"))
 
     async def pending(self, owner: str) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
         """The questions pending on ``owner``'s legacy tasks, as (task id, key, request),
@@ -273,25 +209,44 @@ class Registry(_Base):
         with translated():
             delivered = await self._answer(
                 keys=[self.keys.inputs(task_id), self.keys.answer(task_id, key)],
-                args=[key, json.dumps(answer, separators=(",", ":")), 3_600_000],
+                args=[key, compact(answer), 3_600_000],
             )
         return bool(delivered)
 
     async def transition(
         self,
-        record: TaskRecord,
+        task_id: str,
+        owner: str,
         status: TaskStatus,
         message: str = "",
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        worker: str = "",
+        only_if_changed: bool = False,
+        progress: tuple[float, float | None] | None = None,
+        log_level: int = logging.INFO,
     ) -> Outcome:
-        keys, args = self._transition_args(
-            record.id, record.owner, status, message, result, error, "", False
+        """Move ``task_id`` (of ``owner``) to ``status`` and announce it, unless it is
+        terminal already (see transition.lua for what each argument does)."""
+        keys, args = transition_args(
+            self.settings,
+            self.keys,
+            task_id,
+            owner,
+            status,
+            message,
+            result=result,
+            error=error,
+            worker=worker,
+            only_if_changed=only_if_changed,
+            progress=progress,
         )
         with translated():
             outcome = Outcome.from_reply(await self._transition(keys=keys, args=args))
-        return self._logged(record.id, outcome, message)
+        if progress is not None:
+            return outcome  # a progress report, not a change of status: no log line
+        return logged(task_id, outcome, message, log_level)
 
     async def remember_call(self, owner: str, request_id: str | int, task_id: str) -> None:
         """Map a plain call's JSON-RPC id to its hidden task, for ``notifications/cancelled``."""
@@ -321,7 +276,7 @@ class Registry(_Base):
     # -- leases (the reaper) ---------------------------------------------------------------
     @functools.cached_property
     def _expired(self) -> redis.commands.core.AsyncScript:
-        return self.redis.register_script(_script("expired"))
+        return self.redis.register_script(source("expired"))
 
     async def expired_leases(self, limit: int) -> list[str]:
         """Ids of tasks whose lease expired by the Redis clock, oldest first."""
@@ -345,178 +300,17 @@ class Registry(_Base):
         lost = holder or worker or "unknown worker"
         message = f"worker lost ({lost}): lease expired"
         error = execution_error("worker_lost", message, worker=lost, cause="lease expired")
-        keys, args = self._transition_args(
+        keys, args = transition_args(
+            self.settings,
+            self.keys,
             task_id,
             str(owner),
             TaskStatus.FAILED,
             message,
-            None,
-            error,
-            "",
-            False,
+            error=error,
             lease_of=task_id,
         )
         with translated():
             raw = await self._transition(keys=[*keys, self.keys.leases()], args=args)
         # A warning: a worker died (or hung) with the task in hand.
-        return self._logged(task_id, Outcome.from_reply(raw), message, logging.WARNING)
-
-
-class SyncRegistry(_Base):
-    """The workers' (blocking) view: transitions and the cooperative cancel check."""
-
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        super().__init__(settings)
-        self.redis = client
-        self._transition = client.register_script(_script("transition"))
-
-    def get(self, task_id: str) -> TaskRecord | None:
-        with translated():
-            h = cast(dict[str, str], self.redis.hgetall(self.keys.task(task_id)))
-        return TaskRecord.from_hash(h) if h else None
-
-    def status(self, task_id: str) -> TaskStatus | None:
-        with translated():
-            raw = self.redis.hget(self.keys.task(task_id), "status")
-        return TaskStatus(str(raw)) if raw else None
-
-    def transition(
-        self,
-        task_id: str,
-        owner: str,
-        status: TaskStatus,
-        message: str = "",
-        *,
-        result: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        worker: str = "",
-        only_if_changed: bool = False,
-        progress: tuple[float, float | None] | None = None,
-        log_level: int = logging.INFO,
-    ) -> Outcome:
-        keys, args = self._transition_args(
-            task_id, owner, status, message, result, error, worker, only_if_changed, progress
-        )
-        with translated():
-            outcome = Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
-        if progress is not None:
-            return outcome  # a progress report, not a change of status: no log line
-        return self._logged(task_id, outcome, message, log_level)
-
-    # -- questions to the client (input_required) ------------------------------------------
-    def ask(
-        self, task_id: str, owner: str, key: str, request: dict[str, Any], message: str
-    ) -> Outcome:
-        """Put the task in ``input_required`` with one more pending question, announced."""
-        keys, args = self._transition_args(
-            task_id,
-            owner,
-            TaskStatus.INPUT_REQUIRED,
-            message,
-            None,
-            None,
-            "",
-            False,
-            input_request=(key, request),
-        )
-        with translated():
-            outcome = Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
-        return self._logged(task_id, outcome, message)
-
-    def wait_answer(self, task_id: str, key: str, timeout_s: float) -> dict[str, Any] | None:
-        """The answer to question ``key``, waiting at most ``timeout_s`` (None: no answer)."""
-        with translated():
-            popped = self.redis.brpop([self.keys.answer(task_id, key)], timeout=timeout_s)
-        if not popped:
-            return None
-        answer: dict[str, Any] = json.loads(cast(list[str], popped)[1])
-        return answer
-
-    def withdraw(self, task_id: str, owner: str, key: str, message: str) -> dict[str, Any] | None:
-        """Take question ``key`` back, announced (the task is ``working`` with ``message``
-        unless other questions are pending); returns instead the answer that came first, if
-        one did."""
-        keys, args = self._transition_args(
-            task_id, owner, TaskStatus.WORKING, message, None, None, "", False, withdraw=key
-        )
-        with translated():
-            outcome = Outcome.from_reply(cast(list[Any], self._transition(keys=keys, args=args)))
-            if outcome.applied:
-                self._logged(task_id, outcome, message)
-                return None
-            # Not pending any more: answered (the answer waits in its list), or the task ended.
-            raw = self.redis.rpop(self.keys.answer(task_id, key))
-        return json.loads(cast(str, raw)) if raw else None
-
-    # -- leases (a running tool body) ------------------------------------------------------
-    @functools.cached_property
-    def _lease(self) -> redis.commands.core.Script:
-        return self.redis.register_script(_script("lease"))
-
-    def take_lease(
-        self, task_id: str, owner: str, worker: str, holder: str, lease_ms: int, max_runs: int
-    ) -> tuple[TaskStatus | None, int, bool]:
-        """Count a run of ``task_id`` by ``holder`` (``<worker> (pid <n>)``), lease it for
-        ``lease_ms``, and announce the task ``working`` "running on <holder>": the task's
-        status (None when it is gone), its runs so far, and whether the run was refused
-        because ``owner`` already runs ``max_running_per_owner`` other tasks. No lease is
-        taken for a terminal or missing task, nor for a run beyond ``max_runs``, nor for a
-        refused one. One round trip."""
-        with translated():
-            reply = cast(
-                list[Any],
-                self._lease(
-                    keys=[
-                        self.keys.task(task_id),
-                        self.keys.leases(),
-                        self.keys.events(owner),
-                        self.keys.running(owner),
-                    ],
-                    args=[
-                        task_id,
-                        lease_ms,
-                        holder,
-                        max_runs,
-                        worker,
-                        self.settings.stream_maxlen,
-                        self.settings.session_ttl_s * 1000,
-                        self.keys.channel(),
-                        f"running on {holder}",
-                        self.settings.max_running_per_owner,
-                        2 * self.settings.task_ttl_max_ms,
-                    ],
-                ),
-            )
-        status, runs = (TaskStatus(reply[0]) if reply[0] else None), int(reply[1])
-        if len(reply) > 4:  # the owner is at its cap: no run, nothing announced
-            return status, runs, True
-        if len(reply) > 2:  # the run was announced
-            logs.transition(
-                task_id,
-                TaskStatus.WORKING,
-                f"running on {holder}",
-                owner=owner,
-                celery_id=str(reply[3]),
-                tool=str(reply[2]),
-                run=runs,
-            )
-        return status, runs, False
-
-    def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None:
-        """Push the lease of ``task_id`` ``lease_ms`` ahead (one round trip); the task's
-        status, None when it is gone. A terminal or missing task loses its lease instead."""
-        with translated():
-            status, _ = cast(
-                list[Any],
-                self._lease(
-                    keys=[self.keys.task(task_id), self.keys.leases()],
-                    args=[task_id, lease_ms, "", 0],
-                ),
-            )
-        return TaskStatus(status) if status else None
-
-    def holder(self, task_id: str) -> str | None:
-        """``<worker> (pid <n>)`` of the latest run of ``task_id``, once one took its lease."""
-        with translated():
-            raw = self.redis.hget(self.keys.task(task_id), "holder")
-        return str(raw) if raw else None
+        return logged(task_id, Outcome.from_reply(raw), message, logging.WARNING)

@@ -1,61 +1,144 @@
-"""Redis clients, and the one place where Redis exceptions become bridge errors."""
+"""The store interfaces: what the bridge's task service (``TaskStore``) and a worker running a
+tool (``WorkerStore``) need of the task registry, whatever holds it.
+
+The Redis implementations are ``bridge.shared.registry.Registry`` and
+``bridge.shared.sync_registry.SyncRegistry``; each change they make is one Lua step, so an
+implementation must keep the same promises: a terminal status is final (a later transition
+changes nothing and answers ``applied=False``), a transition and its event are one atomic
+change, a question is answered at most once, and a lease is judged by one clock.
+Every method may raise ``StoreUnavailable`` (the store cannot be reached) and, where it says
+so, ``LimitExceeded``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+from typing import Any, Protocol
 
-import redis
-import redis.asyncio
-import redis.asyncio.retry
-import redis.retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
-
-from bridge.shared.errors import StoreUnavailable
-
-#: Retries of a command whose connection failed, at most 0.1, 0.2 and 0.4 s apart (random
-#: jitter below those): enough to ride out a blip, while a request still fails within a
-#: second when Redis is gone (redis-py's default, 10 retries, takes up to ~5 s: a hang).
-RETRIES = 3
-_BACKOFF = {"base": 0.05, "cap": 0.5}
+from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
 
 
-#: Connections one bridge process may hold. A burst of requests waits for a free one (up
-#: to ``POOL_WAIT_S``) instead of failing: redis-py's default pool refuses past 100.
-POOL_SIZE = 64
-POOL_WAIT_S = 5
+class TaskStore(Protocol):
+    """The bridge's (asyncio) side."""
+
+    async def create(
+        self,
+        *,
+        task_id: str,
+        owner: str,
+        tool: str,
+        celery_id: str,
+        ttl_ms: int,
+        hidden: bool = False,
+        listed: bool = True,
+        message: str = "",
+        progress_token: str | int | None = None,
+        can_ask: bool = False,
+        queue: str = "",
+        celery_message: bytes = b"",
+        era: str = "",
+    ) -> TaskRecord:
+        """Record a ``working`` task (and queue ``celery_message`` with it, when given).
+        Raises ``LimitExceeded`` when its owner is at one of its limits."""
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The record with its pending questions; None when unknown or expired."""
+        ...
+
+    async def visible(self, task_ids: list[str], owners: frozenset[str]) -> list[TaskRecord | None]:
+        """Each record that one of ``owners`` owns and that is not hidden; else None."""
+        ...
+
+    async def pending(self, owner: str) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+        """The questions pending on ``owner``'s listed tasks, as (task id, key, request),
+        and the id of the owner's latest event then."""
+        ...
+
+    async def answer(self, task_id: str, key: str, answer: dict[str, Any]) -> bool:
+        """Hand ``answer`` to the worker waiting on question ``key``, at most once."""
+        ...
+
+    async def transition(
+        self,
+        task_id: str,
+        owner: str,
+        status: TaskStatus,
+        message: str = "",
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        worker: str = "",
+        only_if_changed: bool = False,
+        progress: tuple[float, float | None] | None = None,
+        log_level: int = logging.INFO,
+    ) -> Outcome:
+        """Move a task that is not terminal to ``status``, and announce it."""
+        ...
+
+    async def remember_call(self, owner: str, request_id: str | int, task_id: str) -> None:
+        """Map a plain call's JSON-RPC id to its hidden task."""
+        ...
+
+    async def find_call(self, owner: str, request_id: str | int) -> str | None: ...
+
+    async def forget_call(self, owner: str, request_id: str | int) -> None: ...
+
+    async def list_page(self, owner: str, after: int, size: int) -> Page:
+        """Up to ``size`` of ``owner``'s listed tasks made after position ``after``."""
+        ...
+
+    async def expired_leases(self, limit: int) -> list[str]:
+        """Ids of tasks whose lease expired, oldest first."""
+        ...
+
+    async def fail_lost(self, task_id: str) -> Outcome:
+        """Fail ``task_id`` for a lost worker, if its lease is still expired."""
+        ...
 
 
-def async_client(url: str) -> redis.asyncio.Redis:
-    # Short timeouts: a request must fail fast when Redis is away, not hang.
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT_S,
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=15,
-        retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
-    )
-    return redis.asyncio.Redis.from_pool(pool)
+class WorkerStore(Protocol):
+    """A worker's (blocking) side, for one run of a tool."""
 
+    def get(self, task_id: str) -> TaskRecord | None: ...
 
-def sync_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=15,
-        retry=redis.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
-    )
+    def status(self, task_id: str) -> TaskStatus | None: ...
 
+    def transition(
+        self,
+        task_id: str,
+        owner: str,
+        status: TaskStatus,
+        message: str = "",
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        worker: str = "",
+        only_if_changed: bool = False,
+        progress: tuple[float, float | None] | None = None,
+        log_level: int = logging.INFO,
+    ) -> Outcome:
+        """As ``TaskStore.transition``."""
+        ...
 
-@contextmanager
-def translated() -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreUnavailable(f"task store unavailable: {type(exc).__name__}") from exc
+    def ask(
+        self, task_id: str, owner: str, key: str, request: dict[str, Any], message: str
+    ) -> Outcome:
+        """Put the task in ``input_required`` with one more pending question."""
+        ...
+
+    def wait_answer(self, task_id: str, key: str, timeout_s: float) -> dict[str, Any] | None: ...
+
+    def withdraw(self, task_id: str, owner: str, key: str, message: str) -> dict[str, Any] | None:
+        """Take question ``key`` back; the answer that came first, if one did."""
+        ...
+
+    def take_lease(
+        self, task_id: str, owner: str, worker: str, holder: str, lease_ms: int, max_runs: int
+    ) -> tuple[TaskStatus | None, int, bool]:
+        """Count and lease a run, and announce it: (status, runs so far, refused as busy)."""
+        ...
+
+    def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None: ...
+
+    def holder(self, task_id: str) -> str | None: ...

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import redis
 
+from bridge.shared.clients import async_client
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.shared.store import async_client
 from tests.client import RpcError, connect
 from tests.modern import ModernClient
 from tests.reliability.harness import (

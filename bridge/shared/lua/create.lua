@@ -13,7 +13,7 @@
 -- the bridge publishes through Celery itself (a broker other than this Redis)
 -- KEYS[7] the owner's usage (hash: "total" and task id -> bytes charged)
 -- KEYS[8] when each charged task's bytes leave Redis (zset: task id -> ms, inf while running)
--- ARGV[17] most bytes an owner may hold
+-- ARGV[17] most bytes an owner may hold  ARGV[18] the protocol era that made the task
 -- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call again (a client retry of a script whose reply was lost): it happened
@@ -71,7 +71,7 @@ redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'owner', ARGV[2], 'tool', ARGV[3], 'celery_id', ARGV[4],
   'status', 'working', 'message', ARGV[8], 'created', now, 'updated', now,
   'ttl', ARGV[5], 'poll', ARGV[6], 'hidden', ARGV[7], 'listed', ARGV[10], 'seq', seq,
-  'ptoken', ARGV[14], 'can_ask', ARGV[15])
+  'ptoken', ARGV[14], 'can_ask', ARGV[15], 'era', ARGV[18])
 if ARGV[10] == '1' then
   redis.call('ZADD', KEYS[2], seq, ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[9])
