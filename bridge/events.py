@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from bridge.shared.clients import translated
 from bridge.shared.keys import Keys
 from bridge.shared.records import TaskRecord
+from bridge.shared.schema import STREAM_FIELD
 from bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,8 @@ class EventHub:
                     ),
                 )
             for entry_id, fields in entries:
-                yield Event(entry_id, owner, TaskRecord.from_event(json.loads(fields["task"])))
+                task = TaskRecord.from_event(json.loads(fields[STREAM_FIELD]))
+                yield Event(entry_id, owner, task)
             if len(entries) < self.settings.replay_page_events:
                 return
             after = entries[-1][0]

@@ -94,7 +94,7 @@ class Metrics:
             return
         tool, created, started = mine
         now = time.monotonic()
-        if not started and event.task.message.startswith("running on"):
+        if not started and event.task.holder:  # the event of a run's start names its holder
             self.queue_wait.labels(tool).observe(now - created)
             self._mine[event.task.id] = (tool, created, True)
         if event.task.status.terminal:

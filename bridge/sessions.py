@@ -13,6 +13,7 @@ import redis.asyncio
 from bridge.shared.clients import translated
 from bridge.shared.errors import InternalError, LimitExceeded
 from bridge.shared.keys import Keys
+from bridge.shared.schema import refusal
 from bridge.shared.scripts import source
 from bridge.shared.settings import Settings
 
@@ -99,7 +100,7 @@ class Sessions:
         }
         with translated():
             try:
-                await self._open(
+                reply = await self._open(
                     keys=[self.keys.session(session.id), self.keys.principal_sessions(principal)],
                     args=[
                         session.id,
@@ -110,13 +111,13 @@ class Sessions:
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith("LIMIT "):
-                    raise LimitExceeded(
-                        f"Too many sessions: the limit of {most} live sessions is reached; "
-                        "end one (HTTP DELETE) or wait for one to expire",
-                        {"limit": "sessions", "max": most},
-                    ) from None
                 raise InternalError(f"could not create session: {exc}") from exc
+        if refusal(reply) is not None:
+            raise LimitExceeded(
+                f"Too many sessions: the limit of {most} live sessions is reached; "
+                "end one (HTTP DELETE) or wait for one to expire",
+                {"limit": "sessions", "max": most},
+            )
         return session
 
     async def get(self, sid: str, principal: str) -> Session | None:

@@ -43,7 +43,7 @@
 |                              |         | of each running tool body; entries leave when the  |
 |                              |         | body ends or the reaper fails the task             |
 
-The task hash fields are listed in ``bridge.shared.registry``.
+The task hash fields are declared in ``bridge.shared.schema``.
 
 Byte accounting (``max_bytes_per_owner``): create.lua charges a task with its record's
 fields (plus 200 bytes of field names and numbers) and the Celery message it queues (the

@@ -1,29 +1,20 @@
 """What the registry hands back: a task's status and record, a page of ``tasks/list``, and
 the outcome of a transition.
 
-A :class:`TaskRecord` is read from the task hash (its fields are listed in
-``bridge.shared.registry``) or from the compact JSON the Lua scripts put in events and list pages;
-an :class:`Outcome` from a transition script's reply.
+A :class:`TaskRecord` is read from the task hash or from the compact JSON the Lua scripts put in
+events and list pages (both declared in ``bridge.shared.schema``, with ``TaskStatus``); an
+:class:`Outcome` from a transition script's reply.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.shared.schema import TaskStatus
 
-class TaskStatus(enum.StrEnum):
-    WORKING = "working"
-    INPUT_REQUIRED = "input_required"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+__all__ = ["Outcome", "Page", "TaskRecord", "TaskStatus"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +34,8 @@ class TaskRecord:
     #: The protocol era that made the task: "legacy" (2025-11-25) or "modern".
     era: str = ""
     worker: str = ""
+    #: ``<worker> (pid <n>)`` of the latest run; on an event, of the run it announces.
+    holder: str = ""
     #: The latest progress report, on records and on the events that announce one.
     progress: float | None = None
     total: float | None = None
@@ -75,6 +68,7 @@ class TaskRecord:
             listed=h.get("listed") == "1",
             era=h.get("era", ""),
             worker=h.get("worker", ""),
+            holder=h.get("holder", ""),
             result=json.loads(h["result"]) if h.get("result") else None,
             error=json.loads(h["error"]) if h.get("error") else None,
             progress=float(h["progress"]) if h.get("progress") else None,
@@ -99,6 +93,7 @@ class TaskRecord:
             progress_token=json.loads(d["ptoken"]) if d.get("ptoken") else None,
             inputs={d["input"]["key"]: d["input"]["request"]} if d.get("input") else {},
             withdrawn=tuple(str(k) for k in d.get("withdrawn") or ()),
+            holder=str(d.get("holder") or ""),
         )
 
 

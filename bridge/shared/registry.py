@@ -23,6 +23,7 @@ from bridge.shared.clients import translated
 from bridge.shared.errors import InternalError, LimitExceeded, execution_error
 from bridge.shared.keys import Keys
 from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
+from bridge.shared.schema import refusal
 from bridge.shared.scripts import compact, logged, source, transition_args
 from bridge.shared.settings import Settings
 
@@ -36,6 +37,20 @@ def _record(reply: list[list[str]]) -> TaskRecord | None:
     for key, value in zip(inputs[::2], inputs[1::2], strict=True):
         record.inputs[key] = json.loads(value)
     return record
+
+
+def _limit_exceeded(which: str, most: int) -> LimitExceeded:
+    if which == "bytes":
+        return LimitExceeded(
+            f"Storage budget exhausted: this caller's tasks, results and events hold close "
+            f"to {most} bytes in Redis; try again when finished tasks have expired",
+            {"limit": which, "max": most},
+        )
+    return LimitExceeded(
+        f"Too many tasks: the limit of {most} {which.replace('-', ' ')} is reached; "
+        "try again later",
+        {"limit": which, "max": most},
+    )
 
 
 class Registry:
@@ -74,7 +89,7 @@ class Registry:
         era = era or ("legacy" if listed else "modern")
         with translated():
             try:
-                created, _seq = await self._create(
+                reply = await self._create(
                     keys=[
                         self.keys.task(task_id),
                         self.keys.owner_tasks(owner),
@@ -107,22 +122,11 @@ class Registry:
                     ],
                 )
             except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith("LIMIT bytes "):
-                    limit = str(exc).split(" ", 2)[2]
-                    raise LimitExceeded(
-                        f"Storage budget exhausted: this caller's tasks, results and events "
-                        f"hold close to {limit} bytes in Redis; try again when finished tasks "
-                        "have expired",
-                        {"limit": "bytes", "max": int(limit)},
-                    ) from None
-                if str(exc).startswith("LIMIT "):
-                    _, which, limit = str(exc).split(" ", 2)
-                    raise LimitExceeded(
-                        f"Too many tasks: the limit of {limit} {which.replace('-', ' ')} "
-                        "is reached; try again later",
-                        {"limit": which, "max": int(limit)},
-                    ) from None
                 raise InternalError(f"could not create task: {exc}") from exc
+        refused = refusal(reply)
+        if refused is not None:
+            raise _limit_exceeded(*refused)
+        created = reply[0]
         if celery_id:  # a task that will run (one made only to report a failure is not)
             logs.transition(
                 task_id, TaskStatus.WORKING, message, owner=owner, celery_id=celery_id, tool=tool

@@ -4,6 +4,7 @@ the arguments of ``transition.lua`` and the log line of an applied change."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from importlib.resources import files
@@ -12,12 +13,15 @@ from typing import Any
 from bridge.shared import logs
 from bridge.shared.keys import Keys
 from bridge.shared.records import Outcome, TaskStatus
+from bridge.shared.schema import lua_prelude
 from bridge.shared.settings import Settings
 
 
+@functools.cache
 def source(name: str) -> str:
-    """The text of script ``name`` as it is loaded into Redis."""
-    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
+    """The text of script ``name`` as it is loaded into Redis: the schema's Lua prelude,
+    then the script."""
+    return lua_prelude() + files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
 
 
 def compact(value: Any) -> str:

@@ -14,7 +14,7 @@
 -- KEYS[7] the owner's usage (hash: "total" and task id -> bytes charged)
 -- KEYS[8] when each charged task's bytes leave Redis (zset: task id -> ms, inf while running)
 -- ARGV[17] most bytes an owner may hold  ARGV[18] the protocol era that made the task
--- Returns {created_ms, seq}, or an error: the id is taken, or "LIMIT <which> <limit>".
+-- Returns {created_ms, seq}; refused(which, limit) at a limit; an error when the id is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call again (a client retry of a script whose reply was lost): it happened
   -- once, answer as then; the message is not queued twice.
@@ -25,7 +25,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('task id already exists')
 end
 if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[12]) then
-  return redis.error_reply('LIMIT creations-per-minute ' .. ARGV[12])
+  return refused('creations-per-minute', ARGV[12])
 end
 local most = tonumber(ARGV[11])
 if redis.call('ZCARD', KEYS[4]) >= most then
@@ -33,16 +33,15 @@ if redis.call('ZCARD', KEYS[4]) >= most then
   -- costs O(1) until then and O(limit) at worst.
   for _, tid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
     local st = redis.call('HGET', ARGV[13] .. tid, 'status')
-    if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then
+    if (not st) or is_terminal(st) then
       redis.call('ZREM', KEYS[4], tid)
     end
   end
   if redis.call('ZCARD', KEYS[4]) >= most then
-    return redis.error_reply('LIMIT tasks-in-flight ' .. ARGV[11])
+    return refused('tasks-in-flight', ARGV[11])
   end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 -- The byte budget: tasks whose record has expired no longer count (at most 100 are dropped
 -- per create, so the cost stays bounded; the rest go on the next creates).
 for _, tid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, 100)) do
@@ -55,7 +54,7 @@ end
 -- field names) and the queued message with the arguments.
 local charge = 200 + #ARGV[1] + #ARGV[2] + #ARGV[3] + #ARGV[4] + #ARGV[8] + #ARGV[14] + #ARGV[16]
 if tonumber(redis.call('HGET', KEYS[7], 'total') or '0') + charge > tonumber(ARGV[17]) then
-  return redis.error_reply('LIMIT bytes ' .. ARGV[17])
+  return refused('bytes', ARGV[17])
 end
 redis.call('HINCRBY', KEYS[7], 'total', charge)
 redis.call('HSET', KEYS[7], ARGV[1], charge)
@@ -69,7 +68,7 @@ redis.call('PEXPIRE', KEYS[4], ARGV[9])
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'owner', ARGV[2], 'tool', ARGV[3], 'celery_id', ARGV[4],
-  'status', 'working', 'message', ARGV[8], 'created', now, 'updated', now,
+  'status', STATUS.WORKING, 'message', ARGV[8], 'created', now, 'updated', now,
   'ttl', ARGV[5], 'poll', ARGV[6], 'hidden', ARGV[7], 'listed', ARGV[10], 'seq', seq,
   'ptoken', ARGV[14], 'can_ask', ARGV[15], 'era', ARGV[18])
 if ARGV[10] == '1' then

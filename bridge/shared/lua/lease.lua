@@ -16,15 +16,15 @@
 -- the reaper) is pruned on the way, so a missed removal (transition.lua) cannot block it.
 -- Returns {status ("" when the task is gone), runs}, and when it announced the run also the
 -- task's tool and Celery id; {status, runs, "", "", "busy"} when the owner is at its cap.
+-- The event of a run names its holder (``holder``), so nothing has to parse the message.
 -- Only a task that is not terminal holds a lease; a refused or stale call removes it.
 local cur = redis.call('HGET', KEYS[1], 'status')
-if (not cur) or cur == 'completed' or cur == 'failed' or cur == 'cancelled' then
+if (not cur) or is_terminal(cur) then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return {cur or '', 0}
 end
 local runs = tonumber(redis.call('HGET', KEYS[1], 'runs') or '0')
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if ARGV[3] ~= '' and KEYS[4] then
   local running = 0
   for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
@@ -54,24 +54,18 @@ if ARGV[3] ~= '' then
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 if ARGV[3] ~= '' and KEYS[3] then
-  -- The same announcement transition.lua makes (kept in step with it).
-  redis.call('HSET', KEYS[1], 'status', 'working', 'message', ARGV[9], 'worker', ARGV[5],
+  -- Announced as transition.lua announces a change.
+  redis.call('HSET', KEYS[1], 'status', STATUS.WORKING, 'message', ARGV[9], 'worker', ARGV[5],
     'updated', now)
-  local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll',
-    'listed', 'tool', 'celery_id')
-  local task = {id = r[1], status = 'working', message = r[3], created = tonumber(r[4]),
-    updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
+  local r = redis.call('HMGET', KEYS[1], 'owner', 'listed', 'tool', 'celery_id')
+  local task = task_view(KEYS[1])
+  task.holder = ARGV[3]
   local stale = redis.call('HKEYS', KEYS[1] .. ':inputs')
   if #stale > 0 then
     redis.call('DEL', KEYS[1] .. ':inputs')
     task.withdrawn = stale
   end
-  local event_id = ''
-  if r[7] == '1' then
-    event_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'task', cjson.encode(task))
-    redis.call('PEXPIRE', KEYS[3], ARGV[7])
-  end
-  redis.call('PUBLISH', ARGV[8], cjson.encode({owner = r[2], id = event_id, task = task}))
-  return {'working', runs, r[8] or '', r[9] or ''}
+  announce(task, r[1], r[2] == '1', KEYS[3], ARGV[6], ARGV[7], ARGV[8])
+  return {STATUS.WORKING, runs, r[3] or '', r[4] or ''}
 end
 return {cur, runs}

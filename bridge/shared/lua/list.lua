@@ -18,10 +18,9 @@ while #out < size and budget > 0 do
     local tid = ids[i]
     after = ids[i + 1]
     budget = budget - 1
-    local r = redis.call('HMGET', ARGV[3] .. tid, 'status', 'message', 'created', 'updated', 'ttl', 'poll')
-    if r[1] then
-      out[#out + 1] = cjson.encode({id = tid, status = r[1], message = r[2], created = tonumber(r[3]),
-        updated = tonumber(r[4]), ttl = tonumber(r[5]), poll = tonumber(r[6])})
+    local task = task_view(ARGV[3] .. tid)
+    if task then
+      out[#out + 1] = cjson.encode(task)
       if #out == size then break end
     else
       redis.call('ZREM', KEYS[1], tid)

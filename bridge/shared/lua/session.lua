@@ -3,7 +3,7 @@
 -- ARGV[1] session id  ARGV[2] most sessions per principal  ARGV[3] session TTL ms
 -- ARGV[4] session hash key prefix (to find which sessions have ended)
 -- ARGV[5..] the session hash, as field, value pairs
--- Returns the created time (ms), or the error "LIMIT sessions <limit>".
+-- Returns the created time (ms), or refused('sessions', limit).
 local most = tonumber(ARGV[2])
 if redis.call('ZCARD', KEYS[2]) >= most then
   -- Only at the limit is the set pruned of sessions deleted or expired, so an initialize
@@ -14,11 +14,10 @@ if redis.call('ZCARD', KEYS[2]) >= most then
     end
   end
   if redis.call('ZCARD', KEYS[2]) >= most then
-    return redis.error_reply('LIMIT sessions ' .. ARGV[2])
+    return refused('sessions', ARGV[2])
   end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HSET', KEYS[1], 'created', now, unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], now, ARGV[1])

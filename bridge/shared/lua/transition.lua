@@ -1,5 +1,5 @@
 -- Move a task to a new status in one step, and announce it.
--- A terminal status (completed, failed, cancelled) is final: later calls change nothing.
+-- A terminal status (TERMINAL, from the prelude) is final: later calls change nothing.
 -- KEYS[1] task hash   KEYS[2] the owner's event stream
 -- ARGV[1] new status  ARGV[2] status message ("" keeps the current one)
 -- ARGV[3] result JSON ("" for none)  ARGV[4] error JSON ("" for none)
@@ -29,8 +29,7 @@
 --   change a task at most once.
 -- Returns {applied (0/1), status after the call ("" when the task does not exist), event id},
 -- and when applied also the task's tool, Celery id and owner (for the caller's log line).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if KEYS[3] then
   local deadline = redis.call('ZSCORE', KEYS[3], ARGV[12])
   if (not deadline) or tonumber(deadline) > now then
@@ -42,7 +41,7 @@ local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then
   return {0, '', ''}
 end
-if cur == 'completed' or cur == 'failed' or cur == 'cancelled' then
+if is_terminal(cur) then
   return {0, cur, ''}
 end
 local inputs = KEYS[1] .. ':inputs'
@@ -55,8 +54,8 @@ if ARGV[15] ~= '' then
 end
 local status = ARGV[1]
 local message, result, err = ARGV[2], ARGV[3], ARGV[4]
-if status == 'working' and redis.call('EXISTS', inputs) == 1 then
-  status = 'input_required'
+if status == STATUS.WORKING and redis.call('EXISTS', inputs) == 1 then
+  status = STATUS.INPUT_REQUIRED
   if ARGV[10] == '' then
     local left = redis.call('HVALS', inputs)
     message = 'waiting for input: ' .. #left .. ' questions'
@@ -71,14 +70,14 @@ local prefix = string.match(KEYS[1], '^(.*):task:[^:]+$')
 local usage = prefix .. ':owner:' .. (redis.call('HGET', KEYS[1], 'owner') or '') .. ':usage'
 local task_id = redis.call('HGET', KEYS[1], 'id')
 local charged = redis.call('HEXISTS', usage, task_id) == 1
-local terminal = status == 'completed' or status == 'failed' or status == 'cancelled'
+local terminal = is_terminal(status)
 if charged and terminal and result ~= '' then
   local used = tonumber(redis.call('HGET', usage, 'total') or '0')
   if used + #result + #err > tonumber(ARGV[16]) then
     message = 'the result (' .. #result .. ' bytes) exceeds the storage budget of its owner ('
       .. ARGV[16] .. ' bytes); free some by letting finished tasks expire'
     result = cjson.encode({content = {{type = 'text', text = message}}, isError = true})
-    status = 'failed'
+    status = STATUS.FAILED
   end
 end
 local progressed = false
@@ -111,16 +110,15 @@ if terminal then
   redis.call('ZREM', prefix .. ':owner:' .. redis.call('HGET', KEYS[1], 'owner') .. ':running',
     task_id)
 end
-local r = redis.call('HMGET', KEYS[1], 'id', 'owner', 'message', 'created', 'ttl', 'poll', 'listed',
-  'tool', 'celery_id')
-local task = {id = r[1], status = status, message = r[3], created = tonumber(r[4]),
-  updated = now, ttl = tonumber(r[5]), poll = tonumber(r[6])}
+local r = redis.call('HMGET', KEYS[1], 'owner', 'listed', 'tool', 'celery_id', 'ttl')
+local owner, listed = r[1], r[2] == '1'
+local task = task_view(KEYS[1])
 if ARGV[13] ~= '' then
   task.input = {key = ARGV[13], request = cjson.decode(ARGV[14])}
-  if r[7] == '1' then
+  if listed then
     -- (Beside ``<prefix>:task:<id>`` as ``<prefix>:owner:<owner>:asking``, see bridge.keys.)
-    local asking = prefix .. ':owner:' .. r[2] .. ':asking'
-    redis.call('SADD', asking, r[1])
+    local asking = prefix .. ':owner:' .. owner .. ':asking'
+    redis.call('SADD', asking, task_id)
     redis.call('PEXPIRE', asking, ARGV[7])
   end
 end
@@ -130,12 +128,7 @@ if progressed then
   task.total = tonumber(ARGV[11])
   task.ptoken = redis.call('HGET', KEYS[1], 'ptoken')
 end
-local body = cjson.encode(task)
-local event_id = ''
-if r[7] == '1' then
-  event_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'task', body)
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-end
+local event_id, body = announce(task, owner, listed, KEYS[2], ARGV[6], ARGV[7], ARGV[8])
 if charged then
   -- Charged until the record expires (an event may leave the stream earlier: the
   -- accounting errs on the side of the other owners).
@@ -143,7 +136,7 @@ if charged then
   if cur ~= status or ARGV[13] ~= '' then
     -- Progress reports and message updates are not charged: a long task sends them by
     -- the thousand, and the stream's length bound (MAXLEN) keeps them in check.
-    charge = charge + ((r[7] == '1') and #body or #message)
+    charge = charge + (listed and #body or #message)
   end
   redis.call('HINCRBY', usage, task_id, charge)
   redis.call('HINCRBY', usage, 'total', charge)
@@ -151,5 +144,4 @@ if charged then
     redis.call('ZADD', usage .. ':expiry', now + tonumber(r[5]), task_id)
   end
 end
-redis.call('PUBLISH', ARGV[8], cjson.encode({owner = r[2], id = event_id, task = task}))
-return {1, status, event_id, r[8] or '', r[9] or '', r[2] or ''}
+return {1, status, event_id, r[3] or '', r[4] or '', owner or ''}

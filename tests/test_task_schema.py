@@ -1,0 +1,181 @@
+"""The task schema (``bridge.shared.schema``): the Lua scripts load with its prelude, Python
+and Lua agree on it, and the scripts spell no status nor build an event of their own."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from bridge.shared import schema
+from bridge.shared.clients import async_client
+from bridge.shared.records import TaskRecord, TaskStatus
+from bridge.shared.registry import Registry
+from bridge.shared.schema import TaskStatus as SchemaStatus
+from bridge.shared.scripts import source
+from bridge.shared.settings import Settings
+from bridge.shared.sync_registry import SyncRegistry
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+SCRIPTS = sorted(
+    p.name.removesuffix(".lua")
+    for p in files("bridge.shared").joinpath("lua").iterdir()
+    if p.name.endswith(".lua")
+)
+
+
+def _lua(name: str) -> str:
+    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_loads_with_the_prelude(redis_client: redis.Redis, name: str) -> None:
+    text = source(name)
+    assert text.startswith(schema.lua_prelude())
+    sha = redis_client.script_load(text)
+    assert redis_client.script_exists(sha) == [True]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_no_script_spells_a_status_or_builds_an_event(name: str) -> None:
+    code = "\n".join(line.split("--", 1)[0] for line in _lua(name).splitlines())
+    for status in TaskStatus:
+        assert f"'{status.value}'" not in code and f'"{status.value}"' not in code, status
+    assert not re.search(r"'(XADD|PUBLISH|TIME)'", code, re.IGNORECASE)
+    assert "error_reply('LIMIT" not in code
+
+
+def test_python_and_lua_agree_on_the_statuses(redis_client: redis.Redis) -> None:
+    probe = schema.lua_prelude() + (
+        "local terminal, statuses, final = {}, {}, {}\n"
+        "for status in pairs(TERMINAL) do terminal[#terminal + 1] = status end\n"
+        "for _, status in pairs(STATUS) do statuses[#statuses + 1] = status end\n"
+        "table.sort(terminal)\n"
+        "table.sort(statuses)\n"
+        "for _, status in ipairs(statuses) do\n"
+        "  if is_terminal(status) then final[#final + 1] = status end\n"
+        "end\n"
+        "return {terminal, statuses, final, is_terminal(false) and 1 or 0}\n"
+    )
+    terminal, statuses, final, gone = redis_client.eval(probe, 0)
+    assert terminal == final == sorted(s.value for s in schema.TERMINAL)
+    assert statuses == sorted(s.value for s in TaskStatus)
+    assert gone == 0
+    assert {s for s in TaskStatus if s.terminal} == schema.TERMINAL
+    assert TaskStatus is SchemaStatus
+
+
+def test_task_view_and_refusal_are_the_python_shapes(redis_client: redis.Redis) -> None:
+    key = f"schema-{uuid.uuid4().hex}:task:t1"
+    fields = {
+        "id": "t1",
+        "status": "working",
+        "message": "queued",
+        "created": "1",
+        "updated": "2",
+        "ttl": "3",
+        "poll": "4",
+        "owner": "session:x",
+    }
+    redis_client.hset(key, mapping=fields)
+    try:
+        raw = redis_client.eval(
+            schema.lua_prelude() + "return cjson.encode(task_view(KEYS[1]))", 1, key
+        )
+        gone = redis_client.eval(
+            schema.lua_prelude() + "return task_view(KEYS[1]) == nil and 1 or 0", 1, key + "x"
+        )
+    finally:
+        redis_client.delete(key)
+    view: dict[str, Any] = json.loads(str(raw))
+    assert list(sorted(view)) == sorted(name for name, _ in schema.VIEW_FIELDS)
+    assert TaskRecord.from_event(view) == TaskRecord(
+        id="t1", status=TaskStatus.WORKING, message="queued", created=1, updated=2, ttl=3, poll=4
+    )
+    assert gone == 1
+    refused = redis_client.eval(schema.lua_prelude() + "return refused('bytes', '500')", 0)
+    assert schema.refusal(refused) == ("bytes", 500)
+    assert schema.refusal([1, 2]) is None and schema.refusal([1, 2, 3]) is None
+
+
+def test_question_ids_round_trip() -> None:
+    request_id = schema.input_request_id("abc_-", "k.1")
+    assert request_id == "mcp-input:abc_-:k.1"
+    assert schema.parse_input_request_id(request_id) == ("abc_-", "k.1")
+    for other in (7, None, "mcp-input:", "mcp-input:abc", "mcp-input::k", "other:abc:k"):
+        assert schema.parse_input_request_id(other) is None
+
+
+# -- a record's life, through both views of the registry ---------------------------------------
+@pytest.fixture
+async def stores(env: dict[str, str]) -> AsyncIterator[tuple[Registry, SyncRegistry]]:
+    settings = Settings(redis_url=env["MCP_BRIDGE_REDIS_URL"], key_prefix=uuid.uuid4().hex)
+    client = async_client(settings.redis_url)
+    sync = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    yield Registry(settings, client), SyncRegistry(settings, sync)
+    for key in sync.scan_iter(f"{settings.key_prefix}:*"):
+        sync.delete(key)
+    sync.close()
+    await client.aclose()
+
+
+async def test_a_record_holds_only_schema_fields_and_its_era(
+    stores: tuple[Registry, SyncRegistry],
+) -> None:
+    registry, worker = stores
+    owner = "session:schema"
+    created = await registry.create(
+        task_id="t" * 32,
+        owner=owner,
+        tool="echo",
+        celery_id="c1",
+        ttl_ms=60_000,
+        progress_token="tok",
+        era="modern",
+    )
+    assert created.era == "modern" and created.listed
+    status, runs, busy = worker.take_lease(created.id, owner, "w1", "w1 (pid 7)", 60_000, 3)
+    assert (status, runs, busy) == (TaskStatus.WORKING, 1, False)
+    progress = worker.transition(
+        created.id, owner, TaskStatus.WORKING, "half", progress=(1, 2), only_if_changed=True
+    )
+    assert progress.applied
+    done = await registry.transition(
+        created.id, owner, TaskStatus.COMPLETED, "done", result={"content": []}
+    )
+    assert done.applied and done.status is TaskStatus.COMPLETED
+    late = worker.transition(created.id, owner, TaskStatus.FAILED, "late")
+    assert not late.applied and late.status is TaskStatus.COMPLETED
+
+    h = await registry.redis.hgetall(registry.keys.task(created.id))
+    assert set(h) <= set(schema.TASK_FIELDS), set(h) - set(schema.TASK_FIELDS)
+    record = await registry.get(created.id)
+    assert record is not None
+    assert (record.era, record.holder, record.worker) == ("modern", "w1 (pid 7)", "w1")
+
+    # The stream carries the run's start with its holder as a field, the message unchanged.
+    entries = await registry.redis.xrange(registry.keys.events(owner))
+    events = [TaskRecord.from_event(json.loads(f[schema.STREAM_FIELD])) for _, f in entries]
+    started = [e for e in events if e.holder]
+    assert [(e.holder, e.message) for e in started] == [("w1 (pid 7)", "running on w1 (pid 7)")]
+    assert events[-1].status is TaskStatus.COMPLETED and not events[-1].holder
+
+    # Without an era, a listed task is a legacy one and an unlisted one a modern one.
+    legacy = await registry.create(
+        task_id="l" * 32, owner=owner, tool="echo", celery_id="c2", ttl_ms=60_000
+    )
+    plain = await registry.create(
+        task_id="p" * 32, owner=owner, tool="echo", celery_id="c3", ttl_ms=60_000, hidden=True
+    )
+    assert (legacy.era, plain.era) == ("legacy", "modern")
+    for task_id, era in ((legacy.id, "legacy"), (plain.id, "modern")):
+        stored = await registry.get(task_id)
+        assert stored is not None and stored.era == era
