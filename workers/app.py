@@ -1,5 +1,6 @@
-"""The Celery app. Its configuration is computed lazily from ``Settings`` the first time
-Celery reads it, so importing this module reads no environment and opens no connection."""
+"""The Celery app. Its configuration is computed lazily from the process's settings
+(``workers.runtime``) the first time Celery reads it, so importing this module reads no
+environment and opens no connection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from celery.signals import setup_logging
 
 from bridge.shared import logs
 from bridge.shared.settings import Settings
+from workers import runtime
 
 app = Celery("mcp_celery_bridge")
 
@@ -45,7 +47,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     # Connected, this replaces Celery's own set-up: the worker logs in the bridge's format
     # (JSON off a terminal), so one log pipeline reads both.
-    logs.configure(loglevel or "INFO", Settings().log_format)
+    logs.configure(loglevel or "INFO", runtime.settings().log_format)
 
 
-app.add_defaults(lambda: celery_config(Settings()))
+app.add_defaults(lambda: celery_config(runtime.settings()))

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from bridge.shared.errors import ToolFailed, execution_error
 from bridge.shared.records import TaskStatus
-from bridge.shared.settings import Settings
 from workers import context, runtime
 from workers.app import app
 from workers.lease import Heartbeat
@@ -201,7 +200,7 @@ def _apply_time_limits(**_: Any) -> None:
     # In the worker's main process, after the tool modules are imported and before the pool
     # starts: the main process enforces the limits (a soft one by signalling the pool
     # process, a hard one by killing it), and the pool processes inherit them.
-    settings = Settings()
+    settings = runtime.settings()
     for declared in _catalogue.values():
         task = app.tasks[declared.celery_name]
         soft = declared.time_limit or settings.tool_time_limit_s
@@ -243,7 +242,7 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         # Published by something other than the bridge (Flower, a script): just run it.
         return to_call_tool_result(declared.call(arguments))
     registry = runtime.registry()
-    settings = registry.settings
+    settings = runtime.settings()
     worker = getattr(task.request, "hostname", None) or "unknown worker"
     # The pid lets an operator (and the tests) find the pool process running the task.
     holder = f"{worker} (pid {os.getpid()})"
