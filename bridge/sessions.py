@@ -128,8 +128,8 @@ class Sessions:
             flat = cast(
                 list[str],
                 await self._touch(
-                    keys=[self.keys.session(sid)],
-                    args=[self.settings.session_ttl_s * 1000, self.keys.prefix, principal],
+                    keys=[self.keys.session(sid), self.keys.principal_sessions(principal)],
+                    args=[self.settings.session_ttl_s * 1000, principal],
                 ),
             )
         if not flat:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Any
 
+import anyio
 import pytest
 import redis
 import redis.asyncio
@@ -179,3 +180,28 @@ async def test_a_record_holds_only_schema_fields_and_its_era(
     for task_id, era in ((legacy.id, "legacy"), (plain.id, "modern")):
         stored = await registry.get(task_id)
         assert stored is not None and stored.era == era
+
+
+async def test_a_lost_run_is_failed_once_and_leaves_no_lease(
+    stores: tuple[Registry, SyncRegistry],
+) -> None:
+    registry, worker = stores
+    owner = "session:lost"
+    task = await registry.create(
+        task_id="x" * 32, owner=owner, tool="sleep", celery_id="c1", ttl_ms=60_000
+    )
+    assert worker.take_lease(task.id, owner, "w1", "w1 (pid 9)", 1, 3)[:2] == (
+        TaskStatus.WORKING,
+        1,
+    )
+    with anyio.fail_after(5):
+        while await registry.expired_leases(10) != [task.id]:
+            await anyio.sleep(0.01)
+    lost = await registry.fail_lost(task.id)
+    assert lost.applied and lost.status is TaskStatus.FAILED
+    assert not (await registry.fail_lost(task.id)).applied
+    record = await registry.get(task.id)
+    assert record is not None and record.error is not None
+    assert record.error["data"]["worker"] == "w1 (pid 9)"
+    assert await registry.redis.zrange(registry.keys.leases(), 0, -1) == []
+    assert await registry.redis.zrange(registry.keys.running(owner), 0, -1) == []

@@ -43,7 +43,10 @@
 |                              |         | of each running tool body; entries leave when the  |
 |                              |         | body ends or the reaper fails the task             |
 
-The task hash fields are declared in ``bridge.shared.schema``.
+The task hash fields are declared in ``bridge.shared.schema``. The Lua scripts are handed
+every key they use from here, except the keys of other tasks and sessions they come across
+(create.lua, list.lua, pending.lua, session.lua): those they build from the prefix they are
+handed, ``task("")`` or ``session("")``, and ``inputs`` by appending ``:inputs``.
 
 Byte accounting (``max_bytes_per_owner``): create.lua charges a task with its record's
 fields (plus 200 bytes of field names and numbers) and the Celery message it queues (the
@@ -75,18 +78,16 @@ class Keys:
         return f"{self.prefix}:task:{task_id}"
 
     def inputs(self, task_id: str) -> str:
-        # Derived from the task key: transition.lua finds it the same way.
+        # Derived from the task key: pending.lua finds it the same way (from ``task("")``).
         return f"{self.task(task_id)}:inputs"
 
     def answer(self, task_id: str, key: str) -> str:
         return f"{self.task(task_id)}:answer:{key}"
 
     def principal_sessions(self, principal: str) -> str:
-        # Also built by touch.lua from the prefix and a session's principal.
         return f"{self.prefix}:principal:{principal}:sessions"
 
     def usage(self, owner: str) -> str:
-        # Also built by transition.lua from the prefix and a task's owner.
         return f"{self.prefix}:owner:{owner}:usage"
 
     def usage_expiry(self, owner: str) -> str:
@@ -99,14 +100,12 @@ class Keys:
         return f"{self.prefix}:call:{owner}:{request_id}"
 
     def asking(self, owner: str) -> str:
-        # transition.lua derives it from the task key the same way.
         return f"{self.prefix}:owner:{owner}:asking"
 
     def inflight(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:inflight"
 
     def running(self, owner: str) -> str:
-        # Also built by transition.lua from the prefix and a task's owner.
         return f"{self.prefix}:owner:{owner}:running"
 
     def rate(self, owner: str, minute: int) -> str:

@@ -315,6 +315,6 @@ class Registry:
             lease_of=task_id,
         )
         with translated():
-            raw = await self._transition(keys=[*keys, self.keys.leases()], args=args)
+            raw = await self._transition(keys=keys, args=args)
         # A warning: a worker died (or hung) with the task in hand.
         return logged(task_id, Outcome.from_reply(raw), message, logging.WARNING)

@@ -61,10 +61,18 @@ def transition_args(
     lease_of: str = "",
     withdraw: str = "",
 ) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of transition.lua (its header says what each one is); with
-    ``lease_of``, the caller appends the lease set to KEYS."""
+    """KEYS and ARGV of transition.lua (its header says what each one is)."""
     return (
-        [keys.task(task_id), keys.events(owner)],
+        [
+            keys.task(task_id),
+            keys.events(owner),
+            keys.inputs(task_id),
+            keys.usage(owner),
+            keys.usage_expiry(owner),
+            keys.leases(),
+            keys.running(owner),
+            keys.asking(owner),
+        ],
         [
             status.value,
             message,

@@ -138,6 +138,7 @@ class SyncRegistry:
                         self.keys.leases(),
                         self.keys.events(owner),
                         self.keys.running(owner),
+                        self.keys.inputs(task_id),
                     ],
                     args=[
                         task_id,

@@ -8,7 +8,8 @@
 -- worker's first registry call does both, one round trip): KEYS[3] the owner's event
 -- stream; ARGV[5] worker name  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
 -- ARGV[8] pub/sub channel  ARGV[9] status message. Questions an earlier run left pending
--- died with it: they are withdrawn (named in the event, as transition.lua does).
+-- (KEYS[5], the task's pending inputs) died with it: they are withdrawn (named in the
+-- event, as transition.lua does).
 -- KEYS[4] the owner's running tasks (zset: task id -> start ms)  ARGV[10] most tasks the
 -- owner may run at once  ARGV[11] TTL ms of that set: taking the lease is refused (no run
 -- counted, nothing announced) while the owner already runs that many other tasks, so one
@@ -60,9 +61,9 @@ if ARGV[3] ~= '' and KEYS[3] then
   local r = redis.call('HMGET', KEYS[1], 'owner', 'listed', 'tool', 'celery_id')
   local task = task_view(KEYS[1])
   task.holder = ARGV[3]
-  local stale = redis.call('HKEYS', KEYS[1] .. ':inputs')
+  local stale = redis.call('HKEYS', KEYS[5])
   if #stale > 0 then
-    redis.call('DEL', KEYS[1] .. ':inputs')
+    redis.call('DEL', KEYS[5])
     task.withdrawn = stale
   end
   announce(task, r[1], r[2] == '1', KEYS[3], ARGV[6], ARGV[7], ARGV[8])

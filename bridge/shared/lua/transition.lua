@@ -1,6 +1,8 @@
 -- Move a task to a new status in one step, and announce it.
 -- A terminal status (TERMINAL, from the prelude) is final: later calls change nothing.
--- KEYS[1] task hash   KEYS[2] the owner's event stream
+-- KEYS[1] task hash   KEYS[2] the owner's event stream   KEYS[3] the task's pending inputs
+-- KEYS[4] the owner's usage  KEYS[5] its expiry set  KEYS[6] the lease set
+-- KEYS[7] the owner's running tasks  KEYS[8] the owner's asking set (all in bridge.shared.keys)
 -- ARGV[1] new status  ARGV[2] status message ("" keeps the current one)
 -- ARGV[3] result JSON ("" for none)  ARGV[4] error JSON ("" for none)
 -- ARGV[5] worker name ("" for none)  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
@@ -9,10 +11,9 @@
 --   when it increases, and then announced with the event (so notifications/progress only
 --   ever increase, and stop with the terminal status, which no later call can leave)
 -- ARGV[13] input key and ARGV[14] input request JSON ("" for none): a question the tool
---   asks; it joins the task's pending inputs (hash ``<task key>:inputs``) and is announced
---   with the event, so a legacy session's stream carries it to the client; a legacy task's
---   owner also lists the task as asking (set ``<prefix>:owner:<owner>:asking``), so a GET
---   stream opened later finds the question
+--   asks; it joins the task's pending inputs (KEYS[3]) and is announced with the event, so
+--   a legacy session's stream carries it to the client; a legacy task's owner also lists
+--   the task as asking (KEYS[8]), so a GET stream opened later finds the question
 -- ARGV[15] input key to withdraw ("" for none): the asking worker gives up on a question;
 --   applies only while that question is pending (an answer that came first wins)
 -- While any question is pending, the task waits for input: ``working`` becomes
@@ -21,21 +22,21 @@
 -- named in the event (``withdrawn``), so the streams that carried them can take them back.
 -- ARGV[16] most bytes the task's owner may hold: what the call stores (result, error,
 --   question, and the event, or the message of an unlisted task) is charged to the owner's
---   usage (``<prefix>:owner:<owner>:usage``, see create.lua); a result that would exceed it
---   is replaced by a short error, and the task fails
--- KEYS[3] (optional) the lease set: the call then applies only when the lease of task
---   ARGV[12] has expired by the server clock, and drops that lease. The reaper fails lost
---   tasks this way, so several bridges reaping at once, or a renewal racing the reaper,
---   change a task at most once.
+--   usage (KEYS[4], see create.lua); a result that would exceed it is replaced by a short
+--   error, and the task fails
+-- ARGV[12] the task id, to apply only when its lease (in KEYS[6]) has expired by the server
+--   clock, dropping that lease ("" for any other call). The reaper fails lost tasks this way,
+--   so several bridges reaping at once, or a renewal racing the reaper, change a task at
+--   most once.
 -- Returns {applied (0/1), status after the call ("" when the task does not exist), event id},
 -- and when applied also the task's tool, Celery id and owner (for the caller's log line).
 local now = now_ms()
-if KEYS[3] then
-  local deadline = redis.call('ZSCORE', KEYS[3], ARGV[12])
+if ARGV[12] ~= '' then
+  local deadline = redis.call('ZSCORE', KEYS[6], ARGV[12])
   if (not deadline) or tonumber(deadline) > now then
     return {0, redis.call('HGET', KEYS[1], 'status') or '', ''}
   end
-  redis.call('ZREM', KEYS[3], ARGV[12])
+  redis.call('ZREM', KEYS[6], ARGV[12])
 end
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then
@@ -44,7 +45,7 @@ end
 if is_terminal(cur) then
   return {0, cur, ''}
 end
-local inputs = KEYS[1] .. ':inputs'
+local inputs = KEYS[3]
 local withdrawn = {}
 if ARGV[15] ~= '' then
   if redis.call('HDEL', inputs, ARGV[15]) == 0 then
@@ -66,8 +67,7 @@ if status == STATUS.WORKING and redis.call('EXISTS', inputs) == 1 then
     end
   end
 end
-local prefix = string.match(KEYS[1], '^(.*):task:[^:]+$')
-local usage = prefix .. ':owner:' .. (redis.call('HGET', KEYS[1], 'owner') or '') .. ':usage'
+local usage = KEYS[4]
 local task_id = redis.call('HGET', KEYS[1], 'id')
 local charged = redis.call('HEXISTS', usage, task_id) == 1
 local terminal = is_terminal(status)
@@ -103,12 +103,10 @@ if terminal then
   for _, key in ipairs(redis.call('HKEYS', inputs)) do withdrawn[#withdrawn + 1] = key end
   redis.call('DEL', inputs)
   -- A finished task holds no lease: dropping it here saves the worker a round trip.
-  -- (The lease set is ``<prefix>:leases`` beside ``<prefix>:task:<id>``.)
-  redis.call('ZREM', prefix .. ':leases', task_id)
-  -- Nor a place among its owner's running tasks (``<prefix>:owner:<owner>:running``,
-  -- lease.lua); that script also prunes ended tasks, should this step be missed.
-  redis.call('ZREM', prefix .. ':owner:' .. redis.call('HGET', KEYS[1], 'owner') .. ':running',
-    task_id)
+  redis.call('ZREM', KEYS[6], task_id)
+  -- Nor a place among its owner's running tasks (lease.lua); that script also prunes ended
+  -- tasks, should this step be missed.
+  redis.call('ZREM', KEYS[7], task_id)
 end
 local r = redis.call('HMGET', KEYS[1], 'owner', 'listed', 'tool', 'celery_id', 'ttl')
 local owner, listed = r[1], r[2] == '1'
@@ -116,10 +114,8 @@ local task = task_view(KEYS[1])
 if ARGV[13] ~= '' then
   task.input = {key = ARGV[13], request = cjson.decode(ARGV[14])}
   if listed then
-    -- (Beside ``<prefix>:task:<id>`` as ``<prefix>:owner:<owner>:asking``, see bridge.keys.)
-    local asking = prefix .. ':owner:' .. owner .. ':asking'
-    redis.call('SADD', asking, task_id)
-    redis.call('PEXPIRE', asking, ARGV[7])
+    redis.call('SADD', KEYS[8], task_id)
+    redis.call('PEXPIRE', KEYS[8], ARGV[7])
   end
 end
 if #withdrawn > 0 then task.withdrawn = withdrawn end
@@ -141,7 +137,7 @@ if charged then
   redis.call('HINCRBY', usage, task_id, charge)
   redis.call('HINCRBY', usage, 'total', charge)
   if terminal then
-    redis.call('ZADD', usage .. ':expiry', now + tonumber(r[5]), task_id)
+    redis.call('ZADD', KEYS[5], now + tonumber(r[5]), task_id)
   end
 end
 return {1, status, event_id, r[3] or '', r[4] or '', owner or ''}
