@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -30,6 +31,18 @@ THREAD_BYTES = 64 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: A JSON string (skipped) or a bracket that opens a container outside one (group 1).
 _OUTSIDE_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|([\[{])', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A JSON-RPC message that passed the envelope checks: a request (``method`` and
+    ``id``), a notification (``method``, no ``id``) or a client's response (an ``id``, no
+    ``method``, and ``body`` holds its ``result`` or ``error``)."""
+
+    body: dict[str, Any]
+    method: str | None
+    id: str | int | None
+    params: Any
 
 
 class JsonResponse(JSONResponse):
