@@ -1,8 +1,9 @@
-"""The JSON-RPC 2.0 wire: a request body read strictly, error objects, and JSON responses.
+"""The JSON-RPC 2.0 wire: a request body read strictly, the ``Message`` it holds, error
+objects, and JSON responses.
 
-Every exception that reaches a client becomes a JSON-RPC error object in ``error_response``
-and nowhere else: a ``JsonRpcError`` carries its code; anything else is logged and answered
-``-32603 Internal error``, never a traceback.
+Every exception answered in-band becomes a JSON-RPC error object in ``error_response`` and
+nowhere else: a ``JsonRpcError`` carries its code; anything else is logged and answered
+``-32603 Internal error``, never a traceback. (``bridge.faults`` adds the HTTP status.)
 """
 
 from __future__ import annotations
