@@ -26,6 +26,7 @@ from bridge.console import ago, console, iso, print_fields, print_json, print_ta
 from bridge.events import EventHub
 from bridge.publisher import Publisher
 from bridge.scan import collect
+from bridge.service import TaskService
 from bridge.shared import logs
 from bridge.shared.clients import async_client, sync_client
 from bridge.shared.errors import BridgeError
@@ -34,7 +35,6 @@ from bridge.shared.logs import printable
 from bridge.shared.records import TaskRecord, TaskStatus
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.tasks import Tasks
 
 #: How long ``tasks show`` waits for workers to answer ``inspect().active()``.
 INSPECT_TIMEOUT_S = 1.0
@@ -316,9 +316,9 @@ async def _cancel(settings: Settings, record: TaskRecord, message: str) -> TaskR
     publisher = Publisher(settings)
     try:
         registry = Registry(settings, client)
-        # Tasks.cancel uses only the registry and the publisher; the hub (never started,
-        # so no pub/sub connection) and the tool table are there to build it.
-        ops = Tasks(settings, registry, publisher, EventHub(settings, client), {})
+        # TaskService.cancel uses only the registry and the publisher; the hub (never
+        # started, so no pub/sub connection) is there to build it.
+        ops = TaskService(settings, registry, publisher, EventHub(settings, client))
         return await ops.cancel(record, message)
     finally:
         publisher.close()

@@ -1,9 +1,13 @@
-"""The Starlette app factory; its lifespan owns the Redis client, the Celery client, the
-event listener and the lease reaper of this process."""
+"""The Starlette app factory: the routes, the middleware, and the lifespan that owns the
+Redis client, the Celery client, the event listener and the lease reaper of this process.
+
+The MCP endpoint is the request pipeline (``bridge.pipeline``) in front of the transport
+(``bridge.transport``), which hands each message to its era's adapter (``bridge.eras``);
+the adapters call the task service (``bridge.service``) and the tool catalogue
+(``bridge.catalogue``), which the app owns."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,37 +16,41 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from bridge import eras
+from bridge.auth import Authenticator
+from bridge.catalogue import Catalogue
 from bridge.deadlines import BodyDeadline
 from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
 from bridge.headers import TrimmedHeaders
 from bridge.health import Health
-from bridge.legacy import LegacyProtocol
 from bridge.metrics import Metrics
-from bridge.modern import ModernProtocol
+from bridge.pipeline import mcp_pipeline
 from bridge.publisher import Publisher
 from bridge.reaper import Reaper
+from bridge.request_state import RequestStates
+from bridge.service import TaskService
 from bridge.sessions import Sessions
 from bridge.shared.clients import async_client
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.tasks import Tasks
 from bridge.transport import Transport
-from workers.tools import Tool, catalogue
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def load_tools(modules: list[str]) -> dict[str, Tool]:
-    for name in modules:
-        importlib.import_module(name)
-    return catalogue()
+def _count_store_fault(scope: Scope) -> None:
+    metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+    if metrics is not None:
+        metrics.redis_errors.inc()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    settings = settings or Settings()
-    tools = load_tools(settings.tool_modules)
+def create_app(settings: Settings) -> Starlette:
+    """The app for ``settings``, which the caller reads once per process."""
+    catalogue = Catalogue.load(settings)
+    authenticator = Authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,9 +64,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metrics = Metrics(hub)
         hub.on_event = metrics.observe
         app.state.metrics = metrics
-        tasks = Tasks(settings, registry, publisher, hub, tools, metrics)
-        legacy = LegacyProtocol(Sessions(settings, client), tasks)
-        app.state.transport = Transport(settings, legacy, ModernProtocol(tasks, hub), hub, metrics)
+        parts = eras.Parts(
+            settings=settings,
+            tasks=TaskService(settings, registry, publisher, hub, metrics),
+            catalogue=catalogue,
+            hub=hub,
+            sessions=Sessions(settings, client),
+            states=RequestStates(settings, client),
+        )
+        app.state.transport = Transport(settings, eras.build(parts))
         app.state.health = Health(client, publisher)
         try:
             yield
@@ -68,9 +82,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             publisher.close()
             await client.aclose()
 
-    async def endpoint(request: Request) -> Response:
-        transport: Transport = request.app.state.transport
-        return await transport(request)
+    async def transport(scope: Scope, receive: Receive, send: Send) -> None:
+        served: Transport = scope["app"].state.transport
+        await served(scope, receive, send)
 
     async def healthz(request: Request) -> Response:
         health: Health = request.app.state.health
@@ -84,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         health: Health = request.app.state.health
         return await health.readyz(request)
 
+    endpoint = mcp_pipeline(transport, authenticator, settings.max_body_bytes, _count_store_fault)
     return Starlette(
         # Every method reaches the transport, which answers the ones it does not serve with
         # a JSON-RPC 405 rather than the router's plain-text one.

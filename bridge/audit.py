@@ -9,7 +9,7 @@ import logging
 import socket
 from typing import Any
 
-from bridge.protocol import Call
+from bridge.calls import Call
 from bridge.shared import logs
 
 log = logging.getLogger("bridge.audit")

@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 
 from bridge.jwks import KeySet
-from bridge.shared.errors import HttpError
+from bridge.shared.errors import Unauthorized
 from bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,6 @@ class Principal:
     @property
     def owner(self) -> str:
         return f"principal:{self.subject}"
-
-
-class Unauthorized(HttpError):
-    def __init__(self, message: str) -> None:
-        super().__init__(401, f"Unauthorized: {message}")
 
 
 class Authenticator:

@@ -102,9 +102,12 @@ def _server_options(command: F) -> F:
 
 
 def _prepare(
-    host: str, log_level: str, log_format: logs.LogFormat | None = None, prefix: str = ""
-) -> Settings:
-    settings = Settings()
+    settings: Settings,
+    host: str,
+    log_level: str,
+    log_format: logs.LogFormat | None = None,
+    prefix: str = "",
+) -> None:
     logs.configure(log_level, log_format or settings.log_format, prefix)
     if (
         not _loopback(host)
@@ -126,14 +129,14 @@ def _prepare(
             err=True,
         )
         raise SystemExit(2)
-    return settings
 
 
 @main.command()
 @_server_options
 def serve(host: str, port: int, log_level: str) -> None:
     """Serve the MCP endpoint at http://HOST:PORT/mcp."""
-    settings = _prepare(host, log_level)
+    settings = Settings()
+    _prepare(settings, host, log_level)
     _serve(settings, _listen(host, port), log_level)
 
 
@@ -152,7 +155,7 @@ def dev(
         click.echo(problem, err=True)
         raise SystemExit(1)
     text = settings.log_format != "json"
-    settings = _prepare(host, log_level, "text" if text else "json", "bridge | " if text else "")
+    _prepare(settings, host, log_level, "text" if text else "json", "bridge | " if text else "")
     # Unbuffered: a tool's print() reaches the terminal when it happens, not per 8 KB.
     env = {
         **os.environ,

@@ -11,8 +11,8 @@ a connection (and, for a body, a task) for as long as it likes. Two pieces close
   also bounds the rest of a body the application answered without reading (a 401 before
   the body): uvicorn discards it, and it must arrive in that time too.
 - ``BodyDeadline``, pure ASGI middleware: once the headers are in, the body must arrive
-  within ``body_timeout_s``. ``receive`` then raises a 408 ``HttpError`` that the transport
-  answers like any other refusal, with ``Connection: close``.
+  within ``body_timeout_s``. ``receive`` then raises a 408 ``HttpError`` that
+  ``bridge.faults`` answers like any other refusal, with ``Connection: close``.
 
 httptools is imported directly: ``uvicorn[standard]``, a dependency, always brings it.
 """

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bridge.faults import Answering, fault_response
+from bridge.shared.errors import HttpError
 
 #: Paths served whatever the Host: liveness probes come from orchestrators by pod address,
 #: and ``/healthz`` answers nothing but "ok". ``/readyz`` (worker names) and ``/metrics``
@@ -61,25 +62,12 @@ class HostOriginGuard:
             headers = Headers(scope=scope)
             host = headers.get("host", "")
             origin = headers.get("origin")
+            refusal = None
             if not matches(host, self.allowed_hosts):
-                await _forbid(send, "Forbidden: Host not allowed")
-                return
-            if origin is not None and not matches(origin, self.allowed_origins):
-                await _forbid(send, "Forbidden: Origin not allowed")
+                refusal = HttpError(403, "Forbidden: Host not allowed")
+            elif origin is not None and not matches(origin, self.allowed_origins):
+                refusal = HttpError(403, "Forbidden: Origin not allowed")
+            if refusal is not None:
+                await fault_response(refusal, Answering())(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-async def _forbid(send: Send, message: str) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "error": {"code": -32600, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 403,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -1,8 +1,9 @@
-"""The JSON-RPC 2.0 wire: a request body read strictly, error objects, and JSON responses.
+"""The JSON-RPC 2.0 wire: a request body read strictly, the ``Message`` it holds, error
+objects, and JSON responses.
 
-Every exception that reaches a client becomes a JSON-RPC error object in ``error_response``
-and nowhere else: a ``JsonRpcError`` carries its code; anything else is logged and answered
-``-32603 Internal error``, never a traceback.
+Every exception answered in-band becomes a JSON-RPC error object in ``error_response`` and
+nowhere else: a ``JsonRpcError`` carries its code; anything else is logged and answered
+``-32603 Internal error``, never a traceback. (``bridge.faults`` adds the HTTP status.)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -30,6 +32,18 @@ THREAD_BYTES = 64 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 #: A JSON string (skipped) or a bracket that opens a container outside one (group 1).
 _OUTSIDE_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|([\[{])', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A JSON-RPC message that passed the envelope checks: a request (``method`` and
+    ``id``), a notification (``method``, no ``id``) or a client's response (an ``id``, no
+    ``method``, and ``body`` holds its ``result`` or ``error``)."""
+
+    body: dict[str, Any]
+    method: str | None
+    id: str | int | None
+    params: Any
 
 
 class JsonResponse(JSONResponse):

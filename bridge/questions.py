@@ -16,26 +16,25 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from bridge.service import WAIT_RECHECK_S, TaskService
 from bridge.shared.records import TaskRecord
-from bridge.tasks import WAIT_RECHECK_S, Tasks
+from bridge.shared.schema import input_request_id
 
 RELATED_TASK = "io.modelcontextprotocol/related-task"
-#: Questions are JSON-RPC requests to the client with ids ``mcp-input:<task id>:<key>``.
-INPUT_ID_PREFIX = "mcp-input:"
 
 
 def question(
     task_id: str, key: str, request: dict[str, Any], *, related: bool = True
 ) -> dict[str, Any]:
     """Question ``key`` of a task as a JSON-RPC request to the client; the id names the task
-    and the question, so any bridge can route the answer (``LegacyProtocol.response``).
+    and the question, so any bridge can route the answer (``LegacyMethods.response``).
     ``related``: it names its task (not for the hidden task behind a plain call)."""
     params = dict(request["params"])
     if related:
         params["_meta"] = {RELATED_TASK: {"taskId": task_id}}
     return {
         "jsonrpc": "2.0",
-        "id": f"{INPUT_ID_PREFIX}{task_id}:{key}",
+        "id": input_request_id(task_id, key),
         "method": request["method"],
         "params": params,
     }
@@ -69,7 +68,7 @@ class Delivery:
         sent = self._sent.get(record.id, set())
         messages = []
         for key in record.withdrawn:
-            request_id = f"{INPUT_ID_PREFIX}{record.id}:{key}"
+            request_id = input_request_id(record.id, key)
             if request_id in sent:
                 sent.discard(request_id)
                 params: dict[str, Any] = {
@@ -95,14 +94,14 @@ class SessionQuestions:
         self._newest = ""
 
     async def opening(
-        self, tasks: Tasks, owner: str, last: str | None
+        self, tasks: TaskService, owner: str, last: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The questions pending on ``owner``'s tasks, sent first whenever the stream opens,
         and the event id to stream from: ``last``, else the owner's latest event at that
         point (later questions are announced by later events)."""
         if not self.asks:
             return [], last
-        self._newest, pending = await tasks.registry.pending(owner)
+        self._newest, pending = await tasks.pending(owner)
         messages = []
         for task_id, key, request in pending:
             messages += self.delivery.questions(task_id, {key: request})
@@ -118,13 +117,13 @@ class SessionQuestions:
         return messages + self.delivery.withdrawals(record)
 
 
-async def task_questions(tasks: Tasks, task_id: str) -> AsyncIterator[dict[str, Any]]:
+async def task_questions(tasks: TaskService, task_id: str) -> AsyncIterator[dict[str, Any]]:
     """Until the task ends: its pending questions, each once, and their withdrawals."""
     delivery = Delivery()
     while True:
-        async with tasks.hub.subscribe_tasks(frozenset({task_id})) as sub:
+        async with tasks.subscribe(frozenset({task_id})) as sub:
             # Read after subscribing, so no question falls between the read and the events.
-            record = await tasks.registry.get(task_id)
+            record = await tasks.current(task_id)
             while record is not None and not record.status.terminal:
                 for message in delivery.questions(task_id, record.inputs):
                     yield message
@@ -137,6 +136,6 @@ async def task_questions(tasks: Tasks, task_id: str) -> AsyncIterator[dict[str, 
                         break  # dropped (Redis was lost): subscribe again
                     for message in delivery.withdrawals(event.task):
                         yield message
-                record = await tasks.registry.get(task_id)
+                record = await tasks.current(task_id)
             else:
                 return

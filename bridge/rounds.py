@@ -34,12 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.calls import Call
 from bridge.events import Subscription
-from bridge.protocol import Call
 from bridge.request_state import RequestStates
+from bridge.service import WAIT_RECHECK_S, TaskService, new_task_id
 from bridge.shared.errors import InvalidParams
 from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.tasks import WAIT_RECHECK_S, Tasks, new_task_id
 from workers.tools import Tool
 
 #: After the first question nobody answered, how long to wait for more before answering:
@@ -82,9 +82,9 @@ def input_responses(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 class Rounds:
-    def __init__(self, tasks: Tasks) -> None:
+    def __init__(self, tasks: TaskService, states: RequestStates) -> None:
         self.tasks = tasks
-        self.states = RequestStates(tasks.settings, tasks.registry.redis)
+        self.states = states
 
     async def run(
         self,
@@ -98,12 +98,11 @@ class Rounds:
         follow-up continues the one its state names. Raises InvalidParams for bad
         ``inputResponses`` or a state that does not verify, before anything runs."""
         answers = input_responses(params)
-        hub = self.tasks.hub
         if "requestState" in params:
             task_id = await self.states.open(
                 params["requestState"], call.owner, declared.name, arguments
             )
-            record = await self.tasks.registry.get(task_id)
+            record = await self.tasks.current(task_id)
             if (
                 record is None
                 or not record.hidden
@@ -114,17 +113,18 @@ class Rounds:
                     "The call this requestState continues is no longer known: call the tool "
                     "again without requestState"
                 )
-            async with hub.subscribe_tasks(frozenset({task_id})) as events:
+            async with self.tasks.subscribe(frozenset({task_id})) as events:
                 found = await self._follow(record, events, answers, on_change)
         else:
             task_id = new_task_id()
             elicitation = call.client_capabilities.get("elicitation")
-            async with hub.subscribe_tasks(frozenset({task_id})) as events:
+            async with self.tasks.subscribe(frozenset({task_id})) as events:
                 # Subscribed before the call is queued: no change can come before we listen.
                 record = await self.tasks.start(
                     call.owner,
                     declared,
                     arguments,
+                    era="modern",
                     ttl=self.tasks.settings.plain_call_ttl_ms,
                     listed=False,
                     hidden=True,
@@ -147,7 +147,7 @@ class Rounds:
         try:
             found = await self._watch(record.id, events, answers, on_change)
             while found is None:  # the event stream broke (Redis lost): subscribe again
-                async with self.tasks.hub.subscribe_tasks(frozenset({record.id})) as again:
+                async with self.tasks.subscribe(frozenset({record.id})) as again:
                     found = await self._watch(record.id, again, answers, on_change)
             return found
         except asyncio.CancelledError:
@@ -168,7 +168,7 @@ class Rounds:
         between the read and the events."""
         settle_until: float | None = None
         while True:
-            record = await self.tasks.registry.get(task_id)
+            record = await self.tasks.current(task_id)
             if record is None:
                 raise InvalidParams(f"Task not found: {task_id}")
             if record.status.terminal:
@@ -204,7 +204,7 @@ class Rounds:
         for key, request in record.inputs.items():
             if key in answers:
                 # Exactly once whichever bridge delivers it; False when it was withdrawn.
-                await self.tasks.registry.answer(record.id, key, answers.pop(key))
+                await self.tasks.deliver(record.id, key, answers.pop(key))
             else:
                 unanswered[key] = request
         return unanswered

@@ -18,16 +18,16 @@ import pytest
 import redis
 import redis.asyncio
 
-from bridge import modern
-from bridge.app import load_tools
+from bridge.catalogue import Catalogue
+from bridge.eras import modern_methods as modern
 from bridge.events import EventHub
 from bridge.publisher import Publisher
+from bridge.service import TaskService
 from bridge.shared.clients import async_client
 from bridge.shared.errors import DispatchError, LimitExceeded
 from bridge.shared.records import TaskRecord
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from bridge.tasks import Tasks
 from tests import schema
 from tests.client import connect
 from tests.services import Process, RedisServer, bridge_server, celery_worker
@@ -195,10 +195,12 @@ async def test_a_call_that_cannot_be_queued_fails_with_an_error(settings: Settin
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     async with parts(down) as p:
         assert not p.publisher.inline
-        tools = load_tools(["workers.examples"])
-        tasks = Tasks(down, p.registry, p.publisher, EventHub(down, p.client), tools)
+        echo = Catalogue.load(down).tool("echo")
+        tasks = TaskService(down, p.registry, p.publisher, EventHub(down, p.client))
         with pytest.raises(DispatchError):
-            await tasks.start("session:abc", tools["echo"], {"text": "x"}, ttl=60_000, listed=True)
+            await tasks.start(
+                "session:abc", echo, {"text": "x"}, era="legacy", ttl=60_000, listed=True
+            )
         [task_id] = [
             k.rsplit(":", 1)[1] async for k in p.client.scan_iter(f"{down.key_prefix}:task:*")
         ]

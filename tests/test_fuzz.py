@@ -1952,7 +1952,7 @@ def _sweep_depths(
 
 def test_regression_deep_arguments_near_the_recursion_limit(fresh: Fresh) -> None:
     """Bug: tool arguments nested ~960 deep parse, then ``json.dumps`` in the arguments-size
-    check (Tasks.invalid_arguments) raises RecursionError: -32603 "Internal error" and a
+    check (Catalogue.invalid_arguments) raises RecursionError: -32603 "Internal error" and a
     traceback, in both eras. Expected: an invalid-arguments answer (a CallToolResult with
     isError, or -32602), or 400 -32700 if the bridge refuses such depth."""
     headers = fresh.session_headers()

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.client import connect
+from tests.modern import ModernClient
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +80,26 @@ async def test_each_call_is_counted_in_its_own_era(bridge: str) -> None:
     assert moved("mcp_bridge_tasks_created_total", tool="add", era="legacy") == 1
     assert moved("mcp_bridge_tasks_created_total", tool="add", era="modern") == 0
     assert moved("mcp_bridge_tasks_created_total", tool="echo", era="legacy") == 1
+
+
+async def test_a_legacy_plain_call_is_not_counted_as_modern(bridge: str) -> None:
+    # The era is told by the adapter that starts the call, never inferred from the record:
+    # a 2025-11-25 plain call (a hidden task, not listed) was once counted as modern.
+    before = _samples(bridge)
+    async with connect(bridge) as client:
+        await client.call("tools/call", {"name": "echo", "arguments": {"text": "a"}})
+    async with httpx.AsyncClient(timeout=30) as http:
+        modern = ModernClient(bridge, http, tasks=False)
+        await modern.request("tools/call", {"name": "echo", "arguments": {"text": "b"}})
+        with_tasks = ModernClient(bridge, http)
+        task = await with_tasks.request(
+            "tools/call", {"name": "sleep", "arguments": {"seconds": 0.1, "steps": 1}}
+        )
+        await with_tasks.wait_status(task["taskId"], {"completed"})
+
+    def moved(name: str, **labels: str) -> float:
+        return _value(_samples(bridge), name, **labels) - _value(before, name, **labels)
+
+    assert moved("mcp_bridge_tasks_created_total", tool="echo", era="legacy") == 1
+    assert moved("mcp_bridge_tasks_created_total", tool="echo", era="modern") == 1
+    assert moved("mcp_bridge_tasks_created_total", tool="sleep", era="modern") == 1

@@ -205,3 +205,25 @@ async def test_a_lost_run_is_failed_once_and_leaves_no_lease(
     assert record.error["data"]["worker"] == "w1 (pid 9)"
     assert await registry.redis.zrange(registry.keys.leases(), 0, -1) == []
     assert await registry.redis.zrange(registry.keys.running(owner), 0, -1) == []
+
+
+async def test_only_an_owner_answers_a_question_even_on_a_hidden_record(
+    stores: tuple[Registry, SyncRegistry],
+) -> None:
+    registry, worker = stores
+    owner = "session:asker"
+    plain = await registry.create(
+        task_id="q" * 32, owner=owner, tool="confirm", celery_id="c", ttl_ms=60_000, hidden=True
+    )
+    request = {"method": "elicitation/create", "params": {"message": "sure?"}}
+    assert worker.ask(plain.id, owner, "k1", request, "asking").applied
+    # Another owner (or an ownerless caller) cannot answer, and the question stays pending.
+    refused = await registry.answer(plain.id, "k1", {"action": "accept"}, frozenset({"", "b"}))
+    assert refused is False
+    record = await registry.get(plain.id)
+    assert record is not None and set(record.inputs) == {"k1"}
+    # The owner can, once.
+    answer = {"action": "accept", "content": {"ok": True}}
+    assert await registry.answer(plain.id, "k1", answer, frozenset({"", owner})) is True
+    assert await registry.answer(plain.id, "k1", answer, frozenset({"", owner})) is False
+    assert worker.wait_answer(plain.id, "k1", 1) == answer

@@ -13,14 +13,14 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from bridge import param_headers
+from bridge.cursors import decode_cursor as _decode_cursor
+from bridge.cursors import encode_cursor as _encode_cursor
 from bridge.events import valid_event_id
 from bridge.guard import matches
 from bridge.jsonrpc import parse
-from bridge.protocol import decode_cursor as _decode_cursor
-from bridge.protocol import encode_cursor as _encode_cursor
-from bridge.protocol import iso
 from bridge.shared.errors import HttpError, InvalidParams
 from bridge.shared.settings import Settings
+from bridge.timestamps import iso
 from tests.schema import check
 from workers.tools import catalogue, to_call_tool_result, tool
 
@@ -367,7 +367,7 @@ def test_invalid_event_ids(value: str) -> None:
 
 
 def test_task_ids_are_long_url_safe_and_never_look_like_options() -> None:
-    from bridge.tasks import new_task_id
+    from bridge.service import new_task_id
 
     ids = {new_task_id() for _ in range(5000)}
     assert len(ids) == 5000

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from bridge.shared.errors import ToolFailed, execution_error
 from bridge.shared.records import TaskStatus
+from bridge.shared.results import tool_error
 from workers import context, runtime
 from workers.app import app
 from workers.lease import Heartbeat
@@ -319,4 +320,4 @@ def failure_message(exc: BaseException) -> str:
 
 
 def error_result(message: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": message}], "isError": True}
+    return tool_error(message)

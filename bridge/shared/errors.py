@@ -2,8 +2,6 @@
 
     BridgeError
     ├── JsonRpcError(code, message, data)   crosses the wire as a JSON-RPC error
-    │   ├── ParseError           -32700
-    │   ├── InvalidRequest       -32600
     │   ├── MethodNotFound       -32601
     │   ├── InvalidParams        -32602
     │   │   └── InvalidMeta                 a modern request without its required ``_meta``
@@ -14,12 +12,15 @@
     │   ├── HeaderMismatch       -32020     (2026-07-28) headers do not match the body
     │   ├── MissingCapability    -32021     (2026-07-28) the client must declare a capability
     │   └── UnsupportedVersion   -32022     (2026-07-28) unknown protocol version
-    ├── HttpError(status, message)          a transport-level refusal (400, 403, 404, ...)
+    ├── HttpError(status, message, code)    a refusal before any method runs (400, 404, 413, ...)
+    │   └── Unauthorized         401        no valid bearer token
     └── ToolFailed                          (workers) a run failed, its outcome already in
                                             the registry: what Celery and Flower see of it
 
 Redis and Celery exceptions are translated where they are raised (``bridge.shared.clients``,
-``bridge.publisher``); everything above sees only these classes.
+``bridge.publisher``); everything above sees only these classes. Which HTTP status carries
+a JSON-RPC error is the protocol era's choice (``bridge.eras``); ``bridge.faults`` turns any
+exception into its answer, in one place.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ class BridgeError(Exception):
 
 class JsonRpcError(BridgeError):
     code = INTERNAL_ERROR
-    #: The HTTP status of a stateless (2026-07-28) answer carrying this error; legacy
-    #: sessions answer every JSON-RPC error with 200.
-    http_status = 200
 
     def __init__(self, message: str, data: Any = None, *, code: int | None = None) -> None:
         super().__init__(message)
@@ -60,24 +58,9 @@ class JsonRpcError(BridgeError):
         """The message a client is told."""
         return self.message
 
-    def to_error(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.public}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-class ParseError(JsonRpcError):
-    code = PARSE_ERROR
-
-
-class InvalidRequest(JsonRpcError):
-    code = INVALID_REQUEST
-
 
 class MethodNotFound(JsonRpcError):
     code = METHOD_NOT_FOUND
-    http_status = 404
 
 
 class InvalidParams(JsonRpcError):
@@ -85,27 +68,23 @@ class InvalidParams(JsonRpcError):
 
 
 class InvalidMeta(InvalidParams):
-    http_status = 400
+    pass
 
 
 class LimitExceeded(JsonRpcError):
     code = LIMIT_EXCEEDED
-    http_status = 429
 
 
 class HeaderMismatch(JsonRpcError):
     code = HEADER_MISMATCH
-    http_status = 400
 
 
 class MissingCapability(JsonRpcError):
     code = MISSING_CAPABILITY
-    http_status = 400
 
 
 class UnsupportedVersion(JsonRpcError):
     code = UNSUPPORTED_VERSION
-    http_status = 400
 
 
 class InternalError(JsonRpcError):
@@ -137,11 +116,26 @@ def execution_error(reason: str, message: str, **data: Any) -> dict[str, Any]:
 
 
 class HttpError(BridgeError):
-    def __init__(self, status: int, message: str, code: int = INVALID_REQUEST) -> None:
+    """A request refused before any method runs: answered with ``status`` and a JSON-RPC
+    error without an id (``code``, ``message``), with ``headers`` (``Allow``, say)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: int = INVALID_REQUEST,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers
+
+
+class Unauthorized(HttpError):
+    def __init__(self, message: str) -> None:
+        super().__init__(401, f"Unauthorized: {message}", headers={"WWW-Authenticate": "Bearer"})
 
 
 class ToolFailed(BridgeError):

@@ -207,13 +207,25 @@ class Registry:
             for i in range(0, len(rest), 3)
         ]
 
-    async def answer(self, task_id: str, key: str, answer: dict[str, Any]) -> bool:
+    async def answer(
+        self,
+        task_id: str,
+        key: str,
+        answer: dict[str, Any],
+        owners: frozenset[str] | None = None,
+    ) -> bool:
         """Hand ``answer`` to the worker waiting on question ``key``, exactly once: False
-        when that question is not pending (unknown, answered, withdrawn, or the task ended)."""
+        when that question is not pending (unknown, answered, withdrawn, or the task ended),
+        or when ``owners`` are given and none of them owns the task (checked first, in
+        Redis, hidden records included)."""
         with translated():
             delivered = await self._answer(
-                keys=[self.keys.inputs(task_id), self.keys.answer(task_id, key)],
-                args=[key, compact(answer), 3_600_000],
+                keys=[
+                    self.keys.inputs(task_id),
+                    self.keys.answer(task_id, key),
+                    self.keys.task(task_id),
+                ],
+                args=[key, compact(answer), 3_600_000, *sorted(owners or ())],
             )
         return bool(delivered)
 

@@ -55,8 +55,15 @@ class TaskStore(Protocol):
         and the id of the owner's latest event then."""
         ...
 
-    async def answer(self, task_id: str, key: str, answer: dict[str, Any]) -> bool:
-        """Hand ``answer`` to the worker waiting on question ``key``, at most once."""
+    async def answer(
+        self,
+        task_id: str,
+        key: str,
+        answer: dict[str, Any],
+        owners: frozenset[str] | None = None,
+    ) -> bool:
+        """Hand ``answer`` to the worker waiting on question ``key``, at most once; with
+        ``owners``, only when one of them owns the task (checked before anything is read)."""
         ...
 
     async def transition(

@@ -1,38 +1,33 @@
-"""Task operations both protocol eras share: start a tool call on a worker, run a plain
-call to its end, cancel, wait. Each era renders the records its own way."""
+"""The task service: every task operation the protocol eras need (start a tool call on a
+worker, run a plain call to its end, find, cancel, answer a question, list a page, wait),
+over the registry and the publisher. The era adapters call nothing below it; each renders
+the records it returns its own way.
+
+It checks who may see a task (``sees``) before anything of the task is read, and it is told
+the era of every task it starts (for metrics now, for the record once the store keeps it).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from pydantic import ValidationError
-
-from bridge import param_headers
 from bridge.audit import audit
+from bridge.calls import Call
 from bridge.events import EventHub, Subscription
 from bridge.metrics import Metrics
-from bridge.protocol import (
-    Call,
-    decode_cursor,
-    encode_cursor,
-    explain,
-    non_finite,
-    tool_definition,
-    tool_error,
-)
 from bridge.publisher import Publisher
 from bridge.shared import logs
 from bridge.shared.errors import BridgeError, InvalidParams, JsonRpcError, execution_error
-from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.shared.registry import Registry
+from bridge.shared.records import Page, TaskRecord, TaskStatus
 from bridge.shared.settings import Settings
+from bridge.shared.store import TaskStore
 from workers.tools import Tool
 
 log = logging.getLogger(__name__)
@@ -41,8 +36,6 @@ log = logging.getLogger(__name__)
 WAIT_RECHECK_S = 5.0
 #: Shortest retention a client may ask for: a result must outlive the request that made it.
 MIN_TTL_MS = 1_000
-
-
 #: The form of every task id ``new_task_id`` makes. Anything else is unknown before Redis is
 #: asked: an id shaped like a sub-key (``<id>:inputs``) must not read another key.
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{32}\Z")
@@ -64,14 +57,13 @@ def new_task_id() -> str:
     return task_id
 
 
-class Tasks:
+class TaskService:
     def __init__(
         self,
         settings: Settings,
-        registry: Registry,
+        registry: TaskStore,
         publisher: Publisher,
         hub: EventHub,
-        tools: dict[str, Tool],
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics
@@ -79,90 +71,33 @@ class Tasks:
         self.registry = registry
         self.publisher = publisher
         self.hub = hub
-        self.tools = tools
-        # In the order the tools were declared, as the SDK servers list them: a tool
-        # module's author decides what a client sees first.
-        self.tool_names = list(tools)
-        #: Arguments each tool mirrors into ``Mcp-Param-*`` headers (a tool that declares
-        #: them wrongly stops the bridge here, at start, rather than confusing clients).
-        self.mirrored = {
-            name: param_headers.declared(t.input_schema, name) for name, t in tools.items()
-        }
-
-    def tool_page(self, cursor: Any, *, with_execution: bool) -> dict[str, Any]:
-        """One page of ``tools/list`` (tools in declaration order, opaque offset cursors)."""
-        start = decode_cursor("o", cursor) if cursor is not None else 0
-        size = self.settings.page_size
-        names = self.tool_names[start : start + size]
-        page: dict[str, Any] = {
-            "tools": [tool_definition(self.tools[n], with_execution=with_execution) for n in names]
-        }
-        if start + size < len(self.tool_names):
-            page["nextCursor"] = encode_cursor("o", start + size)
-        return page
-
-    def tool(self, name: str) -> Tool:
-        declared = self.tools.get(name)
-        if declared is None:
-            raise InvalidParams(f"Unknown tool: {name}")
-        return declared
 
     def ttl(self, requested: Any) -> int:
+        """The retention of a task whose client asked for ``requested`` ms (None: default)."""
         if requested is None:
             return self.settings.task_ttl_default_ms
         if isinstance(requested, bool) or not isinstance(requested, int | float) or requested < 0:
             raise InvalidParams("task.ttl must be a non-negative number of milliseconds")
         return int(min(max(requested, MIN_TTL_MS), self.settings.task_ttl_max_ms))
 
-    def check_progress_token(self, token: str | int | None) -> None:
-        """Refuse a ``progressToken`` larger than the limit: it would be stored with the task
-        and copied into every progress notification."""
-        if token is None:
-            return
-        size = len(json.dumps(token).encode())
-        if size > self.settings.max_progress_token_bytes:
-            raise InvalidParams(
-                f"progressToken too large: {size} bytes as JSON (at most "
-                f"{self.settings.max_progress_token_bytes})"
-            )
-
-    def invalid_arguments(self, declared: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``CallToolResult`` to answer when the arguments do not fit the schema.
-        Raises InvalidParams when they are too large to be worth reading."""
-        size = len(json.dumps(arguments, separators=(",", ":")).encode())
-        if size > self.settings.max_argument_bytes:
-            raise InvalidParams(
-                f"Tool arguments too large: {size} bytes (at most "
-                f"{self.settings.max_argument_bytes})"
-            )
-        where = non_finite(arguments)
-        if where is not None:
-            return tool_error(
-                f"Invalid arguments for tool {declared.name}: {where}: not a finite number"
-            )
-        try:
-            declared.validate(arguments)
-        except ValidationError as exc:
-            return tool_error(f"Invalid arguments for tool {declared.name}: {explain(exc)}")
-        return None
-
+    # -- starting --------------------------------------------------------------------------
     async def start(
         self,
         owner: str,
         declared: Tool,
         arguments: dict[str, Any],
         *,
+        era: str,
         ttl: int,
         listed: bool,
         hidden: bool = False,
         progress_token: str | int | None = None,
         can_ask: bool = False,
         task_id: str | None = None,
-        era: str = "",
     ) -> TaskRecord:
         """Record the task, then publish it: the record exists before any worker can run it.
-        (With the broker in the registry's Redis, both are one step: ``bridge.publisher``.)"""
-        self.check_progress_token(progress_token)
+        (With the broker in the registry's Redis, both are one step: ``bridge.publisher``.)
+        ``era`` names the protocol era of the request that starts it (legacy | modern)."""
         task_id = task_id or new_task_id()
         celery_id = str(uuid.uuid4())
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
@@ -183,6 +118,7 @@ class Tasks:
             message="queued",
             progress_token=progress_token,
             can_ask=can_ask,
+            era=era,
             queue=self.publisher.queue if inline else "",
             celery_message=message,
         )
@@ -193,8 +129,6 @@ class Tasks:
                 await self._unpublished(record, exc)
                 raise
         if self.metrics is not None:
-            # A listed task is a 2025-11-25 one; a plain call says its era itself.
-            era = era or ("legacy" if listed else "modern")
             self.metrics.task_created(record.id, declared.name, era)
         logs.annotate(task=task_id, celery_id=celery_id)
         return record
@@ -211,7 +145,14 @@ class Tasks:
         )
 
     async def failed(
-        self, owner: str, declared: Tool, result: dict[str, Any], *, ttl: int, listed: bool
+        self,
+        owner: str,
+        declared: Tool,
+        result: dict[str, Any],
+        *,
+        era: str,
+        ttl: int,
+        listed: bool,
     ) -> TaskRecord:
         """A task that exists only to report ``result`` (a tool error); nothing is queued."""
         record = await self.registry.create(
@@ -221,16 +162,18 @@ class Tasks:
             celery_id="",
             ttl_ms=ttl,
             listed=listed,
+            era=era,
         )
         message = result["content"][0]["text"]
         await self.registry.transition(
             record.id, record.owner, TaskStatus.FAILED, message, result=result
         )
         if self.metrics is not None:  # created, if only to say why it cannot run
-            self.metrics.created.labels(declared.name, "legacy" if listed else "modern").inc()
+            self.metrics.created.labels(declared.name, era).inc()
         logs.annotate(task=record.id)
         return await self.registry.get(record.id) or record
 
+    # -- plain calls -----------------------------------------------------------------------
     async def run_plain(
         self,
         owner: str,
@@ -247,18 +190,18 @@ class Tasks:
         goes away (cancellation of this coroutine), the work is cancelled: nobody could fetch
         it."""
         task_id = new_task_id()
-        async with self.hub.subscribe_tasks(frozenset({task_id})) as events:
+        async with self.subscribe(frozenset({task_id})) as events:
             # Subscribed before the call is queued: no report can come before we listen.
             record = await self.start(
                 owner,
                 declared,
                 arguments,
+                era=era,
                 ttl=self.settings.plain_call_ttl_ms,
                 listed=False,
                 hidden=True,
                 task_id=task_id,
                 can_ask=can_ask,
-                era=era,
             )
             return await self._follow(record, events, request_id, on_change)
 
@@ -296,6 +239,14 @@ class Tasks:
             if request_id is not None:
                 await asyncio.shield(self.registry.forget_call(owner, request_id))
 
+    async def cancel_plain_call(self, owner: str, request_id: Any, reason: str) -> None:
+        """``notifications/cancelled`` for a running plain call."""
+        task_id = await self.registry.find_call(owner, request_id)
+        record = await self.registry.get(task_id) if task_id else None
+        if record is not None and record.owner == owner and not record.status.terminal:
+            await self.cancel(record, reason)
+
+    # -- finding ---------------------------------------------------------------------------
     async def find(self, call: Call, task_id: str) -> TaskRecord:
         """The task ``call`` may see, else "not found" (-32602): another owner's task answers
         exactly like an unknown one, so existence does not leak (nor does its size: the owner
@@ -308,15 +259,51 @@ class Tasks:
     async def find_many(self, call: Call, task_ids: list[str]) -> list[TaskRecord | None]:
         """``find`` for several ids in one round trip: None for each one ``call`` may not
         see; a single audit line names them."""
-        wellformed = [t for t in task_ids if TASK_ID.match(t)]
-        visible = await self.registry.visible(wellformed, sees(call))
-        found = dict(zip(wellformed, visible, strict=True))
-        records = [found.get(task_id) for task_id in task_ids]
+        records = await self._visible(call, task_ids)
         refused = [t[:128] for t, r in zip(task_ids, records, strict=True) if r is None]
         if refused:
             audit("task.lookup_failed", call, task=refused[0], refused=len(refused))
         return records
 
+    async def _visible(self, call: Call, task_ids: list[str]) -> list[TaskRecord | None]:
+        wellformed = [t for t in task_ids if TASK_ID.match(t)]
+        visible = await self.registry.visible(wellformed, sees(call))
+        found = dict(zip(wellformed, visible, strict=True))
+        return [found.get(task_id) for task_id in task_ids]
+
+    async def current(self, task_id: str) -> TaskRecord | None:
+        """A task's record as it is now, for an id its caller was already allowed to follow
+        (``find``, a sealed request state, a subscription made after ``find_many``)."""
+        return await self.registry.get(task_id)
+
+    async def list_page(self, owner: str, after: int) -> Page:
+        """One page of ``owner``'s listed tasks, in creation order, after position ``after``."""
+        return await self.registry.list_page(owner, after, self.settings.page_size)
+
+    def subscribe(self, task_ids: frozenset[str]) -> AbstractAsyncContextManager[Subscription]:
+        """The changes of these tasks, from now on, as announced by the workers."""
+        return self.hub.subscribe_tasks(task_ids)
+
+    # -- questions -------------------------------------------------------------------------
+    async def pending(self, owner: str) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+        """The questions pending on ``owner``'s listed tasks, and the owner's latest event id
+        then (``Registry.pending``)."""
+        return await self.registry.pending(owner)
+
+    async def answer(self, call: Call, task_id: str, key: str, response: dict[str, Any]) -> bool:
+        """Hand ``response`` to question ``key`` of a task ``call`` may answer, exactly once;
+        False when it may not, or the question is not pending. The owner is checked in Redis
+        before anything of the task is read, the hidden record of a plain call included."""
+        if not TASK_ID.match(task_id):
+            return False
+        return await self.registry.answer(task_id, key, response, sees(call))
+
+    async def deliver(self, task_id: str, key: str, response: dict[str, Any]) -> bool:
+        """``answer`` for a task its caller was already allowed to answer (found, or named
+        by a sealed request state)."""
+        return await self.registry.answer(task_id, key, response)
+
+    # -- ending ----------------------------------------------------------------------------
     async def cancel(self, record: TaskRecord, message: str) -> TaskRecord:
         """Mark the task cancelled, then stop its work. Returns the record as it ends up
         (a task that finished first keeps its terminal status)."""
@@ -348,10 +335,3 @@ class Tasks:
                     await asyncio.wait_for(changed.wait(), WAIT_RECHECK_S)
                 except TimeoutError:
                     pass
-
-    async def cancel_plain_call(self, owner: str, request_id: Any, reason: str) -> None:
-        """``notifications/cancelled`` for a running plain call."""
-        task_id = await self.registry.find_call(owner, request_id)
-        record = await self.registry.get(task_id) if task_id else None
-        if record is not None and record.owner == owner and not record.status.terminal:
-            await self.cancel(record, reason)

@@ -1,122 +1,45 @@
-"""The 2026-07-28 protocol era: stateless requests carrying their version and capabilities
-in ``_meta``, ``server/discover``, and tasks as the ``io.modelcontextprotocol/tasks``
-extension (server-decided tasks, ``tasks/get|update|cancel``, ``notifications/tasks`` on a
-``subscriptions/listen`` stream)."""
+"""The methods of the 2026-07-28 protocol era, and how it renders a task:
+``server/discover``, ``tools/list``, ``tools/call`` (plain, in rounds when the tool asks:
+``bridge.rounds``), and tasks as the ``io.modelcontextprotocol/tasks`` extension
+(server-decided tasks, ``tasks/get|update|cancel``, ``notifications/tasks`` on a
+``subscriptions/listen`` stream). The HTTP side of the era is ``bridge.eras.modern``."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from bridge import param_headers
 from bridge.audit import audit
-from bridge.events import EventHub
-from bridge.protocol import (
-    INSTRUCTIONS,
-    LEGACY_VERSIONS,
-    MODERN_VERSIONS,
-    SERVER_INFO,
-    Call,
-    Handler,
-    iso,
-    obj,
-    progress_reporter,
-    string,
-    tool_error,
-)
+from bridge.calls import Call, Handler
+from bridge.catalogue import Catalogue
+from bridge.params import obj, string
+from bridge.progress import progress_reporter
+from bridge.request_state import RequestStates
 from bridge.rounds import Rounds
+from bridge.server_info import INSTRUCTIONS, SERVER_INFO
+from bridge.service import TaskService
 from bridge.shared.errors import (
-    HeaderMismatch,
-    InvalidMeta,
     InvalidParams,
     JsonRpcError,
     MethodNotFound,
     MissingCapability,
-    UnsupportedVersion,
 )
 from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.tasks import Tasks
+from bridge.shared.results import outcome
+from bridge.timestamps import iso
 
+#: Versions spoken statelessly, with per-request ``_meta``.
+MODERN_VERSIONS = ("2026-07-28",)
+#: The era's name in logs and metrics.
+ERA = "modern"
 EXT_TASKS = "io.modelcontextprotocol/tasks"
-META_VERSION = "io.modelcontextprotocol/protocolVersion"
-META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER = "io.modelcontextprotocol/serverInfo"
 META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"
 #: How long clients may cache ``server/discover`` and ``tools/list``: tools change only when
 #: the bridge is redeployed with other tool modules.
 CACHE_TTL_MS = 300_000
-#: Methods whose ``Mcp-Name`` header mirrors a body field.
-NAME_FIELDS = {
-    "tools/call": "name",
-    "tasks/get": "taskId",
-    "tasks/update": "taskId",
-    "tasks/cancel": "taskId",
-}
 TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
-
-
-def is_modern(params: Any, version_header: str | None) -> bool:
-    """Whether a POSTed message speaks the stateless era (or claims to)."""
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return (isinstance(meta, dict) and META_VERSION in meta) or version_header in MODERN_VERSIONS
-
-
-def _decode_header(value: str) -> str:
-    if value.startswith("=?base64?") and value.endswith("?=") and len(value) >= 11:
-        try:
-            return base64.b64decode(value[9:-2], validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise HeaderMismatch("Header mismatch: malformed base64 header value") from None
-    return value
-
-
-def check_request(
-    headers: Mapping[str, str], method: str, params: dict[str, Any]
-) -> dict[str, Any]:
-    """Validate a stateless request's ``_meta`` and mirrored headers, in the order the
-    spec gives its errors; returns the client capabilities."""
-    meta = params.get("_meta")
-    if not isinstance(meta, dict):
-        raise InvalidMeta("params._meta is required")
-    version = meta.get(META_VERSION)
-    capabilities = meta.get(META_CAPABILITIES)
-    if not isinstance(version, str) or not isinstance(capabilities, dict):
-        raise InvalidMeta(f"params._meta needs {META_VERSION} and {META_CAPABILITIES}")
-    header_version = headers.get("mcp-protocol-version")
-    if header_version is None:
-        raise HeaderMismatch("Header mismatch: missing MCP-Protocol-Version header")
-    if header_version != version:
-        raise HeaderMismatch(
-            f"Header mismatch: MCP-Protocol-Version {header_version!r} differs from "
-            f"_meta version {version!r}"
-        )
-    if version not in MODERN_VERSIONS:
-        raise UnsupportedVersion(
-            "Unsupported protocol version",
-            {"supported": [*MODERN_VERSIONS, *LEGACY_VERSIONS], "requested": version},
-        )
-    header_method = headers.get("mcp-method")
-    if header_method != method:
-        raise HeaderMismatch(
-            "Header mismatch: missing Mcp-Method header"
-            if header_method is None
-            else f"Header mismatch: Mcp-Method {header_method!r} differs from {method!r}"
-        )
-    field = NAME_FIELDS.get(method)
-    if field is not None and isinstance(params.get(field), str):
-        header_name = headers.get("mcp-name")
-        if header_name is None and method in TASK_METHODS:
-            # The tasks extension asks clients for Mcp-Name on tasks/*, but fastmcp-tasks
-            # 4.1.4 omits it. We route nothing by it, so a missing one is tolerated there;
-            # a mismatched one (what could mislead an intermediary) is still refused.
-            return capabilities
-        if header_name is None:
-            raise HeaderMismatch("Header mismatch: missing Mcp-Name header")
-        if _decode_header(header_name) != params[field]:
-            raise HeaderMismatch(f"Header mismatch: Mcp-Name differs from params.{field}")
-    return capabilities
 
 
 def _with_meta(result: dict[str, Any], result_type: str = "complete") -> dict[str, Any]:
@@ -142,7 +65,7 @@ def render_task(record: TaskRecord) -> dict[str, Any]:
     if record.message:
         task["statusMessage"] = record.message
     if status is TaskStatus.COMPLETED:
-        task["result"] = record.result or tool_error(record.message or "the task failed")
+        task["result"] = outcome(record.result, record.message, "the task failed")
     elif status is TaskStatus.FAILED:
         task["error"] = record.error
     elif status is TaskStatus.INPUT_REQUIRED:
@@ -150,12 +73,20 @@ def render_task(record: TaskRecord) -> dict[str, Any]:
     return task
 
 
-class ModernProtocol:
-    def __init__(self, tasks: Tasks, hub: EventHub) -> None:
+class ModernMethods:
+    def __init__(
+        self,
+        tasks: TaskService,
+        catalogue: Catalogue,
+        states: RequestStates,
+        versions: tuple[str, ...],
+    ) -> None:
         self.tasks = tasks
-        self.hub = hub
+        self.catalogue = catalogue
+        #: Every version the server speaks, in any era (``server/discover`` lists them).
+        self.versions = versions
         self.settings = tasks.settings
-        self.rounds = Rounds(tasks)
+        self.rounds = Rounds(tasks, states)
         self.handlers: dict[str, Handler] = {
             "server/discover": self.discover,
             "tools/list": self.tools_list,
@@ -171,20 +102,21 @@ class ModernProtocol:
         method: str,
         params: dict[str, Any],
         request_id: Any,
-        owner: str = "",
+        owner: str,
+        capabilities: dict[str, Any],
     ) -> Call:
-        """Check a request before anything runs; raises the error to answer."""
-        capabilities = check_request(headers, method, params)
+        """Check a request whose headers and ``_meta`` passed (``bridge.eras.modern``)
+        before anything runs; raises the error to answer."""
         if method not in self.handlers and method != "subscriptions/listen":
             raise MethodNotFound(f"Method not found: {method}")
         if method == "tools/call":
-            mirrored = self.tasks.mirrored.get(str(params.get("name")), {})
+            mirrored = self.catalogue.mirrored(str(params.get("name")))
             param_headers.check(headers, mirrored, params.get("arguments"))
         call = Call(owner=owner, request_id=request_id, client_capabilities=capabilities)
         if method in TASK_METHODS and not self.declares_tasks(call):
             raise _missing_tasks()
         if method == "tools/call" and not self.declares_tasks(call):
-            declared = self.tasks.tools.get(str(params.get("name")))
+            declared = self.catalogue.get(str(params.get("name")))
             # Known before anything runs, so it is answered as a plain 400, not in a stream.
             if declared is not None and declared.task_support == "required":
                 raise _missing_tasks()
@@ -200,7 +132,7 @@ class ModernProtocol:
         questions (streamed as SSE, whose closing cancels the call)."""
         if method != "tools/call":
             return False
-        declared = self.tasks.tools.get(str(params.get("name")))
+        declared = self.catalogue.get(str(params.get("name")))
         return (
             declared is None
             or declared.task_support == "forbidden"
@@ -211,7 +143,7 @@ class ModernProtocol:
     async def discover(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         return _with_meta(
             {
-                "supportedVersions": [*MODERN_VERSIONS, *LEGACY_VERSIONS],
+                "supportedVersions": list(self.versions),
                 "capabilities": {"tools": {"listChanged": False}, "extensions": {EXT_TASKS: {}}},
                 "instructions": INSTRUCTIONS,
                 "ttlMs": CACHE_TTL_MS,
@@ -221,11 +153,11 @@ class ModernProtocol:
 
     async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         # The 2026 core has no execution.taskSupport: the server decides.
-        page = self.tasks.tool_page(params.get("cursor"), with_execution=False)
+        page = self.catalogue.page(params.get("cursor"), with_execution=False)
         return _with_meta({**page, "ttlMs": CACHE_TTL_MS, "cacheScope": "public"})
 
     async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        declared = self.tasks.tool(string(params, "name"))
+        declared = self.catalogue.tool(string(params, "name"))
         arguments = obj(params.get("arguments"), "arguments")
         # A requestState continues a plain call that asked (bridge.rounds), whatever the
         # follow-up declares now.
@@ -233,7 +165,7 @@ class ModernProtocol:
         as_task = not plain and self.declares_tasks(call)
         if declared.task_support == "required" and not as_task:
             raise _missing_tasks()
-        invalid = self.tasks.invalid_arguments(declared, arguments)
+        invalid = self.catalogue.invalid_arguments(declared, arguments)
         if invalid is not None:
             return _with_meta(invalid)
         if as_task:
@@ -242,6 +174,7 @@ class ModernProtocol:
                 call.owner,
                 declared,
                 arguments,
+                era=ERA,
                 ttl=self.tasks.ttl(None),
                 listed=False,
                 can_ask=isinstance(elicitation, dict),
@@ -264,7 +197,7 @@ class ModernProtocol:
             )
         if final.status is TaskStatus.CANCELLED:
             raise JsonRpcError(f"The call was cancelled: {final.message}")
-        return _with_meta(final.result or tool_error(final.message or "the call failed"))
+        return _with_meta(outcome(final.result, final.message, "the call failed"))
 
     async def _visible(self, call: Call, params: dict[str, Any]) -> TaskRecord:
         return await self.tasks.find(call, string(params, "taskId"))
@@ -282,7 +215,7 @@ class ModernProtocol:
             if isinstance(response, dict):
                 # Exactly once, whichever bridge receives it: keys not pending (unknown,
                 # answered, withdrawn) are ignored, as the extension says.
-                await self.tasks.registry.answer(record.id, key, response)
+                await self.tasks.deliver(record.id, key, response)
         return _with_meta({})
 
     async def tasks_cancel(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -324,16 +257,16 @@ class ModernProtocol:
             "method": "notifications/subscriptions/acknowledged",
             "params": {"_meta": meta, "notifications": {"taskIds": task_ids} if task_ids else {}},
         }
-        async with self.hub.subscribe_tasks(frozenset(task_ids)) as sub:
+        async with self.tasks.subscribe(frozenset(task_ids)) as sub:
             for task_id in task_ids:
-                record = await self.tasks.registry.get(task_id)
+                record = await self.tasks.current(task_id)
                 if record is not None:
                     yield _task_notification(record, meta)
             while True:
                 event = await sub.get()
                 if event is None:
                     break
-                record = await self.tasks.registry.get(event.task.id)
+                record = await self.tasks.current(event.task.id)
                 if record is not None:
                     yield _task_notification(record, meta)
         # The server ends the subscription (shutdown, or Redis lost): say so, gracefully.

@@ -1,6 +1,7 @@
-"""The 2025-11-25 protocol era (and the older versions it negotiates down to): sessions
-from ``initialize``, task-augmented ``tools/call``, ``tasks/get|list|result|cancel`` and
-``notifications/tasks/status`` on the session's GET stream."""
+"""The methods of the 2025-11-25 protocol era (and the older versions it negotiates down
+to), and how it renders a task: sessions from ``initialize``, task-augmented ``tools/call``,
+``tasks/get|list|result|cancel``, ``notifications/tasks/status``, client notifications and
+responses. The HTTP side of the era is ``bridge.eras.legacy``."""
 
 from __future__ import annotations
 
@@ -8,29 +9,26 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bridge.audit import audit
+from bridge.calls import Call, Handler
+from bridge.catalogue import Catalogue
+from bridge.cursors import decode_cursor, encode_cursor
 from bridge.jsonrpc import error_response
-from bridge.protocol import (
-    INSTRUCTIONS,
-    LEGACY_VERSIONS,
-    SERVER_INFO,
-    Call,
-    Handler,
-    decode_cursor,
-    encode_cursor,
-    iso,
-    obj,
-    progress_notification,
-    progress_reporter,
-    progress_token,
-    string,
-    tool_error,
-)
-from bridge.questions import INPUT_ID_PREFIX, RELATED_TASK, Delivery, task_questions
+from bridge.params import obj, string
+from bridge.progress import progress_notification, progress_reporter, progress_token
+from bridge.questions import RELATED_TASK, Delivery, task_questions
+from bridge.server_info import INSTRUCTIONS, SERVER_INFO
+from bridge.service import TaskService
 from bridge.sessions import Session, Sessions
 from bridge.shared.errors import InvalidParams, JsonRpcError, MethodNotFound
 from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.tasks import Tasks
+from bridge.shared.results import outcome
+from bridge.shared.schema import parse_input_request_id
+from bridge.timestamps import iso
 
+#: Versions negotiated with ``initialize`` (sessions), newest first.
+LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+#: The era's name in logs and metrics.
+ERA = "legacy"
 #: The JSON-RPC error ``tasks/result`` answers for a cancelled task (the spec leaves it open).
 TASK_CANCELLED_CODE = -32603
 
@@ -67,13 +65,13 @@ def _session(call: Call) -> Session:
     return call.session
 
 
-class LegacyProtocol:
+class LegacyMethods:
     """Methods of a session-bound (2025-11-25 and older) client."""
 
-    def __init__(self, sessions: Sessions, tasks: Tasks) -> None:
+    def __init__(self, sessions: Sessions, tasks: TaskService, catalogue: Catalogue) -> None:
         self.sessions = sessions
         self.tasks = tasks
-        self.settings = tasks.settings
+        self.catalogue = catalogue
         self.handlers: dict[str, Handler] = {
             "ping": self.ping,
             "tools/list": self.tools_list,
@@ -137,27 +135,26 @@ class LegacyProtocol:
     async def response(self, session: Session, message: dict[str, Any]) -> None:
         """A client's response to one of our requests: an answer to a tool's question."""
         request_id = message.get("id")
-        if not isinstance(request_id, str) or not request_id.startswith(INPUT_ID_PREFIX):
+        question = parse_input_request_id(request_id)
+        if question is None:
             return
-        task_id, _, key = request_id.removeprefix(INPUT_ID_PREFIX).partition(":")
-        record = await self.tasks.registry.get(task_id) if task_id and key else None
-        if record is None or record.owner not in (session.owner, ""):
-            return
+        task_id, key = question
         result = message.get("result")
         if isinstance(result, dict):
             answer = result
         else:  # the client could not ask (a JSON-RPC error): the tool sees a cancel
             answer = {"action": "cancel", "error": message.get("error")}
-        await self.tasks.registry.answer(task_id, key, answer)
+        call = Call(owner=session.owner, request_id=str(request_id), session=session)
+        await self.tasks.answer(call, task_id, key, answer)
 
     # -- tools -----------------------------------------------------------------------------
     async def tools_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         # execution.taskSupport exists from 2025-11-25 on.
         execution = tasks_enabled(_session(call))
-        return self.tasks.tool_page(params.get("cursor"), with_execution=execution)
+        return self.catalogue.page(params.get("cursor"), with_execution=execution)
 
     async def tools_call(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        declared = self.tasks.tool(string(params, "name"))
+        declared = self.catalogue.tool(string(params, "name"))
         arguments = obj(params.get("arguments"), "arguments")
         task_param = params.get("task")
         as_task = task_param is not None and tasks_enabled(_session(call))
@@ -166,23 +163,26 @@ class LegacyProtocol:
             raise MethodNotFound(f"Tool {declared.name} does not support task-augmented execution")
         if not as_task and declared.task_support == "required" and tasks_enabled(_session(call)):
             raise MethodNotFound(f"Tool {declared.name} requires task-augmented execution")
-        invalid = self.tasks.invalid_arguments(declared, arguments)
+        invalid = self.catalogue.invalid_arguments(declared, arguments)
         if as_task:
             ttl = self.tasks.ttl(task_options.get("ttl"))
             if invalid is not None:
                 # A task-augmented caller expects a CreateTaskResult: the task exists, has
                 # already failed, and its result says why. Nothing is queued.
                 record = await self.tasks.failed(
-                    call.owner, declared, invalid, ttl=ttl, listed=True
+                    call.owner, declared, invalid, era=ERA, ttl=ttl, listed=True
                 )
             else:
+                token = progress_token(params)
+                self.catalogue.check_progress_token(token)
                 record = await self.tasks.start(
                     call.owner,
                     declared,
                     arguments,
+                    era=ERA,
                     ttl=ttl,
                     listed=True,
-                    progress_token=progress_token(params),
+                    progress_token=token,
                     can_ask=can_elicit(_session(call)),
                 )
             audit("task.create", call, task=record.id, tool=declared.name, status=record.status)
@@ -198,7 +198,7 @@ class LegacyProtocol:
             arguments,
             call.request_id,
             _plain_listener(call, params, asks),
-            era="legacy",
+            era=ERA,
             can_ask=asks,
         )
         return _payload(final)
@@ -232,7 +232,7 @@ class LegacyProtocol:
     async def tasks_list(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         cursor = params.get("cursor")
         after = decode_cursor("t", cursor) if cursor is not None else 0
-        page = await self.tasks.registry.list_page(call.owner, after, self.settings.page_size)
+        page = await self.tasks.list_page(call.owner, after)
         result: dict[str, Any] = {"tasks": [render_task(t) for t in page.tasks]}
         if page.next_after is not None:
             result["nextCursor"] = encode_cursor("t", page.next_after)
@@ -299,7 +299,7 @@ def _payload(record: TaskRecord, *, related: bool = False) -> dict[str, Any]:
             record.error.get("data"),
             code=int(record.error.get("code", -32603)),
         )
-    result = dict(record.result or tool_error(record.message or "the task failed"))
+    result = dict(outcome(record.result, record.message, "the task failed"))
     if related:
         result["_meta"] = {**result.get("_meta", {}), RELATED_TASK: {"taskId": record.id}}
     return result
