@@ -1,9 +1,12 @@
 """Real services for the tests: a private redis-server, and Celery worker and bridge
-subprocesses on it with a key prefix of their own."""
+subprocesses on it with a key prefix of their own; waiting on a condition with a deadline
+(``wait_for``, ``eventually``); and what /proc says of a process (its state, parent,
+children)."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -11,10 +14,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import redis
 
@@ -33,6 +38,62 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[Any] | Any], timeout: float, what: str, every: float = 0.05
+) -> Any:
+    """Call (and await) ``condition`` until it returns something truthy; fail after
+    ``timeout`` s."""
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                value = condition()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return value
+                await anyio.sleep(every)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+def pid_state(pid: int) -> str:
+    """The process state letter from /proc ("R", "S", "Z", ...), or "" when there is no such
+    process (it exited and its parent reaped it)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return ""
+    # The fields after the command name (which is in parentheses) start with state, ppid.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def pid_running(pid: int) -> bool:
+    """Whether ``pid`` still runs. A terminated child stays a zombie ("Z") until its parent
+    reaps it; Celery's prefork pool sometimes reaps only on its 5 s maintenance timer, but a
+    zombie runs nothing any more."""
+    return pid_state(pid) not in ("", "Z", "X")
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid``, zombies included (scans /proc: this kernel has no
+    task/*/children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if parent_pid(int(entry)) == pid:
+                    found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
+    return sorted(found)
 
 
 def free_port() -> int:

@@ -18,8 +18,7 @@ import httpx
 import pytest
 import redis
 
-from tests.client import ACCEPT, RawClient, RpcError, connect
-from tests.modern import ModernClient
+from tests.client import ACCEPT, ModernClient, RawClient, RpcError, connect
 from tests.services import Process, bridge_server, free_port
 from tests.test_admin import cli
 

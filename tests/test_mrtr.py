@@ -18,8 +18,7 @@ import redis.asyncio
 from bridge.request_state import RequestStates
 from bridge.shared.errors import InvalidParams
 from bridge.shared.settings import Settings
-from tests.client import connect
-from tests.modern import ModernClient, ModernError
+from tests.client import ModernClient, RpcError, connect
 from tests.services import Process, bridge_server
 
 pytestmark = pytest.mark.anyio
@@ -146,7 +145,7 @@ async def test_bad_input_responses_are_refused_before_anything_runs(
 ) -> None:
     client = _client(bridge, http)
     for responses in (None, [], {"q0": 5}, {"q0": {"action": "maybe"}}):
-        with pytest.raises(ModernError) as refused:
+        with pytest.raises(RpcError) as refused:
             await _call(client, {"questions": ["?"]}, inputResponses=responses)
         assert refused.value.code == -32602
 
@@ -172,7 +171,7 @@ async def test_a_tampered_or_foreign_request_state_is_refused(
         body, mirrored = who.build("tools/call", {"name": "ask_many", **more})
         status, message = await who.send(body, {**mirrored, **headers})
         if "error" in message:
-            raise ModernError(status, message["error"])
+            raise RpcError(message["error"], status)
         result: dict[str, Any] = message["result"]
         return result
 
@@ -195,7 +194,7 @@ async def test_a_tampered_or_foreign_request_state_is_refused(
         for bad in _tampered(state)
     ]
     for refusal in refusals:
-        with pytest.raises(ModernError) as refused:
+        with pytest.raises(RpcError) as refused:
             await refusal
         assert refused.value.code == -32602, refused.value
     # Nothing was delivered or cancelled: the rightful holder still continues the call.

@@ -18,9 +18,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.client import RpcError, connect
+from tests.client import ModernClient, RpcError, connect
 from tests.jwks import publishing
-from tests.modern import ModernClient, ModernError
 from tests.services import ROOT, Process, bridge_server, free_port
 
 pytestmark = pytest.mark.anyio
@@ -115,7 +114,7 @@ async def test_modern_tasks_are_bound_to_the_principal(token_bridge: str) -> Non
             ("tasks/cancel", {}),
             ("tasks/update", {"inputResponses": {}}),
         ):
-            with pytest.raises(ModernError) as err:
+            with pytest.raises(RpcError) as err:
                 await bob.request(method, {"taskId": created["taskId"], **extra})
             assert err.value.code == -32602
         # The legacy view of the same principal sees it too.

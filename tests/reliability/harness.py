@@ -5,12 +5,10 @@ stream that resumes with Last-Event-ID whenever the stream ends or breaks."""
 from __future__ import annotations
 
 import contextlib
-import inspect
-import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -20,47 +18,8 @@ import anyio.abc
 import httpx
 import redis
 
-from tests.client import RawClient
-from tests.services import Process, free_port, spawn, wait_for
-
-TERMINAL = {"completed", "failed", "cancelled"}
-RUNNING = re.compile(r"^running on (\S+) \(pid (\d+)\)$")
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[Any] | Any], timeout: float, what: str, every: float = 0.05
-) -> Any:
-    """Call (and await) ``condition`` until it returns something truthy; fail after
-    ``timeout`` s."""
-    try:
-        with anyio.fail_after(timeout):
-            while True:
-                value = condition()
-                if inspect.isawaitable(value):
-                    value = await value
-                if value:
-                    return value
-                await anyio.sleep(every)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
-def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-async def running_pid(client: RawClient, task_id: str, timeout: float = 20) -> tuple[str, int]:
-    """(worker node, pid) of the pool process running ``task_id``, from the status message
-    the worker sets when the body starts (kept while a one-step ``sleep`` runs)."""
-
-    async def running() -> tuple[str, int] | None:
-        task = await client.get_task(task_id)
-        match = RUNNING.match(task.get("statusMessage", ""))
-        return (match.group(1), int(match.group(2))) if match else None
-
-    found: tuple[str, int] = await eventually(running, timeout, f"{task_id} to start")
-    return found
+from tests.client import TERMINAL, RawClient
+from tests.services import Process, eventually, free_port, spawn, wait_for
 
 
 @dataclass
@@ -112,13 +71,6 @@ def running_bridge(env: dict[str, str], log_dir: Path, name: str) -> Iterator[Br
         assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
 
 
-def notifications(
-    client: RawClient, last_event_id: str
-) -> contextlib.AbstractAsyncContextManager[AsyncIterator[tuple[str, dict[str, Any]]]]:
-    """The session's GET stream from ``last_event_id`` on (``RawClient.stream``)."""
-    return client.stream(last_event_id)
-
-
 @dataclass(frozen=True)
 class Notice:
     event_id: str
@@ -155,7 +107,7 @@ class Recorder:
             client = self.clients[self.ends % len(self.clients)]
             with anyio.CancelScope() as self._scope:
                 try:
-                    async with notifications(client, self.last_id) as events:
+                    async with client.stream(self.last_id) as events:
                         self.connects += 1
                         if not started:
                             started = True

@@ -13,10 +13,8 @@ import anyio
 import pytest
 import redis
 
-from tests.client import RpcError, connect
+from tests.client import RUNNING, TERMINAL, RpcError, connect
 from tests.reliability.harness import (
-    RUNNING,
-    TERMINAL,
     Recorder,
     assert_exactly_once,
     running_bridge,

@@ -13,16 +13,13 @@ import anyio
 import pytest
 import redis
 
-from tests.client import connect
+from tests.client import RUNNING, TERMINAL, connect
 from tests.reliability.harness import (
-    RUNNING,
-    TERMINAL,
     Recorder,
-    eventually,
     figure_time,
     running_bridge,
 )
-from tests.services import celery_worker
+from tests.services import celery_worker, eventually
 
 pytestmark = pytest.mark.anyio
 
