@@ -19,12 +19,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
 def client(bridge: str, http: httpx.AsyncClient) -> ModernClient:
     return ModernClient(bridge, http)
 

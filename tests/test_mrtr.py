@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -19,24 +18,10 @@ from bridge.request_state import RequestStates
 from bridge.shared.errors import InvalidParams
 from bridge.shared.settings import Settings
 from tests.client import ModernClient, RpcError, connect
-from tests.services import Process, bridge_server
 
 pytestmark = pytest.mark.anyio
 
 ELICIT = "elicitation/create"
-TOKENS = "tok-ann:ann,tok-bob:bob"
-
-
-@pytest.fixture(scope="module")
-def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    with bridge_server({**env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS}, log_dir, "bridge-mrtr") as url:
-        yield url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 def _client(url: str, http: httpx.AsyncClient) -> ModernClient:

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +24,7 @@ from tests.services import ROOT, Process, bridge_server, free_port
 
 pytestmark = pytest.mark.anyio
 
-TOKENS = "tok-alice-1:alice,tok-alice-2:alice,tok-bob:bob"
 HS_SECRET = "a-test-secret-of-enough-length-for-hs256"
-
-
-@pytest.fixture(scope="module")
-def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    with bridge_server({**env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS}, log_dir, "bridge-tokens") as url:
-        yield url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 async def test_requests_without_a_valid_token_are_401(
