@@ -23,6 +23,8 @@ import anyio
 import httpx
 import redis
 
+from bridge.dev import stop_group, worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -139,15 +141,7 @@ class Process:
         return self.popen.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_group(self.popen, sig, timeout)
 
 
 def spawn(
@@ -231,62 +225,96 @@ class RedisServer:
 
 @contextlib.contextmanager
 def celery_worker(
-    env: dict[str, str], log_dir: Path, concurrency: int = 2, name: str | None = None
+    env: dict[str, str],
+    log_dir: Path,
+    concurrency: int = 2,
+    name: str | None = None,
+    *,
+    app: str = "workers",
+    log_level: str = "info",
+    ready: Callable[[Process], bool] | None = None,
 ) -> Iterator[Process]:
-    node = f"{name or 'w' + uuid.uuid4().hex[:6]}@%h"
-    proc = spawn(
-        node.split("@")[0],
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(concurrency),
-            "-n",
-            node,
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "info",
-        ],
-        env,
-        log_dir / f"{node.split('@')[0]}.log",
-    )
+    """A prefork worker of ``app`` (``dev``'s command), ready once it printed its ready line
+    (or ``ready`` says so: a quieter log level prints none); stopped at the end."""
+    name = name or "w" + uuid.uuid4().hex[:6]
+    options = ("-n", f"{name}@%h", "--without-mingle", "--without-gossip")
+    command = worker_command(concurrency, log_level, *options, app=app)
+    proc = spawn(name, command, env, log_dir / f"{name}.log")
+    started = ready or (lambda proc: " ready." in proc.output())
     try:
-        wait_for(lambda: " ready." in proc.output() or not proc.alive(), 60, "the worker")
-        assert proc.alive(), proc.output()
+        wait_for(lambda: not proc.alive() or started(proc), 60, f"the worker {name}")
+        assert proc.alive(), proc.output()[-4000:]
         yield proc
     finally:
         proc.stop()
 
 
+@dataclass
+class Bridge:
+    """A ``serve`` process on a port of its own, which a test can SIGKILL and start again on
+    the same port (its log goes on)."""
+
+    env: dict[str, str]
+    log_dir: Path
+    name: str
+    log_level: str = "info"
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
+        command += ["--log-level", self.log_level]
+        log = self.log_dir / f"{self.name}.log"
+        proc = spawn(self.name, command, self.env, log, append=self.proc is not None)
+        self.proc = proc
+
+        def up() -> bool:
+            if not proc.alive():
+                raise AssertionError(proc.output()[-4000:])
+            try:
+                return httpx.get(self.url, timeout=1).status_code in (400, 405, 406)
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 30, f"{self.name} on port {self.port}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def output(self) -> str:
+        return self.proc.output() if self.proc is not None else ""
+
+
+@contextlib.contextmanager
+def running_bridge(
+    env: dict[str, str], log_dir: Path, name: str = "bridge", log_level: str = "info"
+) -> Iterator[Bridge]:
+    """A started ``Bridge``, stopped at the end; its log must hold no traceback."""
+    bridge = Bridge(env, log_dir, name, log_level)
+    bridge.start()
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
+
+
 @contextlib.contextmanager
 def bridge_server(env: dict[str, str], log_dir: Path, name: str = "bridge") -> Iterator[str]:
-    port = free_port()
-    proc = spawn(
-        name,
-        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), "--log-level", "info"],
-        env,
-        log_dir / f"{name}.log",
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-
-    def up() -> bool:
-        if not proc.alive():
-            raise AssertionError(proc.output())
-        try:
-            return httpx.get(url, timeout=1).status_code in (400, 405, 406)
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, 30, f"the bridge on port {port}", every=0.1)
-        yield url
-    finally:
-        proc.stop()
-        assert "Traceback" not in proc.output(), proc.output()[-4000:]
+    """``running_bridge``'s URL."""
+    with running_bridge(env, log_dir, name) as bridge:
+        yield bridge.url

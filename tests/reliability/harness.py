@@ -1,16 +1,12 @@
-"""What the fault tests share: a bridge they can kill and bring back on a fixed port (a
-private redis-server is ``tests.services.RedisServer``), and a recorder of a session's GET
-stream that resumes with Last-Event-ID whenever the stream ends or breaks."""
+"""What the fault tests share beyond the processes (``tests.services``: a private
+redis-server, a bridge that can be killed and brought back on its port): a recorder of a
+session's GET stream that resumes with Last-Event-ID whenever the stream ends or breaks,
+and the checks that nothing it recorded was lost or doubled."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
@@ -19,56 +15,7 @@ import httpx
 import redis
 
 from tests.client import TERMINAL, RawClient
-from tests.services import Process, eventually, free_port, spawn, wait_for
-
-
-@dataclass
-class Bridge:
-    """A bridge process that can be SIGKILLed and started again on the same port."""
-
-    env: dict[str, str]
-    log_dir: Path
-    name: str
-    port: int = field(default_factory=free_port)
-    proc: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
-        proc = spawn(self.name, command, self.env, self.log_dir / f"{self.name}.log", append=True)
-        self.proc = proc
-
-        def up() -> bool:
-            if not proc.alive():
-                raise AssertionError(proc.output()[-4000:])
-            try:
-                return httpx.get(self.url, timeout=1).status_code in (400, 405, 406)
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 30, f"{self.name} on port {self.port}", every=0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def output(self) -> str:
-        return self.proc.output() if self.proc is not None else ""
-
-
-@contextlib.contextmanager
-def running_bridge(env: dict[str, str], log_dir: Path, name: str) -> Iterator[Bridge]:
-    bridge = Bridge(env, log_dir, name)
-    bridge.start()
-    try:
-        yield bridge
-    finally:
-        if bridge.proc is not None:
-            bridge.proc.stop()
-        assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
+from tests.services import eventually
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,8 @@ import pytest
 import redis
 
 from tests.client import TERMINAL, RawClient, RpcError, connect, list_all
-from tests.reliability.harness import (
-    Bridge,
-    Recorder,
-    assert_exactly_once,
-    figure_time,
-    running_bridge,
-    stream_ids,
-)
-from tests.services import celery_worker, eventually
+from tests.reliability.harness import Recorder, assert_exactly_once, figure_time, stream_ids
+from tests.services import Bridge, celery_worker, eventually, running_bridge
 
 pytestmark = pytest.mark.anyio
 

@@ -14,13 +14,8 @@ import pytest
 import redis
 
 from tests.client import RUNNING, TERMINAL, RpcError, connect
-from tests.reliability.harness import (
-    Recorder,
-    assert_exactly_once,
-    running_bridge,
-    stream_ids,
-)
-from tests.services import celery_worker
+from tests.reliability.harness import Recorder, assert_exactly_once, stream_ids
+from tests.services import celery_worker, running_bridge
 
 pytestmark = pytest.mark.anyio
 

@@ -14,12 +14,8 @@ import pytest
 import redis
 
 from tests.client import RUNNING, TERMINAL, connect
-from tests.reliability.harness import (
-    Recorder,
-    figure_time,
-    running_bridge,
-)
-from tests.services import celery_worker, eventually
+from tests.reliability.harness import Recorder, figure_time
+from tests.services import celery_worker, eventually, running_bridge
 
 pytestmark = pytest.mark.anyio
 

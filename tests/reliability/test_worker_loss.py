@@ -22,11 +22,8 @@ from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
 from bridge.shared.store import async_client
 from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
-from tests.reliability.harness import (
-    figure_time,
-    running_bridge,
-)
-from tests.services import celery_worker, eventually, parent_pid
+from tests.reliability.harness import figure_time
+from tests.services import celery_worker, eventually, parent_pid, running_bridge
 
 pytestmark = pytest.mark.anyio
 
