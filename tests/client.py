@@ -26,12 +26,18 @@ from tests.services import eventually
 __all__ = [
     "ACCEPT",
     "EXT",
+    "RUNNING",
+    "TERMINAL",
     "VERSION",
     "ModernClient",
     "RawClient",
     "RpcError",
     "connect",
     "header_value",
+    "list_all",
+    "next_status",
+    "running_pid",
+    "sse_events",
 ]
 
 EXT = messages.TASKS_EXTENSION

@@ -161,8 +161,29 @@ def spawn(
     return Process(name, popen, log)
 
 
+class Service:
+    """A service process a test can SIGKILL and start again on the same port (``proc`` is
+    its current process)."""
+
+    proc: Process | None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def output(self) -> str:
+        return self.proc.output() if self.proc is not None else ""
+
+
 @dataclass
-class RedisServer:
+class RedisServer(Service):
     """A private redis-server that keeps nothing, so stopping it loses every key, and the
     suite touches no Redis but its own."""
 
@@ -200,7 +221,7 @@ class RedisServer:
 
         def answers() -> bool:
             if not self.alive():
-                raise AssertionError(self.proc.output() if self.proc else "not started")
+                raise AssertionError(self.output() or "not started")
             try:
                 return bool(client.ping())
             except redis.ConnectionError:
@@ -210,17 +231,6 @@ class RedisServer:
             wait_for(answers, 10, f"redis-server on port {self.port}")
         finally:
             client.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 @contextlib.contextmanager
@@ -250,7 +260,7 @@ def celery_worker(
 
 
 @dataclass
-class Bridge:
+class Bridge(Service):
     """A ``serve`` process on a port of its own, which a test can SIGKILL and start again on
     the same port (its log goes on)."""
 
@@ -286,17 +296,6 @@ class Bridge:
                 return False
 
         wait_for(up, 30, f"{self.name} on port {self.port}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-    def output(self) -> str:
-        return self.proc.output() if self.proc is not None else ""
 
 
 @contextlib.contextmanager
