@@ -19,9 +19,8 @@ from bench.scenarios import QUICK, Context, Sizes
 from bench.services import (
     BRIDGE_LOG_LEVEL,
     REDIS_URL,
-    WORKER_FLAGS,
-    WORKER_LOG_LEVEL,
     Services,
+    worker_line,
 )
 from bench.stats import Result, Row
 
@@ -154,8 +153,8 @@ def settings_lines(services: Services, sizes: Sizes, runs: int) -> list[str]:
     from bridge.shared.settings import Settings
 
     s = Settings()
-    worker = " ".join(["celery -A workers worker", *WORKER_FLAGS, "-l", WORKER_LOG_LEVEL])
-    raw = " ".join(["celery -A bench.rawcelery worker", *WORKER_FLAGS, "-l", WORKER_LOG_LEVEL])
+    worker = worker_line("workers")
+    raw = worker_line("bench.rawcelery")
     return [
         code_state(),
         f"- Redis {REDIS_URL} (broker, registry, raw result backend; flushed at start and "

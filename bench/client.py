@@ -1,7 +1,11 @@
-"""A light MCP client for load: HTTP/1.1 on raw asyncio streams (keep-alive, Content-Length
-and chunked bodies) and an SSE reader, so that thousands of streams and requests cost the
-benchmark client little CPU next to the bridge on a 2-CPU machine. No schema checks: the
-tests do those; here only the fields the scenarios need are read."""
+"""A light MCP client for load: its own HTTP/1.1 on raw asyncio streams (keep-alive,
+Content-Length and chunked bodies). The benchmark keeps this transport rather than the
+tests' httpx client (tests/client.py) for measurement's sake: thousands of open streams
+and requests must cost the client little CPU and memory next to the bridge on a 2-CPU
+machine, and the time a notification arrived is taken at the socket read, not after a
+library's buffering. The messages and the SSE parsing are ``bridge.messages``, as in the
+tests and ``call``. No schema checks: the tests do those; here only the fields the
+scenarios need are read."""
 
 from __future__ import annotations
 
@@ -14,14 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge import messages
+from bridge.messages import RpcError
+
 PATH = "/mcp"
-VERSION = "2025-11-25"
-
-
-class RpcError(Exception):
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(f"{error.get('code')}: {error.get('message')}")
-        self.error = error
+VERSION = messages.LEGACY_VERSION
 
 
 @dataclass
@@ -109,22 +110,6 @@ class Connection:
         return status, _chunks(self.reader)
 
 
-def sse_messages(body: bytes) -> list[tuple[str, dict[str, Any]]]:
-    """(event id, JSON data) of every data event in an SSE body or chunk."""
-    out = []
-    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        event_id = ""
-        data = []
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                data.append(line[5:].strip())
-            elif line.startswith(b"id:"):
-                event_id = line[3:].strip().decode()
-        if data:
-            out.append((event_id, json.loads(b"\n".join(data))))
-    return out
-
-
 def parse_time(iso: str) -> float:
     """``createdAt``/``lastUpdatedAt`` (ISO 8601, ms, Z) as epoch seconds."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
@@ -142,10 +127,9 @@ class Session:
         self._ids = itertools.count(1)
 
     def headers(self) -> dict[str, str]:
-        h = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        h = messages.post_headers()
         if self.id:
-            h["Mcp-Session-Id"] = self.id
-            h["MCP-Protocol-Version"] = VERSION
+            h.update(messages.session_headers(self.id, VERSION))
         return h
 
     @property
@@ -154,20 +138,11 @@ class Session:
 
     async def initialize(self, conn: Connection | None = None) -> None:
         conn = conn or self.conn
-        body = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "bench", "version": "1"},
-            },
-        }
+        body = messages.request(0, "initialize", messages.initialize_params("bench"))
         r = await conn.request("POST", self.headers(), json.dumps(body).encode())
         assert r.status == 200, (r.status, r.body[:300])
         self.id = r.headers["mcp-session-id"]
-        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        note = messages.notification("notifications/initialized")
         r = await conn.request("POST", self.headers(), json.dumps(note).encode())
         assert r.status == 202, (r.status, r.body[:300])
 
@@ -175,14 +150,17 @@ class Session:
         self, method: str, params: dict[str, Any] | None = None, conn: Connection | None = None
     ) -> dict[str, Any]:
         conn = conn or self.conn
-        body: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
-        if params is not None:
-            body["params"] = params
+        request_id = next(self._ids)
+        body = messages.request(request_id, method, params)
         r = await conn.request("POST", self.headers(), json.dumps(body).encode())
         assert r.status == 200, (r.status, r.body[:300])
         if r.headers.get("content-type", "").startswith("text/event-stream"):
-            messages = [m for _, m in sse_messages(r.body) if m.get("id") == body["id"]]
-            message = messages[-1]
+            answers = [
+                m
+                for m in (json.loads(e.data) for e in messages.read_events([r.body]))
+                if messages.is_answer(m, request_id)
+            ]
+            message = answers[-1]
         else:
             message = json.loads(r.body)
         if "error" in message:
@@ -221,8 +199,10 @@ class Stream:
     async def open(self, retries: int = 0) -> int:
         """Open the stream; on a 503 close, wait and retry up to ``retries`` times. The
         number of 503 answers met."""
-        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": self.session.id}
-        headers["MCP-Protocol-Version"] = VERSION
+        headers = {
+            "Accept": "text/event-stream",
+            **messages.session_headers(self.session.id, VERSION),
+        }
         refused = 0
         while True:
             self.status, self._chunks = await self.conn.open_stream(headers)
@@ -236,16 +216,12 @@ class Stream:
 
     async def run(self, on_status: Any) -> None:
         assert self._chunks is not None
-        buffer = b""
+        parser = messages.EventParser()
         try:
             async for chunk in self._chunks:
                 received, perf = time.time(), time.perf_counter()
-                buffer += chunk
-                if b"\n\n" not in buffer.replace(b"\r\n", b"\n"):
-                    continue
-                complete, sep, rest = buffer.replace(b"\r\n", b"\n").rpartition(b"\n\n")
-                buffer = rest
-                for _, message in sse_messages(complete + sep):
+                for event in parser.feed(chunk):
+                    message = json.loads(event.data)
                     if message.get("method") == "notifications/tasks/status":
                         on_status(message["params"], received, perf)
         except (asyncio.IncompleteReadError, ConnectionError):

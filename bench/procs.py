@@ -1,5 +1,5 @@
-"""What /proc says about a process: memory, CPU time, children, and which of its TCP
-sockets are Redis connections (so a Redis ``CLIENT LIST`` entry or a ``MONITOR`` line can be
+"""What /proc says about a process: memory, CPU time, and which of its TCP sockets are
+Redis connections (so a Redis ``CLIENT LIST`` entry or a ``MONITOR`` line can be
 traced back to the process that opened it)."""
 
 from __future__ import annotations
@@ -35,20 +35,6 @@ def cpu_ticks(pid: int) -> int | None:
     if fields is None or fields[0] in ("Z", "X"):
         return None
     return int(fields[11]) + int(fields[12])
-
-
-def parent_of(pid: int) -> int | None:
-    fields = stat_fields(pid)
-    return int(fields[1]) if fields else None
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (scans /proc: this kernel has no task/*/children)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and parent_of(int(entry)) == pid:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def socket_inodes(pid: int) -> set[int]:

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import uuid
 from datetime import datetime
 from typing import Any
@@ -143,7 +144,8 @@ def wait_many(n: int) -> dict[str, Any]:
             lags[tid] = now - datetime.fromisoformat(done).timestamp()
 
     ResultSet(results).join_native(timeout=600, interval=POLL, on_message=on_message)
-    ports = procs.redis_ports({os.getpid(): "raw client"})
+    redis_port = urllib.parse.urlsplit(raw_config()["broker_url"]).port or 6379
+    ports = procs.redis_ports({os.getpid(): "raw client"}, redis_port)
     client = app.backend.client
     held = [c for c in client.client_list() if int(c["addr"].rsplit(":", 1)[1]) in ports]
     return {

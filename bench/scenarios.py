@@ -25,7 +25,7 @@ import redis.asyncio
 from bench import procs, rawcelery, redisstats
 from bench.client import Connection, Session, Stream, parse_time
 from bench.seed import seed_owner
-from bench.services import REDIS_URL, ROOT, Services
+from bench.services import REDIS_PORT, REDIS_URL, ROOT, Services
 from bench.stats import Result, Row, ms, percentile
 from bridge.shared.keys import Keys
 
@@ -643,7 +643,7 @@ OPEN_BATCH = 50
 def _conns_by_command(pid: int) -> dict[str, int]:
     """The bridge's Redis connections by the last command each ran (CLIENT LIST ``cmd``):
     tells the registry pool (evalsha, hgetall, exec...) from kombu's (lpush, publish)."""
-    ports = procs.redis_ports({pid: "bridge"})
+    ports = procs.redis_ports({pid: "bridge"}, REDIS_PORT)
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
         held = [c for c in client.client_list() if int(c["addr"].rsplit(":", 1)[1]) in ports]
@@ -657,7 +657,7 @@ def _conns_by_command(pid: int) -> dict[str, int]:
 
 def _bridge_redis_conns(pid: int) -> tuple[int, int]:
     """Redis connections of ``pid``: (all, those subscribed to pub/sub channels)."""
-    ports = procs.redis_ports({pid: "bridge"})
+    ports = procs.redis_ports({pid: "bridge"}, REDIS_PORT)
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
         held = [c for c in client.client_list() if int(c["addr"].rsplit(":", 1)[1]) in ports]
@@ -935,14 +935,14 @@ def _measure(ctx: Context, action: Callable[[], Any], idle_s: float = 3.0) -> di
     with redisstats.Monitor() as idle_mon:
         time.sleep(idle_s)
     idle = idle_mon.capture
-    idle_ports = procs.redis_ports(ctx.services.labelled_pids())
+    idle_ports = procs.redis_ports(ctx.services.labelled_pids(), REDIS_PORT)
     stats0 = redisstats.commandstats(client)
     mon = redisstats.Monitor()
     mon.start()
     try:
         action()
     finally:
-        ports = procs.redis_ports(ctx.services.labelled_pids())
+        ports = procs.redis_ports(ctx.services.labelled_pids(), REDIS_PORT)
         active = mon.stop()
     stats1 = redisstats.commandstats(client)
     client.close()

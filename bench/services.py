@@ -1,5 +1,6 @@
-"""The services a benchmark run needs, all real subprocesses against Redis database 9 on
-127.0.0.1:6379, with a key prefix and queues unique to the run:
+"""The services a benchmark run needs, all real subprocesses (started by the tests'
+process harness, tests/services.py) against Redis database 9 on 127.0.0.1:6379, with a key
+prefix and queues unique to the run:
 
 - a bridge worker: ``celery -A workers worker -P prefork -c 2`` on the bridge's queue;
 - a raw worker: ``celery -A bench.rawcelery worker -P prefork -c 2`` on the raw queue
@@ -7,38 +8,47 @@
 - bridges: ``mcp-celery-bridge serve`` on free ports (one shared, more on demand).
 
 Database 9 is flushed when the services start and when they stop; no other database is
-touched."""
+touched. ``BENCH_REDIS_URL`` names another Redis database to use in its place (a private
+redis-server's, say, where no one else's data is)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
-import socket
-import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 from celery import Celery
 
-from bench import procs
-
-# The test harness's polling and port helpers; bench runs with the dev extras installed.
-from tests.services import Process, free_port, spawn, wait_for
+# The tests' process harness (bench runs with the dev extras installed): the same worker
+# command as ``dev`` and the tests, the same bridge process and readiness check.
+from tests.services import Bridge, Process, celery_worker, children, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
-REDIS_DB = 9
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
-#: Worker flags shared by the bridge worker and the raw worker.
-WORKER_FLAGS = ["-P", "prefork", "-c", "2", "--without-mingle", "--without-gossip"]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+_REDIS = urllib.parse.urlsplit(REDIS_URL)
+REDIS_HOST = _REDIS.hostname or "127.0.0.1"
+REDIS_PORT = _REDIS.port or 6379
+REDIS_DB = int(_REDIS.path.lstrip("/") or 0)
+#: Shared by the bridge worker and the raw worker.
+WORKER_CONCURRENCY = 2
 WORKER_LOG_LEVEL = "warning"
 BRIDGE_LOG_LEVEL = "warning"
+
+
+def worker_line(app: str) -> str:
+    """How the workers of ``app`` are started, for the report."""
+    return (
+        f"celery -A {app} worker -P prefork -c {WORKER_CONCURRENCY} -E -l {WORKER_LOG_LEVEL} "
+        "--without-mingle --without-gossip"
+    )
 
 
 def raise_fd_limit() -> int:
@@ -47,20 +57,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-@dataclass
-class Bridge:
-    process: Process
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
 
 
 @dataclass
@@ -73,6 +69,7 @@ class Services:
     raw_worker: Process | None = None
     bridge: Bridge | None = None
     extra_bridges: list[Bridge] = field(default_factory=list)
+    _workers: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def prefix(self) -> str:
@@ -123,104 +120,53 @@ class Services:
         client.ping()
         client.flushdb()
         client.close()
-        self.worker = self._spawn(
-            "worker",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "workers",
-                "worker",
-                *WORKER_FLAGS,
-                "-n",
-                f"bench-w-{self.run_id}@%h",
-                "-l",
-                WORKER_LOG_LEVEL,
-            ],
-            self.bridge_env(),
-        )
-        self.raw_worker = self._spawn(
-            "raw-worker",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "bench.rawcelery",
-                "worker",
-                *WORKER_FLAGS,
-                "-n",
-                f"bench-raw-{self.run_id}@%h",
-                "-l",
-                WORKER_LOG_LEVEL,
-            ],
-            self.raw_env(),
-        )
-        self.bridge = self.start_bridge("bridge")
-        self._wait_worker(self.worker, f"bench-w-{self.run_id}@", control_exchange="celery")
         from bench import rawcelery
 
-        self._wait_worker(
-            self.raw_worker, f"bench-raw-{self.run_id}@", control_exchange=rawcelery.CONTROL
+        self.worker = self._start_worker("workers", f"bench-w-{self.run_id}", "celery")
+        self.raw_worker = self._start_worker(
+            "bench.rawcelery", f"bench-raw-{self.run_id}", rawcelery.CONTROL
         )
+        self.bridge = self.start_bridge("bridge")
 
     def stop(self) -> None:
         for bridge in [*self.extra_bridges, *([self.bridge] if self.bridge else [])]:
-            bridge.process.stop()
-        for proc in (self.worker, self.raw_worker):
-            if proc is not None:
-                proc.stop()
+            bridge.stop()
+        self._workers.close()
         client = self.redis()
         client.flushdb()
         client.close()
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> Process:
-        # ROOT on the path: the bridge imports bench.tools (console scripts do not put the
-        # working directory on sys.path).
-        env = {**env, "PYTHONPATH": str(ROOT)}
-        return spawn(name, command, env, self.log_dir / f"{name}.log", append=True)
+    def _start_worker(self, app: str, name: str, control_exchange: str) -> Process:
+        env = self.bridge_env() if app == "workers" else self.raw_env()
+        worker = celery_worker(
+            env,
+            self.log_dir,
+            WORKER_CONCURRENCY,
+            name,
+            app=app,
+            log_level=WORKER_LOG_LEVEL,
+            ready=self._answers_ping(f"{name}@", control_exchange),
+        )
+        return self._workers.enter_context(worker)
 
-    def _wait_worker(self, proc: Process, node_prefix: str, control_exchange: str) -> None:
+    def _answers_ping(self, node_prefix: str, control_exchange: str) -> Callable[[Process], bool]:
+        """Whether a worker answers a control ping: at the warning level it prints no
+        ready line."""
         control = Celery("bench-control", broker=REDIS_URL, set_as_current=False)
         control.conf.control_exchange = control_exchange
-        try:
+        self._workers.callback(control.close)
 
-            def up() -> bool:
-                if not proc.alive():
-                    raise RuntimeError(f"{proc.name} died:\n{proc.output()[-3000:]}")
-                replies = control.control.ping(timeout=0.5)
-                return any(node.startswith(node_prefix) for r in replies for node in r)
+        def up(proc: Process) -> bool:
+            replies = control.control.ping(timeout=0.5)
+            return any(node.startswith(node_prefix) for r in replies for node in r)
 
-            wait_for(up, 60, f"the {proc.name}", every=0.2)
-        finally:
-            control.close()
+        return up
 
     def start_bridge(self, name: str) -> Bridge:
         """A new ``mcp-celery-bridge serve`` process, ready to answer."""
         port = free_port()
-        proc = self._spawn(
-            f"{name}-{port}",
-            [
-                str(BIN / "mcp-celery-bridge"),
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                BRIDGE_LOG_LEVEL,
-            ],
-            self.bridge_env(),
-        )
-        bridge = Bridge(proc, port)
-
-        def up() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"bridge died:\n{proc.output()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-                    # Any HTTP answer will do (the status of a bare GET differs by version).
-                    return s.recv(64).startswith(b"HTTP/1.1 ")
-            except OSError:
-                return False
-
-        wait_for(up, 30, f"the bridge on port {port}", every=0.1)
+        bridge = Bridge(self.bridge_env(), self.log_dir, f"{name}-{port}", BRIDGE_LOG_LEVEL, port)
+        bridge.start()
         # The lifespan has started the event listener; give its SUBSCRIBE a moment.
         time.sleep(0.3)
         if name != "bridge":
@@ -228,17 +174,17 @@ class Services:
         return bridge
 
     def stop_bridge(self, bridge: Bridge) -> None:
-        bridge.process.stop()
+        bridge.stop()
         if bridge in self.extra_bridges:
             self.extra_bridges.remove(bridge)
 
     # -- process map -----------------------------------------------------------------------
     def worker_pids(self, proc: Process | None) -> list[int]:
         """The worker's main process and its pool children (the celery main process is
-        the one we started; ``celery`` is a console script, so no wrapper process)."""
+        the one we started: ``python -m celery``, no wrapper process)."""
         if proc is None:
             return []
-        return [proc.pid, *procs.children(proc.pid)]
+        return [proc.pid, *children(proc.pid)]
 
     def labelled_pids(self) -> dict[int, str]:
         labels: dict[int, str] = {os.getpid(): "bench client"}

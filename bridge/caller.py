@@ -7,7 +7,6 @@ the session's DELETE. Ctrl-C cancels the task (``tasks/cancel``) before leaving.
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 import time
@@ -16,9 +15,9 @@ from typing import Any
 import click
 import httpx
 
-from bridge import forms
+from bridge import forms, messages
 
-VERSION = "2025-11-25"
+VERSION = messages.LEGACY_VERSION
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -30,10 +29,7 @@ class Client:
     def __init__(
         self, url: str, token: str | None, timeout: float = 30.0, *, asks: bool = False
     ) -> None:
-        headers = {
-            "Accept": "application/json, text/event-stream",
-            "Content-Type": "application/json",
-        }
+        headers = messages.post_headers()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url
@@ -54,10 +50,7 @@ class Client:
         self.http.close()
 
     def _session_headers(self) -> dict[str, str]:
-        headers = {"MCP-Protocol-Version": self.version} if self.version else {}
-        if self.session is not None:
-            headers["Mcp-Session-Id"] = self.session
-        return headers
+        return messages.session_headers(self.session, self.version)
 
     def _post(self, message: dict[str, Any]) -> httpx.Response:
         try:
@@ -69,9 +62,7 @@ class Client:
         """The result of ``method``. A streamed answer may carry the tool's questions first:
         each is asked on the terminal and answered before the answer is read on."""
         self._next_id += 1
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
-        if params is not None:
-            message["params"] = params
+        message = messages.request(self._next_id, method, params)
         try:
             with self.http.stream(
                 "POST",
@@ -84,7 +75,7 @@ class Client:
                     reply = self._streamed(response, self._next_id)
                 else:
                     response.read()
-                    reply = _reply(response, self._next_id)
+                    reply = _reply(response)
         except httpx.HTTPError as exc:
             raise CallFailed(f"cannot reach {self.url}: {exc}") from exc
         if "error" in reply:
@@ -97,27 +88,19 @@ class Client:
         return result
 
     def notify(self, method: str) -> None:
-        self._post({"jsonrpc": "2.0", "method": method})
+        self._post(messages.notification(method))
 
     def _streamed(self, response: httpx.Response, request_id: int) -> dict[str, Any]:
         """The answer to ``request_id`` from an SSE response, serving what comes before it."""
-        data: list[str] = []
-        for line in itertools.chain(response.iter_lines(), [""]):  # read as it arrives
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-                continue
-            if line or not data:
-                continue
+        for event in messages.read_events(response.iter_bytes()):  # read as it arrives
             try:
-                message = json.loads("\n".join(data))
+                message = json.loads(event.data)
             except ValueError:
-                raise CallFailed(f"not JSON on the stream: {data[0][:200]}") from None
-            data = []
-            if not isinstance(message, dict):
-                continue
-            if message.get("id") == request_id and "method" not in message:
-                return message
-            self._serve(message)
+                raise CallFailed(f"not JSON on the stream: {event.data[:200]}") from None
+            if messages.is_answer(message, request_id):
+                return dict(message)
+            if isinstance(message, dict):
+                self._serve(message)
         raise CallFailed(f"HTTP {response.status_code}: the stream ended without an answer")
 
     def _serve(self, message: dict[str, Any]) -> None:
@@ -136,27 +119,15 @@ class Client:
             click.echo(f"working: {params['message']}", err=True)
 
 
-def _reply(response: httpx.Response, request_id: int) -> dict[str, Any]:
-    """The JSON-RPC response to ``request_id``, from a JSON body or an SSE stream."""
-    ctype = response.headers.get("content-type", "")
-    try:
-        if ctype.startswith("text/event-stream"):
-            # An event's data may span several lines, and a priming event may carry none.
-            data: list[str] = []
-            for line in [*response.text.splitlines(), ""]:
-                if line.startswith("data:"):
-                    data.append(line[5:].removeprefix(" "))
-                elif not line and data:
-                    message = json.loads("\n".join(data))
-                    data = []
-                    if isinstance(message, dict) and message.get("id") == request_id:
-                        return message
-        elif ctype.startswith("application/json"):
+def _reply(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC response in a JSON body (a streamed one is read by ``_streamed``)."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        try:
             message = response.json()
-            if isinstance(message, dict) and ("result" in message or "error" in message):
-                return message
-    except ValueError:
-        pass
+        except ValueError:
+            message = None
+        if isinstance(message, dict) and ("result" in message or "error" in message):
+            return message
     raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
 
 
@@ -182,11 +153,9 @@ def call_tool(
     try:
         initialized = client.request(
             "initialize",
-            {
-                "protocolVersion": VERSION,
-                "capabilities": {"elicitation": {"form": {}}} if client.asks else {},
-                "clientInfo": {"name": "mcp-celery-bridge call", "version": "1"},
-            },
+            messages.initialize_params(
+                "mcp-celery-bridge call", {"elicitation": {"form": {}}} if client.asks else {}
+            ),
         )
         client.notify("notifications/initialized")
         params: dict[str, Any] = {"name": tool, "arguments": arguments}

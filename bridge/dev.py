@@ -4,10 +4,14 @@ their logs on one terminal, each line prefixed with its process's name.
 The bridge runs in this process; the worker and Flower are children in their own process
 groups, so a Ctrl-C reaches the bridge alone, which then stops them deliberately (a worker
 given SIGINT twice would stop its pool without waiting).
+
+The worker's command line and the way a process group is stopped are the tests' and the
+benchmark's too (tests/services.py), so what they run is what ``dev`` runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -60,14 +64,26 @@ class Child:
     ready: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, timeout: float = 15) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_group(self.popen, timeout=timeout)
         self.pump.join(timeout=2)
+
+
+def stop_group(
+    popen: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15
+) -> None:
+    """Send ``sig`` to the process group ``popen`` leads (started with
+    ``start_new_session``) and wait for it; SIGKILL the group if it is still there after
+    ``timeout`` seconds. The tests' and the benchmark's processes stop the same way."""
+    if popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, sig)
+    try:
+        popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
 
 
 def _pump(
@@ -121,12 +137,19 @@ def start(
     return Child(name, popen, pump, ready)
 
 
-def _celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers", *args]
+def _celery(*args: str, app: str = "workers") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
-def worker_command(concurrency: int, log_level: str) -> list[str]:
-    return _celery("worker", "-P", "prefork", "-c", str(concurrency), "-E", "-l", log_level)
+def worker_command(
+    concurrency: int, log_level: str, *options: str, app: str = "workers"
+) -> list[str]:
+    """A prefork Celery worker of ``app`` (with task events, as the app configures them
+    anyway); ``options`` are more ``celery worker`` options. The tests and the benchmark
+    start their workers with it too."""
+    return _celery(
+        "worker", "-P", "prefork", "-c", str(concurrency), "-E", "-l", log_level, *options, app=app
+    )
 
 
 def flower_command(port: int) -> list[str]:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -14,6 +15,9 @@ from tests.services import (
     outside_settings,
     test_env,
 )
+
+#: The bearer tokens ``token_bridge`` accepts, and the principal each stands for.
+TOKENS = "tok-alice:alice,tok-alice-1:alice,tok-alice-2:alice,tok-ann:ann,tok-bob:bob"
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +88,16 @@ def bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]
 def bridge_b(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
     with bridge_server(env, log_dir, "bridge-b") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
+    """A bridge that asks for a bearer token (one of ``TOKENS``)."""
+    with bridge_server({**env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS}, log_dir, "bridge-tokens") as url:
+        yield url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client

@@ -1,9 +1,12 @@
 """Real services for the tests: a private redis-server, and Celery worker and bridge
-subprocesses on it with a key prefix of their own."""
+subprocesses on it with a key prefix of their own; waiting on a condition with a deadline
+(``wait_for``, ``eventually``); and what /proc says of a process (its state, parent,
+children)."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -11,12 +14,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import redis
+
+from bridge.dev import stop_group, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +40,62 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[Any] | Any], timeout: float, what: str, every: float = 0.05
+) -> Any:
+    """Call (and await) ``condition`` until it returns something truthy; fail after
+    ``timeout`` s."""
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                value = condition()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return value
+                await anyio.sleep(every)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+def pid_state(pid: int) -> str:
+    """The process state letter from /proc ("R", "S", "Z", ...), or "" when there is no such
+    process (it exited and its parent reaped it)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return ""
+    # The fields after the command name (which is in parentheses) start with state, ppid.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def pid_running(pid: int) -> bool:
+    """Whether ``pid`` still runs. A terminated child stays a zombie ("Z") until its parent
+    reaps it; Celery's prefork pool sometimes reaps only on its 5 s maintenance timer, but a
+    zombie runs nothing any more."""
+    return pid_state(pid) not in ("", "Z", "X")
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid``, zombies included (scans /proc: this kernel has no
+    task/*/children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if parent_pid(int(entry)) == pid:
+                    found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
+    return sorted(found)
 
 
 def free_port() -> int:
@@ -78,15 +141,7 @@ class Process:
         return self.popen.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+        stop_group(self.popen, sig, timeout)
 
 
 def spawn(
@@ -106,8 +161,29 @@ def spawn(
     return Process(name, popen, log)
 
 
+class Service:
+    """A service process a test can SIGKILL and start again on the same port (``proc`` is
+    its current process)."""
+
+    proc: Process | None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def output(self) -> str:
+        return self.proc.output() if self.proc is not None else ""
+
+
 @dataclass
-class RedisServer:
+class RedisServer(Service):
     """A private redis-server that keeps nothing, so stopping it loses every key, and the
     suite touches no Redis but its own."""
 
@@ -145,7 +221,7 @@ class RedisServer:
 
         def answers() -> bool:
             if not self.alive():
-                raise AssertionError(self.proc.output() if self.proc else "not started")
+                raise AssertionError(self.output() or "not started")
             try:
                 return bool(client.ping())
             except redis.ConnectionError:
@@ -156,76 +232,88 @@ class RedisServer:
         finally:
             client.close()
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
 
 @contextlib.contextmanager
 def celery_worker(
-    env: dict[str, str], log_dir: Path, concurrency: int = 2, name: str | None = None
+    env: dict[str, str],
+    log_dir: Path,
+    concurrency: int = 2,
+    name: str | None = None,
+    *,
+    app: str = "workers",
+    log_level: str = "info",
+    ready: Callable[[Process], bool] | None = None,
 ) -> Iterator[Process]:
-    node = f"{name or 'w' + uuid.uuid4().hex[:6]}@%h"
-    proc = spawn(
-        node.split("@")[0],
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(concurrency),
-            "-n",
-            node,
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "info",
-        ],
-        env,
-        log_dir / f"{node.split('@')[0]}.log",
-    )
+    """A prefork worker of ``app`` (``dev``'s command), ready once it printed its ready line
+    (or ``ready`` says so: a quieter log level prints none); stopped at the end."""
+    name = name or "w" + uuid.uuid4().hex[:6]
+    options = ("-n", f"{name}@%h", "--without-mingle", "--without-gossip")
+    command = worker_command(concurrency, log_level, *options, app=app)
+    proc = spawn(name, command, env, log_dir / f"{name}.log")
+    started = ready or (lambda proc: " ready." in proc.output())
     try:
-        wait_for(lambda: " ready." in proc.output() or not proc.alive(), 60, "the worker")
-        assert proc.alive(), proc.output()
+        wait_for(lambda: not proc.alive() or started(proc), 60, f"the worker {name}")
+        assert proc.alive(), proc.output()[-4000:]
         yield proc
     finally:
         proc.stop()
 
 
+@dataclass
+class Bridge(Service):
+    """A ``serve`` process on a port of its own, which a test can SIGKILL and start again on
+    the same port (its log goes on)."""
+
+    env: dict[str, str]
+    log_dir: Path
+    name: str
+    log_level: str = "info"
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
+        command += ["--log-level", self.log_level]
+        log = self.log_dir / f"{self.name}.log"
+        proc = spawn(self.name, command, self.env, log, append=self.proc is not None)
+        self.proc = proc
+
+        def up() -> bool:
+            if not proc.alive():
+                raise AssertionError(proc.output()[-4000:])
+            try:
+                return httpx.get(self.url, timeout=1).status_code in (400, 405, 406)
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 30, f"{self.name} on port {self.port}")
+
+
+@contextlib.contextmanager
+def running_bridge(
+    env: dict[str, str], log_dir: Path, name: str = "bridge", log_level: str = "info"
+) -> Iterator[Bridge]:
+    """A started ``Bridge``, stopped at the end; its log must hold no traceback."""
+    bridge = Bridge(env, log_dir, name, log_level)
+    bridge.start()
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
+
+
 @contextlib.contextmanager
 def bridge_server(env: dict[str, str], log_dir: Path, name: str = "bridge") -> Iterator[str]:
-    port = free_port()
-    proc = spawn(
-        name,
-        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), "--log-level", "info"],
-        env,
-        log_dir / f"{name}.log",
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-
-    def up() -> bool:
-        if not proc.alive():
-            raise AssertionError(proc.output())
-        try:
-            return httpx.get(url, timeout=1).status_code in (400, 405, 406)
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, 30, f"the bridge on port {port}", every=0.1)
-        yield url
-    finally:
-        proc.stop()
-        assert "Traceback" not in proc.output(), proc.output()[-4000:]
+    """``running_bridge``'s URL."""
+    with running_bridge(env, log_dir, name) as bridge:
+        yield bridge.url

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from tests.client import RawClient, connect
-from tests.services import ROOT, Process
-from tests.test_tasks import eventually, parent_pid, pid_running, wait_stopped
+from tests.services import ROOT, Process, eventually, parent_pid, pid_running
+from tests.test_tasks import wait_stopped
 
 pytestmark = pytest.mark.anyio
 

@@ -17,14 +17,7 @@ import pytest
 
 from bridge import __version__
 from tests.client import connect
-from tests.services import ROOT, free_port, wait_for
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    ).stdout
-    return [int(p) for p in out.split()]
+from tests.services import ROOT, children, free_port, pid_running, wait_for
 
 
 def _cli(args: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
@@ -45,16 +38,6 @@ def _answers(url: str, auth: tuple[str, str] | None = None) -> bool:
         return httpx.get(url, timeout=2, auth=auth).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is gone for our purpose.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] == "Z"
 
 
 @pytest.mark.timeout(120)
@@ -108,15 +91,15 @@ def test_dev_runs_bridge_worker_and_flower_and_ctrl_c_stops_them(
         wait_for(lambda: _answers(flower, ("mcp", login.group(1))), 30, "Flower")
         assert httpx.get(flower, timeout=5).status_code == 401
 
-        worker_main = _children(dev.pid)  # the worker and Flower
+        worker_main = children(dev.pid)  # the worker and Flower
         assert len(worker_main) == 2, "dev started no worker or no Flower"
-        pool = [child for pid in worker_main for child in _children(pid)]
+        pool = [child for pid in worker_main for child in children(pid)]
         assert pool, "the worker has no pool children"
 
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert dev.wait(timeout=30) == 0, log.read_text()
         for pid in worker_main + pool:
-            wait_for(lambda pid=pid: _gone(pid), 20, f"process {pid} to exit")
+            wait_for(lambda pid=pid: not pid_running(pid), 20, f"process {pid} to exit")
         assert "Traceback" not in log.read_text(errors="replace")
     finally:
         if dev.poll() is None:
@@ -180,15 +163,15 @@ def test_dev_stopped_by_kill_or_a_closed_terminal_stops_its_worker(
     dev = _cli(["dev", "--port", str(free_port()), "--no-flower"], dev_env, log)
     try:
         wait_for(lambda: " ready." in log.read_text(errors="replace"), 60, "the dev worker")
-        worker_main = _children(dev.pid)
-        pool = [child for pid in worker_main for child in _children(pid)]
+        worker_main = children(dev.pid)
+        pool = [child for pid in worker_main for child in children(pid)]
         assert worker_main and pool
         dev.send_signal(number)  # the dev process alone, as `kill PID` does
         # SIGKILL leaves dev no say: the kernel stops its children (PR_SET_PDEATHSIG).
         expected = -signal.SIGKILL if number == signal.SIGKILL else 0
         assert dev.wait(timeout=30) == expected, log.read_text()
         for pid in worker_main + pool:
-            wait_for(lambda pid=pid: _gone(pid), 20, f"process {pid} to exit")
+            wait_for(lambda pid=pid: not pid_running(pid), 20, f"process {pid} to exit")
     finally:
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)

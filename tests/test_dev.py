@@ -9,12 +9,7 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,62 +21,9 @@ from bridge.reaper import Reaper
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
 from tests.client import RawClient, connect
-from tests.services import ROOT, free_port, wait_for
-from tests.test_cli import _children, _cli, _gone
-
-# Makes the terminal given as stdin the controlling terminal of the new session, then runs
-# the command: the terminal's Ctrl-C then reaches that process's group, as in a shell.
-_WITH_TERMINAL = """\
-import fcntl, os, sys, termios
-fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-
-@dataclass
-class Terminal:
-    """A command run in a pseudo-terminal of its own: ``ctrl_c`` types Ctrl-C."""
-
-    popen: subprocess.Popen[bytes]
-    master: int
-    output: bytearray = field(default_factory=bytearray)
-
-    def text(self) -> str:
-        return self.output.decode(errors="replace")
-
-    def ctrl_c(self) -> None:
-        os.write(self.master, b"\x03")
-
-    def _read(self) -> None:
-        with contextlib.suppress(OSError):  # EIO once the last process left the terminal
-            while chunk := os.read(self.master, 65536):
-                self.output += chunk
-
-
-@contextlib.contextmanager
-def in_terminal(args: list[str], env: dict[str, str]) -> Iterator[Terminal]:
-    master, slave = os.openpty()
-    popen = subprocess.Popen(
-        [sys.executable, "-c", _WITH_TERMINAL, sys.executable, "-m", "bridge.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
-    terminal = Terminal(popen, master)
-    reader = threading.Thread(target=terminal._read, daemon=True)
-    reader.start()
-    try:
-        yield terminal
-    finally:
-        if popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
-        reader.join(timeout=5)
-        os.close(master)
+from tests.services import children, free_port, pid_running, wait_for
+from tests.terminal import in_terminal
+from tests.test_cli import _cli
 
 
 def _dev_env(env: dict[str, str], name: str) -> dict[str, str]:
@@ -90,8 +32,8 @@ def _dev_env(env: dict[str, str], name: str) -> dict[str, str]:
 
 def _processes(dev_pid: int) -> list[int]:
     """dev's children (worker, Flower) and theirs (the pool)."""
-    main = _children(dev_pid)
-    return main + [child for pid in main for child in _children(pid)]
+    main = children(dev_pid)
+    return main + [child for pid in main for child in children(pid)]
 
 
 @pytest.mark.timeout(60)
@@ -161,14 +103,14 @@ def test_dev_stops_everything_when_its_worker_dies(env: dict[str, str], tmp_path
         processes = _processes(dev.pid)
         worker = next(
             pid
-            for pid in _children(dev.pid)
+            for pid in children(dev.pid)
             if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         )
         os.kill(worker, signal.SIGKILL)
         assert dev.wait(timeout=30) == 1, log.read_text()
         assert "dev: the worker exited (killed by SIGKILL)" in log.read_text()
         for pid in processes:
-            wait_for(lambda pid=pid: _gone(pid), 20, f"process {pid} to exit")
+            wait_for(lambda pid=pid: not pid_running(pid), 20, f"process {pid} to exit")
     finally:
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)
@@ -211,7 +153,7 @@ def test_ctrl_c_on_dev_lets_the_running_tasks_finish(env: dict[str, str]) -> Non
         assert "Warm shutdown" in output
         assert "Traceback" not in output, output[-4000:]
         for pid in processes:
-            wait_for(lambda pid=pid: _gone(pid), 20, f"process {pid} to exit")
+            wait_for(lambda pid=pid: not pid_running(pid), 20, f"process {pid} to exit")
 
 
 @pytest.mark.timeout(120)
@@ -234,4 +176,4 @@ def test_a_second_ctrl_c_stops_dev_at_once(env: dict[str, str]) -> None:
         assert dev.popen.wait(timeout=20) == 0, dev.text()[-3000:]
         assert "dev: stopping now" in dev.text()
         for pid in processes:
-            wait_for(lambda pid=pid: _gone(pid), 20, f"process {pid} to exit")
+            wait_for(lambda pid=pid: not pid_running(pid), 20, f"process {pid} to exit")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,7 @@ import httpx
 import pytest
 import redis
 
-from tests.client import ACCEPT, RawClient, RpcError, connect
-from tests.modern import ModernClient
+from tests.client import ACCEPT, ModernClient, RawClient, RpcError, connect
 from tests.services import Process, bridge_server, free_port
 from tests.test_admin import cli
 
@@ -30,12 +29,6 @@ ELICITATION = {"elicitation": {"form": {}}}
 #: terminal's title and break a log line, if printed raw.
 HOSTILE = "\x1b[2J\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\\x1b]0;owned\x07"
 RAW_CONTROLS = ("\x1b", "\x07", "\x0b", "\x85", "\x9b", "\u2028", "\u202e")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 async def _asking_task(client: RawClient) -> str:
@@ -286,13 +279,6 @@ async def test_metrics_and_readiness_check_the_host(bridge: str, http: httpx.Asy
         assert (await http.get(base + path)).status_code in (200, 503), path
     # Liveness stays open to probes by pod address: it says nothing but "ok".
     assert (await http.get(base + "/healthz", headers=rebound)).json() == {"status": "ok"}
-
-
-@pytest.fixture(scope="module")
-def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    tokens = {"MCP_BRIDGE_AUTH_TOKENS": "tok-alice:alice,tok-bob:bob"}
-    with bridge_server({**env, **tokens}, log_dir, "bridge-exposure-tokens") as url:
-        yield url
 
 
 async def test_a_refused_request_does_not_renew_a_session(

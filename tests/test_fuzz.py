@@ -36,8 +36,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests import schema
-from tests.client import connect
-from tests.modern import EXT, VERSION, ModernClient, header_value
+from tests.client import EXT, VERSION, ModernClient, connect, header_value
 from tests.services import Process, bridge_server
 
 LEGACY = "2025-11-25"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.services import Process
+from tests.services import Process, parent_pid
 
 
 def _sockets(pid: int) -> set[str]:
@@ -48,10 +48,6 @@ def _environ(pid: int) -> dict[str, str]:
     return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
 
 
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def _pids() -> list[int]:
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
@@ -66,7 +62,7 @@ def test_bridges_and_workers_talk_only_to_the_suites_own_redis(
     own_redis: set[int] = set()
     for pid in _pids():
         try:
-            if _parent(pid) == os.getpid() and Path(f"/proc/{pid}/comm").read_text().startswith(
+            if parent_pid(pid) == os.getpid() and Path(f"/proc/{pid}/comm").read_text().startswith(
                 "redis-server"
             ):
                 own_redis |= {listening[i] for i in _sockets(pid) if i in listening}

@@ -11,8 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.client import RpcError, connect
-from tests.modern import ModernClient, ModernError
+from tests.client import ModernClient, RpcError, connect
 from tests.services import Process, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
@@ -60,7 +59,7 @@ async def test_the_stateless_era_answers_429(limited: str) -> None:
             await modern.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
             for _ in range(2)
         ]
-        with pytest.raises(ModernError) as err:
+        with pytest.raises(RpcError) as err:
             await modern.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
         assert (err.value.status, err.value.code) == (429, -32000)
         for task in created:

@@ -7,8 +7,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.client import connect
-from tests.modern import ModernClient
+from tests.client import ModernClient, connect
 
 pytestmark = pytest.mark.anyio
 

@@ -13,16 +13,9 @@ import httpx
 import pytest
 import redis
 
-from tests.client import connect
-from tests.modern import EXT, VERSION, ModernClient, ModernError
+from tests.client import EXT, VERSION, ModernClient, RpcError, connect
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 @pytest.fixture
@@ -78,11 +71,11 @@ async def test_required_tool_without_the_extension_is_missing_capability(
     bridge: str, http: httpx.AsyncClient
 ) -> None:
     plain = ModernClient(bridge, http, tasks=False)
-    with pytest.raises(ModernError) as err:
+    with pytest.raises(RpcError) as err:
         await plain.request("tools/call", {"name": "sleep", "arguments": {"seconds": 0}})
     assert (err.value.status, err.value.code) == (400, -32021)
     assert err.value.data == {"requiredCapabilities": {"extensions": {EXT: {}}}}
-    with pytest.raises(ModernError) as err:
+    with pytest.raises(RpcError) as err:
         await plain.request("tasks/get", {"taskId": "whatever"})
     assert (err.value.status, err.value.code) == (400, -32021)
 
@@ -103,7 +96,7 @@ async def test_cancel_acknowledges_and_stops_the_work(client: ModernClient) -> N
     assert final["status"] == "cancelled"
     # Cooperative, eventually consistent: cancelling again, or a finished task, is no error.
     await client.request("tasks/cancel", {"taskId": created["taskId"]})
-    with pytest.raises(ModernError) as err:
+    with pytest.raises(RpcError) as err:
         await client.request("tasks/cancel", {"taskId": "no-such-task"})
     assert err.value.code == -32602
 
@@ -115,10 +108,10 @@ async def test_update_acknowledges_and_checks_its_params(client: ModernClient) -
         {"taskId": created["taskId"], "inputResponses": {"unknown": {"action": "decline"}}},
     )
     assert ack["resultType"] == "complete"
-    with pytest.raises(ModernError) as err:
+    with pytest.raises(RpcError) as err:
         await client.request("tasks/update", {"taskId": "nope", "inputResponses": {}})
     assert err.value.code == -32602
-    with pytest.raises(ModernError) as err:
+    with pytest.raises(RpcError) as err:
         await client.request("tasks/update", {"taskId": created["taskId"]})
     assert err.value.code == -32602
 
@@ -127,7 +120,7 @@ async def test_update_acknowledges_and_checks_its_params(client: ModernClient) -
     "method", ["tasks/result", "tasks/list", "ping", "initialize", "nope/nope"]
 )
 async def test_methods_outside_this_era_are_404(client: ModernClient, method: str) -> None:
-    with pytest.raises(ModernError) as err:
+    with pytest.raises(RpcError) as err:
         await client.request(method, {"taskId": "x"} if method == "tasks/result" else {})
     assert (err.value.status, err.value.code) == (404, -32601)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -18,26 +17,11 @@ import redis.asyncio
 from bridge.request_state import RequestStates
 from bridge.shared.errors import InvalidParams
 from bridge.shared.settings import Settings
-from tests.client import connect
-from tests.modern import ModernClient, ModernError
-from tests.services import Process, bridge_server
+from tests.client import ModernClient, RpcError, connect
 
 pytestmark = pytest.mark.anyio
 
 ELICIT = "elicitation/create"
-TOKENS = "tok-ann:ann,tok-bob:bob"
-
-
-@pytest.fixture(scope="module")
-def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    with bridge_server({**env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS}, log_dir, "bridge-mrtr") as url:
-        yield url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 def _client(url: str, http: httpx.AsyncClient) -> ModernClient:
@@ -146,7 +130,7 @@ async def test_bad_input_responses_are_refused_before_anything_runs(
 ) -> None:
     client = _client(bridge, http)
     for responses in (None, [], {"q0": 5}, {"q0": {"action": "maybe"}}):
-        with pytest.raises(ModernError) as refused:
+        with pytest.raises(RpcError) as refused:
             await _call(client, {"questions": ["?"]}, inputResponses=responses)
         assert refused.value.code == -32602
 
@@ -172,7 +156,7 @@ async def test_a_tampered_or_foreign_request_state_is_refused(
         body, mirrored = who.build("tools/call", {"name": "ask_many", **more})
         status, message = await who.send(body, {**mirrored, **headers})
         if "error" in message:
-            raise ModernError(status, message["error"])
+            raise RpcError(message["error"], status)
         result: dict[str, Any] = message["result"]
         return result
 
@@ -195,7 +179,7 @@ async def test_a_tampered_or_foreign_request_state_is_refused(
         for bad in _tampered(state)
     ]
     for refusal in refusals:
-        with pytest.raises(ModernError) as refused:
+        with pytest.raises(RpcError) as refused:
             await refusal
         assert refused.value.code == -32602, refused.value
     # Nothing was delivered or cancelled: the rightful holder still continues the call.

@@ -16,8 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.session import RequestResponder
 
 from tests import schema
-from tests.client import connect
-from tests.modern import ModernClient
+from tests.client import ModernClient, connect
 
 pytestmark = pytest.mark.anyio
 

@@ -20,8 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.context import RequestContext
 
 from tests import schema
-from tests.client import RawClient, connect
-from tests.modern import ModernClient
+from tests.client import ModernClient, RawClient, connect
 
 pytestmark = pytest.mark.anyio
 

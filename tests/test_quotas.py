@@ -20,8 +20,7 @@ import redis
 from httpx_sse import EventSource
 
 from bridge.shared.settings import Settings
-from tests.client import RpcError, connect
-from tests.modern import ModernClient, ModernError
+from tests.client import ModernClient, RpcError, connect
 from tests.services import Process, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
@@ -245,7 +244,7 @@ async def test_the_budget_frees_what_expired(budget: str) -> None:
 async def test_stateless_callers_have_a_byte_budget_too(budget: str) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         modern = ModernClient(budget, http)
-        with pytest.raises(ModernError) as err:
+        with pytest.raises(RpcError) as err:
             for _ in range(200):
                 await modern.request("tools/call", {"name": "blob", "arguments": {"size": 40_000}})
         assert (err.value.status, err.value.code) == (429, -32000)

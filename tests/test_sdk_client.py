@@ -10,10 +10,8 @@ empty at the end of each test.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import json
-import os
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -27,8 +25,9 @@ from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
+from bridge.messages import Event, EventParser
 from tests import schema
-from tests.services import Process
+from tests.services import Process, children, pid_running
 
 pytestmark = [
     pytest.mark.anyio,
@@ -39,7 +38,6 @@ pytestmark = [
 #: Every test finishes well within this (seconds).
 TEST_DEADLINE = 20
 TERMINAL = {"completed", "failed", "cancelled"}
-_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 # -- schema-checking HTTP transport -------------------------------------------------------
@@ -52,46 +50,21 @@ A_TASKS_LIFE = (
 )
 
 
-class _SseData:
-    """Incremental SSE parser: bytes in, the ``data`` of each complete event out."""
-
-    def __init__(self) -> None:
-        self._text = codecs.getincrementaldecoder("utf-8")()
-        self._buffer = ""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += self._text.decode(chunk)
-        events = []
-        while (end := _LINE_END.search(self._buffer)) is not None:
-            if end.group() == "\r" and end.end() == len(self._buffer):
-                break  # maybe the first half of a \r\n split across chunks
-            line, self._buffer = self._buffer[: end.start()], self._buffer[end.end() :]
-            if not line:
-                if self._data:
-                    events.append("\n".join(self._data))
-                self._data = []
-            elif line == "data" or line.startswith("data:"):
-                value = line[5:]
-                self._data.append(value[1:] if value.startswith(" ") else value)
-        return events
-
-
 class _CheckedStream(httpx.AsyncByteStream):
     """A response body passed through unchanged, each server message validated before the
     SDK can see it."""
 
     def __init__(self, inner: httpx.AsyncByteStream, sse: bool, checker: _Checker) -> None:
         self.inner = inner
-        self.sse = _SseData() if sse else None
+        self.sse = EventParser() if sse else None
         self.checker = checker
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         body = bytearray()
         async for chunk in self.inner:
             if self.sse is not None:
-                for data in self.sse.feed(chunk):
-                    self.checker.check_text(data)
+                for event in self.sse.feed(chunk):
+                    self.checker.check_text(event.data)
             else:
                 body += chunk
             yield chunk
@@ -238,18 +211,7 @@ def _text(result: types.CallToolResult) -> str:
 
 def _pool_children(main_pid: int) -> set[int]:
     """Live (not zombie) child processes of the worker's main process: its pool."""
-    children = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(ppid) == main_pid and state not in ("Z", "X"):
-            children.add(int(entry))
-    return children
+    return {pid for pid in children(main_pid) if pid_running(pid)}
 
 
 def _replaced(main_pid: int, pid: int, size: int) -> bool:
@@ -260,14 +222,14 @@ def _replaced(main_pid: int, pid: int, size: int) -> bool:
 
 # -- the checker itself --------------------------------------------------------------------
 def test_sse_parser_handles_split_chunks_and_comments() -> None:
-    parser = _SseData()
+    parser = EventParser()
     raw = ': ping\r\n\r\nevent: message\r\nid: 1-0\r\ndata: {"é":\r\ndata: 1}\r\n\r\ndata:x\n\n'
     events = []
     for byte in raw.encode():  # one byte at a time: every split, \r\n and UTF-8 included
         events += parser.feed(bytes([byte]))
-    assert events == ['{"é":\n1}', "x"]
+    assert events == [Event('{"é":\n1}', "1-0"), Event("x", "1-0")]
     assert parser.feed(b"data: y\r") == []  # \r may be half of \r\n: not a line end yet
-    assert parser.feed(b"\r\n") == ["y"]
+    assert [event.data for event in parser.feed(b"\r\n")] == ["y"]
 
 
 def test_checker_reports_invalid_messages() -> None:

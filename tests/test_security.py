@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +18,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.client import RpcError, connect
+from tests.client import ModernClient, RpcError, connect
 from tests.jwks import publishing
-from tests.modern import ModernClient, ModernError
 from tests.services import ROOT, Process, bridge_server, free_port
 
 pytestmark = pytest.mark.anyio
 
-TOKENS = "tok-alice-1:alice,tok-alice-2:alice,tok-bob:bob"
 HS_SECRET = "a-test-secret-of-enough-length-for-hs256"
-
-
-@pytest.fixture(scope="module")
-def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    with bridge_server({**env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS}, log_dir, "bridge-tokens") as url:
-        yield url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 async def test_requests_without_a_valid_token_are_401(
@@ -115,7 +101,7 @@ async def test_modern_tasks_are_bound_to_the_principal(token_bridge: str) -> Non
             ("tasks/cancel", {}),
             ("tasks/update", {"inputResponses": {}}),
         ):
-            with pytest.raises(ModernError) as err:
+            with pytest.raises(RpcError) as err:
                 await bob.request(method, {"taskId": created["taskId"], **extra})
             assert err.value.code == -32602
         # The legacy view of the same principal sees it too.

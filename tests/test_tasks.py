@@ -5,11 +5,9 @@ real prefork Celery workers and the real Redis."""
 from __future__ import annotations
 
 import base64
-import os
-import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -21,73 +19,23 @@ from bridge.shared.clients import sync_client
 from bridge.shared.records import TaskStatus
 from bridge.shared.settings import Settings
 from bridge.shared.sync_registry import SyncRegistry
-from tests.client import RawClient, RpcError, connect
-from tests.services import Process, bridge_server, celery_worker
+from tests.client import TERMINAL, RawClient, RpcError, connect, list_all, running_pid
+from tests.services import (
+    Process,
+    bridge_server,
+    celery_worker,
+    eventually,
+    parent_pid,
+    pid_running,
+    pid_state,
+)
 
 pytestmark = pytest.mark.anyio
 
 RELATED_TASK = "io.modelcontextprotocol/related-task"
-TERMINAL = {"completed", "failed", "cancelled"}
-RUNNING = re.compile(r"^running on (\S+) \(pid (\d+)\)$")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-async def eventually(
-    condition: Callable[[], Awaitable[Any]], timeout: float, what: str, every: float = 0.05
-) -> Any:
-    """Await ``condition`` until it returns something truthy; fail after ``timeout`` s."""
-    try:
-        with anyio.fail_after(timeout):
-            while True:
-                value = await condition()
-                if value:
-                    return value
-                await anyio.sleep(every)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
-def pid_state(pid: int) -> str:
-    """The process state letter from /proc ("R", "S", "Z", ...), or "" when there is no such
-    process (it exited and its parent reaped it)."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return ""
-    # The fields after the command name (which is in parentheses) start with state, ppid.
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def pid_running(pid: int) -> bool:
-    """Whether ``pid`` still runs. A terminated child stays a zombie ("Z") until its parent
-    reaps it; Celery's prefork pool sometimes reaps only on its 5 s maintenance timer, but a
-    zombie runs nothing any more."""
-    return pid_state(pid) not in ("", "Z", "X")
-
-
-def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-async def running_pid(client: RawClient, task_id: str, timeout: float = 15) -> int:
-    """The pid of the pool process running ``task_id``, from the "running on <host> (pid N)"
-    status the worker announces when the task starts. The session's stream is replayed from
-    its first event, so a status that was quickly overwritten by progress is still seen."""
-    with anyio.fail_after(timeout):
-        async with client.stream(last_event_id="0-0") as events:
-            async for _, message in events:
-                params = message["params"]
-                if params["taskId"] != task_id:
-                    continue
-                assert params["status"] == "working", params
-                match = RUNNING.match(params.get("statusMessage", ""))
-                if match:
-                    return int(match.group(2))
-    raise AssertionError("the stream ended")
-
-
 async def wait_stopped(pid: int, timeout: float) -> None:
     async def stopped() -> bool:
         return not pid_running(pid)
@@ -99,17 +47,6 @@ async def rpc_error(call: Awaitable[Any]) -> RpcError:
     with pytest.raises(RpcError) as err:
         await call
     return err.value
-
-
-async def list_all(client: RawClient) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = []
-    params: dict[str, Any] = {}
-    while True:
-        page = await client.call("tasks/list", params)
-        tasks.extend(page["tasks"])
-        if "nextCursor" not in page:
-            return tasks
-        params = {"cursor": page["nextCursor"]}
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -129,7 +66,7 @@ async def cancel_running(
     pid."""
     task = await client.create_task(tool, arguments)
     task_id = task["taskId"]
-    pid = await running_pid(client, task_id)
+    _, pid = await running_pid(client, task_id, timeout=15, replay=True)
     assert pid_running(pid)
     assert parent_pid(pid) == worker.popen.pid, "the task should run in a pool child"
     assert (await client.get_task(task_id))["status"] == "working"

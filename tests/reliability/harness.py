@@ -1,18 +1,12 @@
-"""What the fault tests share: a bridge they can kill and bring back on a fixed port (a
-private redis-server is ``tests.services.RedisServer``), and a recorder of a session's GET
-stream that resumes with Last-Event-ID whenever the stream ends or breaks."""
+"""What the fault tests share beyond the processes (``tests.services``: a private
+redis-server, a bridge that can be killed and brought back on its port): a recorder of a
+session's GET stream that resumes with Last-Event-ID whenever the stream ends or breaks,
+and the checks that nothing it recorded was lost or doubled."""
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import re
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
@@ -20,103 +14,8 @@ import anyio.abc
 import httpx
 import redis
 
-from tests.client import RawClient
-from tests.services import Process, free_port, spawn, wait_for
-
-TERMINAL = {"completed", "failed", "cancelled"}
-RUNNING = re.compile(r"^running on (\S+) \(pid (\d+)\)$")
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[Any] | Any], timeout: float, what: str, every: float = 0.05
-) -> Any:
-    """Call (and await) ``condition`` until it returns something truthy; fail after
-    ``timeout`` s."""
-    try:
-        with anyio.fail_after(timeout):
-            while True:
-                value = condition()
-                if inspect.isawaitable(value):
-                    value = await value
-                if value:
-                    return value
-                await anyio.sleep(every)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
-def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-async def running_pid(client: RawClient, task_id: str, timeout: float = 20) -> tuple[str, int]:
-    """(worker node, pid) of the pool process running ``task_id``, from the status message
-    the worker sets when the body starts (kept while a one-step ``sleep`` runs)."""
-
-    async def running() -> tuple[str, int] | None:
-        task = await client.get_task(task_id)
-        match = RUNNING.match(task.get("statusMessage", ""))
-        return (match.group(1), int(match.group(2))) if match else None
-
-    found: tuple[str, int] = await eventually(running, timeout, f"{task_id} to start")
-    return found
-
-
-@dataclass
-class Bridge:
-    """A bridge process that can be SIGKILLed and started again on the same port."""
-
-    env: dict[str, str]
-    log_dir: Path
-    name: str
-    port: int = field(default_factory=free_port)
-    proc: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
-        proc = spawn(self.name, command, self.env, self.log_dir / f"{self.name}.log", append=True)
-        self.proc = proc
-
-        def up() -> bool:
-            if not proc.alive():
-                raise AssertionError(proc.output()[-4000:])
-            try:
-                return httpx.get(self.url, timeout=1).status_code in (400, 405, 406)
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 30, f"{self.name} on port {self.port}", every=0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def output(self) -> str:
-        return self.proc.output() if self.proc is not None else ""
-
-
-@contextlib.contextmanager
-def running_bridge(env: dict[str, str], log_dir: Path, name: str) -> Iterator[Bridge]:
-    bridge = Bridge(env, log_dir, name)
-    bridge.start()
-    try:
-        yield bridge
-    finally:
-        if bridge.proc is not None:
-            bridge.proc.stop()
-        assert "Traceback" not in bridge.output(), bridge.output()[-4000:]
-
-
-def notifications(
-    client: RawClient, last_event_id: str
-) -> contextlib.AbstractAsyncContextManager[AsyncIterator[tuple[str, dict[str, Any]]]]:
-    """The session's GET stream from ``last_event_id`` on (``RawClient.stream``)."""
-    return client.stream(last_event_id)
+from tests.client import TERMINAL, RawClient
+from tests.services import eventually
 
 
 @dataclass(frozen=True)
@@ -155,7 +54,7 @@ class Recorder:
             client = self.clients[self.ends % len(self.clients)]
             with anyio.CancelScope() as self._scope:
                 try:
-                    async with notifications(client, self.last_id) as events:
+                    async with client.stream(self.last_id) as events:
                         self.connects += 1
                         if not started:
                             started = True

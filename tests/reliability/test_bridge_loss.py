@@ -14,18 +14,9 @@ import anyio
 import pytest
 import redis
 
-from tests.client import RawClient, RpcError, connect
-from tests.reliability.harness import (
-    TERMINAL,
-    Bridge,
-    Recorder,
-    assert_exactly_once,
-    eventually,
-    figure_time,
-    running_bridge,
-    stream_ids,
-)
-from tests.services import celery_worker
+from tests.client import TERMINAL, RawClient, RpcError, connect, list_all
+from tests.reliability.harness import Recorder, assert_exactly_once, figure_time, stream_ids
+from tests.services import Bridge, celery_worker, eventually, running_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -50,17 +41,6 @@ async def create_all(
         for i in indices:
             tg.start_soon(one, i)
     return [ids[i] for i in indices]
-
-
-async def list_all(client: RawClient) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = []
-    params: dict[str, Any] = {}
-    while True:
-        page = await client.call("tasks/list", params)
-        tasks += page["tasks"]
-        if "nextCursor" not in page:
-            return tasks
-        params = {"cursor": page["nextCursor"]}
 
 
 @pytest.mark.timeout(120)

@@ -13,16 +13,9 @@ import anyio
 import pytest
 import redis
 
-from tests.client import RpcError, connect
-from tests.reliability.harness import (
-    RUNNING,
-    TERMINAL,
-    Recorder,
-    assert_exactly_once,
-    running_bridge,
-    stream_ids,
-)
-from tests.services import celery_worker
+from tests.client import RUNNING, TERMINAL, RpcError, connect
+from tests.reliability.harness import Recorder, assert_exactly_once, stream_ids
+from tests.services import celery_worker, running_bridge
 
 pytestmark = pytest.mark.anyio
 

@@ -13,16 +13,9 @@ import anyio
 import pytest
 import redis
 
-from tests.client import connect
-from tests.reliability.harness import (
-    RUNNING,
-    TERMINAL,
-    Recorder,
-    eventually,
-    figure_time,
-    running_bridge,
-)
-from tests.services import celery_worker
+from tests.client import RUNNING, TERMINAL, connect
+from tests.reliability.harness import Recorder, figure_time
+from tests.services import celery_worker, eventually, running_bridge
 
 pytestmark = pytest.mark.anyio
 

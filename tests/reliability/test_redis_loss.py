@@ -16,16 +16,9 @@ import httpx
 import pytest
 import redis
 
-from tests.client import ACCEPT, RawClient, RpcError, connect
-from tests.reliability.harness import (
-    TERMINAL,
-    Recorder,
-    eventually,
-    figure_time,
-    notifications,
-    running_bridge,
-)
-from tests.services import RedisServer, celery_worker
+from tests.client import ACCEPT, TERMINAL, RawClient, RpcError, connect
+from tests.reliability.harness import Recorder, figure_time
+from tests.services import RedisServer, celery_worker, eventually, running_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -96,7 +89,7 @@ async def test_redis_going_away_fails_fast_and_everything_recovers(
 
                 async def hold_stream() -> None:
                     # Raises (and fails the test) if the stream breaks instead of ending.
-                    async with notifications(client, "0-0") as events:
+                    async with client.stream("0-0") as events:
                         async for _ in events:
                             stream_open.set()
                     stream_ended.set()

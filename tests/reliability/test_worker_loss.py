@@ -21,34 +21,14 @@ import redis
 from bridge.shared.clients import async_client
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
-from tests.client import RpcError, connect
-from tests.modern import ModernClient
-from tests.reliability.harness import (
-    RUNNING,
-    TERMINAL,
-    eventually,
-    figure_time,
-    parent_pid,
-    running_bridge,
-    running_pid,
-)
-from tests.services import celery_worker
+from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
+from tests.reliability.harness import figure_time
+from tests.services import celery_worker, eventually, parent_pid, running_bridge
 
 pytestmark = pytest.mark.anyio
 
 #: Small lease settings: a dead worker's task must fail within LEASE_S + REAPER_INTERVAL_S.
 LEASE = {"MCP_BRIDGE_LEASE_S": "2", "MCP_BRIDGE_REAPER_INTERVAL_S": "0.2"}
-
-
-async def _modern_running_pid(client: ModernClient, task_id: str) -> tuple[str, int]:
-    """(worker node, pid) of the pool process running a 2026-07-28 task."""
-    with anyio.fail_after(20):
-        while True:
-            task = await client.request("tasks/get", {"taskId": task_id})
-            match = RUNNING.match(task.get("statusMessage", ""))
-            if match:
-                return match.group(1), int(match.group(2))
-            await anyio.sleep(0.05)
 
 
 @pytest.mark.timeout(60)
@@ -96,7 +76,7 @@ async def test_a_killed_pool_child_fails_its_task_naming_the_worker(
                 "tools/call", {"name": "sleep", "arguments": {"seconds": 60, "steps": 1}}
             )
             task_id = created["taskId"]
-            _, child = await _modern_running_pid(stateless, task_id)
+            _, child = await running_pid(stateless, task_id)
             os.kill(child, signal.SIGKILL)
             final = await stateless.wait_status(task_id, TERMINAL, timeout=15)
             assert final["status"] == "failed", final
@@ -142,7 +122,7 @@ async def test_a_killed_worker_fails_its_task_when_the_lease_expires(
             stateless = ModernClient(bridge.url, http)
             sleep = {"name": "sleep", "arguments": {"seconds": 60, "steps": 1}}
             modern_task = (await stateless.request("tools/call", sleep))["taskId"]
-            await _modern_running_pid(stateless, modern_task)
+            await running_pid(stateless, modern_task)
 
             # SIGKILL the worker's whole process group: main process and pool children at once.
             os.killpg(worker.popen.pid, signal.SIGKILL)
