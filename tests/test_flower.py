@@ -17,7 +17,18 @@ import pytest
 import redis
 
 from tests.client import connect
-from tests.services import ROOT, Process, free_port, wait_for
+from tests.services import (
+    ROOT,
+    Process,
+    RedisServer,
+    bridge_server,
+    celery_worker,
+    free_port,
+    wait_for,
+)
+from tests.services import (
+    test_env as deployment_env,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -167,3 +178,38 @@ async def test_flower_asks_for_a_password(flower: str) -> None:
         for path in ("/", "/api/tasks", "/api/workers"):
             assert (await http.get(flower + path)).status_code == 401, path
         assert (await http.get(flower + "/healthcheck")).status_code == 200
+
+
+async def test_flower_shows_progress_and_the_end_of_a_cancelled_task(
+    bridge: str, flower: str
+) -> None:
+    async with connect(bridge) as client, httpx.AsyncClient(timeout=10, auth=FLOWER_LOGIN) as http:
+        await _workers_known(http, flower)
+        created = await client.create_task("sleep", {"seconds": 30, "steps": 60})
+        # While it runs: PROGRESS, with the progress where the task page shows it (result).
+        running = await _flower_row(http, flower, created["taskId"], "PROGRESS")
+        assert "step " in str(running["result"]), running
+        await client.call("tasks/cancel", {"taskId": created["taskId"]})
+        # Celery ranks REVOKED below a custom state: the worker says CANCELLED instead.
+        cancelled = await _flower_row(http, flower, created["taskId"], "CANCELLED")
+        assert (await client.get_task(created["taskId"]))["status"] == "cancelled"
+        assert cancelled["name"] == "mcp.sleep"
+
+
+async def test_flower_shows_a_task_cancelled_while_no_worker_ran_as_cancelled(
+    flower: str, redis_server: RedisServer, log_dir: Path
+) -> None:
+    # A deployment of its own (prefix, queue) on the run's Redis, which Flower watches: its
+    # task is cancelled before any worker runs, so no worker hears the revoke.
+    env = deployment_env(redis_server.url)
+    async with httpx.AsyncClient(timeout=10, auth=FLOWER_LOGIN) as http:
+        with bridge_server(env, log_dir, "bridge-flower") as url:
+            async with connect(url) as client:
+                created = await client.create_task("echo", {"text": "never"})
+                await client.call("tasks/cancel", {"taskId": created["taskId"]})
+                # The worker that comes later takes the message and drops it (the registry
+                # says cancelled): Flower must not show it STARTED for ever.
+                with celery_worker(env, log_dir, concurrency=1, name="flower-late"):
+                    row = await _flower_row(http, flower, created["taskId"], "CANCELLED")
+                assert (await client.get_task(created["taskId"]))["status"] == "cancelled"
+        assert row["name"] == "mcp.echo"

@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from bridge.shared.records import TaskStatus
-from workers import runtime
+from workers import monitor, runtime
 
 
 class TaskCancelled(Ignore):
@@ -161,14 +161,8 @@ class ToolContext:
         )
 
     def _flower_event(self, done: float, total: float | None, text: str) -> None:
-        # Flower shows a task-<x> event as state X: here PROGRESS, with these fields.
         assert self.celery_task is not None
-        try:
-            self.celery_task.send_event(
-                "task-progress", mcp_task_id=self.task_id, done=done, total=total, message=text
-            )
-        except Exception:  # the broker's problem must not fail the tool
-            log.warning("could not send the progress event of %s", self.task_id, exc_info=True)
+        monitor.progress(self.celery_task, done, total, text)
 
 
 _current: ContextVar[ToolContext | None] = ContextVar("mcp_tool_context", default=None)

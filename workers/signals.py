@@ -24,7 +24,7 @@ from celery.signals import task_failure, task_revoked, task_unknown
 
 from bridge.shared.errors import BridgeError, ToolFailed, execution_error
 from bridge.shared.records import TaskStatus
-from workers import runtime
+from workers import monitor, runtime
 from workers.tools import error_result, failure_message
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def _on_failure(
 
 @task_revoked.connect
 def _on_revoked(
+    sender: Task[Any, Any] | None = None,
     request: Any = None,
     terminated: bool = False,
     signum: Any = None,
@@ -126,6 +127,10 @@ def _on_revoked(
     else:
         message = "cancelled before it ran"
     _move(request, TaskStatus.CANCELLED, message)
+    if sender is not None and _ids(request) is not None and getattr(request, "id", None):
+        # Celery's REVOKED ranks below a PROGRESS the task showed (``workers.monitor``).
+        hostname = getattr(request, "hostname", None) or "unknown worker"
+        monitor.cancelled(sender.app, str(request.id), str(hostname), message)
 
 
 @task_unknown.connect

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from bridge.shared.errors import ToolFailed, execution_error
 from bridge.shared.records import TaskStatus
 from bridge.shared.results import tool_error
-from workers import context, runtime
+from workers import context, monitor, runtime
 from workers.app import app
 from workers.lease import Heartbeat
 
@@ -256,6 +256,7 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         # Cancelled (or expired) while queued, or already failed by the reaper before a late-
         # acked message came back: a cancel must not depend on a worker having heard the
         # revoke broadcast, so the worker checks the registry itself.
+        monitor.ended(task, status, "dropped: the task had ended before this run")
         raise Ignore()
     if busy:
         _defer(task)
@@ -269,13 +270,16 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
             error=execution_error("worker_lost", message, runs=runs - 1),
             log_level=logging.WARNING,
         )
+        monitor.ended(task, TaskStatus.FAILED, message)
         raise Ignore()
     token = context._current.set(context.ToolContext(task_id, owner, declared.name, task))
     try:
         with Heartbeat(registry, task_id, settings.lease_s):
             result = to_call_tool_result(declared.call(arguments))
-    except Ignore:
-        raise  # a cancel the body noticed (``TaskCancelled``)
+    except Ignore as exc:
+        if isinstance(exc, context.TaskCancelled):  # a cancel the body noticed
+            monitor.ended(task, TaskStatus.CANCELLED, "cancelled: the tool stopped at its check")
+        raise
     except SoftTimeLimitExceeded:
         limit = task.soft_time_limit or settings.tool_time_limit_s
         message = f"stopped: the tool ran longer than its time limit ({limit:g} s)"
