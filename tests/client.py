@@ -14,6 +14,7 @@ import httpx
 from httpx_sse import EventSource
 
 from tests import schema
+from tests.inproc import async_transport
 
 ACCEPT = "application/json, text/event-stream"
 
@@ -170,7 +171,9 @@ async def connect(
     capabilities: dict[str, Any] | None = None,
 ) -> AsyncIterator[RawClient]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+    # An in-process app (the fast tier) is reached through its transport, by its URL.
+    transport = async_transport(url)
+    async with httpx.AsyncClient(timeout=30, headers=headers, transport=transport) as http:
         client = RawClient(url, http)
         await client.initialize(version, capabilities)
         yield client

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.inline import InlineWorker, inline_worker
+from tests.inproc import AppServer, app_server, settings_of
 from tests.services import (
     Process,
     RedisServer,
@@ -84,3 +86,50 @@ def bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]
 def bridge_b(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
     with bridge_server(env, log_dir, "bridge-b") as url:
         yield url
+
+
+# -- the fast tier: the app and the tool calls in this process (tests.inproc, tests.inline) --
+
+#: Fixtures that start a process: a test that uses one is not on the fast tier.
+PROCESS_FIXTURES = frozenset({"worker", "bridge", "bridge_b", "own_redis"})
+
+
+@pytest.fixture(scope="session")
+def fast_env(redis_server: RedisServer) -> dict[str, str]:
+    """The settings of the in-process bridge and worker: the run's Redis, with a key prefix
+    and a queue of their own (no worker process consumes it)."""
+    return test_env(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def inline(fast_env: dict[str, str]) -> Iterator[InlineWorker]:
+    with inline_worker(settings_of(fast_env)) as runner:
+        yield runner
+
+
+@pytest.fixture(scope="session")
+def inproc(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[AppServer]:
+    """The bridge's app served in this process; tools run inline."""
+    with app_server(settings_of(fast_env), log_dir / "inproc.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fast_bridge(inproc: AppServer) -> str:
+    """What ``bridge`` is to the process tier: the MCP endpoint's URL (``tests.client``
+    reaches it in-process; an httpx client of one's own takes ``tests.inproc``'s
+    transports)."""
+    return inproc.url
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Before ``-m`` selects: a test on the in-process app is on the fast tier whatever its
+    # module says, and a test marked fast (a unit test has no fixture to tell) starts no
+    # process fixture.
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "inproc" in fixtures:
+            item.add_marker(pytest.mark.fast)
+        if item.get_closest_marker("fast") is not None and fixtures & PROCESS_FIXTURES:
+            raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a process")
