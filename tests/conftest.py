@@ -115,6 +115,18 @@ def inproc(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Ite
 
 
 @pytest.fixture(scope="session")
+def inproc_b(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[AppServer]:
+    """A second app on the same registry, as ``bridge_b`` is a second bridge process."""
+    with app_server(settings_of(fast_env), log_dir / "inproc-b.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fast_bridge_b(inproc_b: AppServer) -> str:
+    return inproc_b.url
+
+
+@pytest.fixture(scope="session")
 def fast_bridge(inproc: AppServer) -> str:
     """What ``bridge`` is to the process tier: the MCP endpoint's URL (``tests.client``
     reaches it in-process; an httpx client of one's own takes ``tests.inproc``'s
@@ -129,7 +141,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # process fixture.
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if "inproc" in fixtures:
+        if fixtures & {"inproc", "inline"}:
             item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("fast") is not None and fixtures & PROCESS_FIXTURES:
             raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a process")

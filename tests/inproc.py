@@ -123,14 +123,20 @@ def app_server(settings: Settings, log: Path) -> Iterator[AppServer]:
 
 
 def async_transport(url: str) -> httpx.AsyncBaseTransport | None:
-    """The in-process transport to the app served at ``url``, None for a real address."""
-    server = _servers.get(httpx.URL(url).netloc.decode())
-    return None if server is None else AsyncTransport(server)
+    """The in-process transport when ``url`` is an app served here, else None (httpx's own,
+    for a real address)."""
+    return AsyncTransport() if httpx.URL(url).netloc.decode() in _servers else None
 
 
 def sync_transport(url: str) -> httpx.BaseTransport | None:
-    server = _servers.get(httpx.URL(url).netloc.decode())
-    return None if server is None else SyncTransport(server)
+    return SyncTransport() if httpx.URL(url).netloc.decode() in _servers else None
+
+
+def _server(request: httpx.Request) -> AppServer:
+    server = _servers.get(request.url.netloc.decode())
+    if server is None:
+        raise httpx.ConnectError(f"no app served in-process at {request.url}", request=request)
+    return server
 
 
 class _Exchange:
@@ -233,8 +239,7 @@ def _response(request: httpx.Request, first: object, stream: Any) -> httpx.Respo
 
 
 class AsyncTransport(httpx.AsyncBaseTransport):
-    def __init__(self, server: AppServer) -> None:
-        self.server = server
+    """To whichever in-process app serves the request's host and port."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
@@ -247,7 +252,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(items.put_nowait, item)
 
-        exchange = _Exchange(self.server, request, body, emit)
+        exchange = _Exchange(_server(request), request, body, emit)
         try:
             first = await asyncio.wait_for(items.get(), START_TIMEOUT_S)
             response = _response(request, first, _AsyncBody(exchange, items, request))
@@ -289,14 +294,13 @@ class _AsyncBody(httpx.AsyncByteStream):
 
 
 class SyncTransport(httpx.BaseTransport):
-    def __init__(self, server: AppServer) -> None:
-        self.server = server
+    """To whichever in-process app serves the request's host and port."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)
         body = list(request.stream)
         items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        exchange = _Exchange(self.server, request, body, items.put)
+        exchange = _Exchange(_server(request), request, body, items.put)
         try:
             first = items.get(timeout=START_TIMEOUT_S)
             response = _response(request, first, _SyncBody(exchange, items, request))
@@ -335,3 +339,11 @@ class _SyncBody(httpx.SyncByteStream):
             return
         self.exchange.cancel()
         ended.result(timeout=CLOSE_GRACE_S)
+
+
+def sdk_http() -> httpx.AsyncClient:
+    """An httpx client for the MCP SDK's ``streamable_http_client`` (``http_client=``) that
+    reaches the in-process apps, with the long read timeout the SDK's own client has."""
+    return httpx.AsyncClient(
+        transport=AsyncTransport(), follow_redirects=True, timeout=httpx.Timeout(30, read=300)
+    )
