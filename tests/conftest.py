@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings
 
 from tests.inline import InlineWorker, inline_worker
 from tests.inproc import AppServer, app_server, settings_of
@@ -132,6 +133,14 @@ def fast_bridge(inproc: AppServer) -> str:
     reaches it in-process; an httpx client of one's own takes ``tests.inproc``'s
     transports)."""
     return inproc.url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A developer's loop (``pytest -m fast`` alone) runs a fifth of each property's examples;
+    # the whole suite runs them all. ``--hypothesis-profile`` chooses otherwise.
+    settings.register_profile("fast", max_examples=20)
+    if config.getoption("markexpr") == "fast" and not config.getoption("hypothesis_profile"):
+        settings.load_profile("fast")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -35,7 +35,7 @@ from workers.app import app, celery_config
 log = logging.getLogger(__name__)
 
 #: How long a consumer blocks on the queue before it looks at its stop flag again.
-POLL_S = 0.2
+POLL_S = 0.5
 
 
 def configure(settings: Settings) -> None:
@@ -72,9 +72,10 @@ def configure(settings: Settings) -> None:
 
 class InlineWorker:
     """``concurrency`` consumer threads on ``settings.queue``, each running one call at a
-    time (prefetch 1, as the real workers are configured)."""
+    time (prefetch 1, as the real workers are configured). Many: the tests of a session share
+    them, and a tool waiting for an answer or a cancel holds its thread meanwhile."""
 
-    def __init__(self, settings: Settings, concurrency: int = 4) -> None:
+    def __init__(self, settings: Settings, concurrency: int = 16) -> None:
         self.settings = settings
         self.concurrency = concurrency
         self.hostname = f"inline@{socket.gethostname()}"
@@ -153,7 +154,7 @@ def _seconds_until(eta: str | None) -> float:
 
 
 @contextlib.contextmanager
-def inline_worker(settings: Settings, concurrency: int = 4) -> Iterator[InlineWorker]:
+def inline_worker(settings: Settings, concurrency: int = 16) -> Iterator[InlineWorker]:
     worker = InlineWorker(settings, concurrency)
     worker.start()
     try:

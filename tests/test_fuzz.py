@@ -79,9 +79,11 @@ EXCEPTION_TEXT = re.compile(
 
 def fuzz(examples: int) -> settings:
     """The settings of every property here: ``examples`` requests, no deadline (a request
-    to a real server, some through a worker), fixtures shared by all examples of a test."""
+    to a real server, some through a worker), fixtures shared by all examples of a test.
+    The count scales with the active Hypothesis profile's ``max_examples`` (100, all of
+    them, by default; ``pytest -m fast`` alone takes a fifth: tests/conftest.py)."""
     return settings(
-        max_examples=examples,
+        max_examples=max(10, examples * settings.default.max_examples // 100),
         deadline=None,
         suppress_health_check=[
             HealthCheck.function_scoped_fixture,

@@ -3,6 +3,7 @@ per minute, argument size, maximum TTL (the body size limit is in test_transport
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,9 @@ async def test_tasks_in_flight_per_owner(limited: str) -> None:
         assert third["status"] == "working"
         for task in (await client.call("tasks/list"))["tasks"]:
             if task["status"] == "working":
-                await client.call("tasks/cancel", {"taskId": task["taskId"]})
+                # A task may end between the list and the cancel (inline, the echo does).
+                with contextlib.suppress(RpcError):
+                    await client.call("tasks/cancel", {"taskId": task["taskId"]})
 
 
 async def test_the_stateless_era_answers_429(limited: str) -> None:
