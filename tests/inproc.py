@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
@@ -24,6 +25,7 @@ import httpx
 from starlette.types import Message
 
 from bridge.app import create_app
+from bridge.shared import logs
 from bridge.shared.settings import Settings
 from tests.services import free_port
 
@@ -54,10 +56,17 @@ _END = object()
 Emit = Callable[[object], None]
 
 
+#: The app whose loop (or worker thread, which anyio gives a copy of the context) runs.
+_serving: contextvars.ContextVar[AppServer | None] = contextvars.ContextVar(
+    "inproc_serving", default=None
+)
+
+
 class AppServer:
-    """The app of ``settings`` served on a loop thread, at ``url`` for ``transport_for``.
-    Its log (records of its loop thread, and what escapes the app, as uvicorn would log it)
-    goes to ``log``, so tests read it as they read a bridge process's log file."""
+    """The app of ``settings`` served on a loop thread, at ``url`` (``async_transport`` and
+    ``sync_transport`` reach it). Its log goes to ``log`` as a bridge process writes it
+    (``--log-level info``, the bridge's format): the records the app's own code emits, and
+    what escapes the app, as uvicorn would log it."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
@@ -66,15 +75,20 @@ class AppServer:
         self.url = f"http://127.0.0.1:{free_port()}/mcp"
         self.netloc = httpx.URL(self.url).netloc.decode()
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: The loop's context, which each request's task starts from.
+        self.context = contextvars.Context()
         self._stop: asyncio.Event | None = None
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name=f"app-{self.netloc}", daemon=True)
         self._handler = logging.FileHandler(log, encoding="utf-8")
-        self._handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        self._handler.addFilter(lambda record: record.thread == self._thread.ident)
+        self._handler.setFormatter(logs.formatter(settings.log_format, self._handler.stream))
+        self._handler.addFilter(logs.no_results)
+        self._handler.addFilter(lambda record: _serving.get() is self)
+        self._level = logging.getLogger("bridge").level
 
     def start(self) -> None:
         logging.getLogger().addHandler(self._handler)
+        logging.getLogger("bridge").setLevel(logging.INFO)
         self._thread.start()
         self._ready.result(timeout=30)
         _servers[self.netloc] = self
@@ -84,6 +98,7 @@ class AppServer:
         if self.loop is not None and self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
+        logging.getLogger("bridge").setLevel(self._level)
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
 
@@ -99,6 +114,8 @@ class AppServer:
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        _serving.set(self)
+        self.context = contextvars.copy_context()
         try:
             async with self.app.router.lifespan_context(self.app):
                 self._ready.set_result(None)
@@ -157,7 +174,9 @@ class _Exchange:
         self.loop.call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
-        self.task = self.loop.create_task(self._run())
+        # From the app's context, not the calling thread's (``call_soon_threadsafe`` copies
+        # that one).
+        self.task = self.loop.create_task(self._run(), context=self.server.context.copy())
         self.task.add_done_callback(lambda _: self.ended.set_result(None))
 
     async def _run(self) -> None:
