@@ -136,9 +136,9 @@ def fast_bridge(inproc: AppServer) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # A developer's loop (``pytest -m fast`` alone) runs a fifth of each property's examples;
+    # A developer's loop (``pytest -m fast`` alone) runs a tenth of each property's examples;
     # the whole suite runs them all. ``--hypothesis-profile`` chooses otherwise.
-    settings.register_profile("fast", max_examples=20)
+    settings.register_profile("fast", max_examples=10)
     if config.getoption("markexpr") == "fast" and not config.getoption("hypothesis_profile"):
         settings.load_profile("fast")
 

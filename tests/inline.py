@@ -72,10 +72,11 @@ def configure(settings: Settings) -> None:
 
 class InlineWorker:
     """``concurrency`` consumer threads on ``settings.queue``, each running one call at a
-    time (prefetch 1, as the real workers are configured). Many: the tests of a session share
-    them, and a tool waiting for an answer or a cancel holds its thread meanwhile."""
+    time (prefetch 1, as the real workers are configured). No more than the owner's share
+    (``max_running_per_owner``, 4 by default): a worker defers an owner's call beyond it,
+    a Celery retry each time, which one owner's burst of calls would turn into a loop."""
 
-    def __init__(self, settings: Settings, concurrency: int = 16) -> None:
+    def __init__(self, settings: Settings, concurrency: int = 4) -> None:
         self.settings = settings
         self.concurrency = concurrency
         self.hostname = f"inline@{socket.gethostname()}"
@@ -154,7 +155,7 @@ def _seconds_until(eta: str | None) -> float:
 
 
 @contextlib.contextmanager
-def inline_worker(settings: Settings, concurrency: int = 16) -> Iterator[InlineWorker]:
+def inline_worker(settings: Settings, concurrency: int = 4) -> Iterator[InlineWorker]:
     worker = InlineWorker(settings, concurrency)
     worker.start()
     try:

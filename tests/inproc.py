@@ -131,12 +131,16 @@ _servers: dict[str, AppServer] = {}
 
 @contextlib.contextmanager
 def app_server(settings: Settings, log: Path) -> Iterator[AppServer]:
+    """Serve the app, and at the end check its log holds no traceback (as
+    ``tests.services.bridge_server`` checks a bridge process's)."""
     server = AppServer(settings, log)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, text[-4000:]
 
 
 def async_transport(url: str) -> httpx.AsyncBaseTransport | None:
