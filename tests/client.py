@@ -21,6 +21,7 @@ import httpx
 from bridge import messages
 from bridge.messages import ACCEPT, RpcError, header_value
 from tests import schema
+from tests.inproc import async_transport
 from tests.services import eventually
 
 __all__ = [
@@ -291,7 +292,9 @@ async def connect(
 ) -> AsyncIterator[RawClient]:
     """An initialized 2025-11-25 session on ``url``."""
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+    # An in-process app (the fast tier) is reached through its transport, by its URL.
+    transport = async_transport(url)
+    async with httpx.AsyncClient(timeout=30, headers=headers, transport=transport) as http:
         client = RawClient(url, http)
         await client.initialize(version, capabilities)
         yield client

@@ -6,7 +6,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from hypothesis import settings
 
+from tests.inline import InlineWorker, inline_worker
+from tests.inproc import AppServer, AsyncTransport, app_server, settings_of
 from tests.services import (
     Process,
     RedisServer,
@@ -90,14 +93,83 @@ def bridge_b(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[st
         yield url
 
 
+# -- the fast tier: the app and the tool calls in this process (tests.inproc, tests.inline) --
+
+#: Fixtures that start a process: a test that uses one is not on the fast tier.
+PROCESS_FIXTURES = frozenset({"worker", "bridge", "bridge_b", "own_redis"})
+
+
 @pytest.fixture(scope="session")
-def token_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    """A bridge that asks for a bearer token (one of ``TOKENS``)."""
-    with bridge_server({**env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS}, log_dir, "bridge-tokens") as url:
-        yield url
+def fast_env(redis_server: RedisServer) -> dict[str, str]:
+    """The settings of the in-process bridge and worker: the run's Redis, with a key prefix
+    and a queue of their own (no worker process consumes it)."""
+    return test_env(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def inline(fast_env: dict[str, str]) -> Iterator[InlineWorker]:
+    with inline_worker(settings_of(fast_env)) as runner:
+        yield runner
+
+
+@pytest.fixture(scope="session")
+def inproc(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[AppServer]:
+    """The bridge's app served in this process; tools run inline."""
+    with app_server(settings_of(fast_env), log_dir / "inproc.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def inproc_b(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[AppServer]:
+    """A second app on the same registry, as ``bridge_b`` is a second bridge process."""
+    with app_server(settings_of(fast_env), log_dir / "inproc-b.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fast_bridge_b(inproc_b: AppServer) -> str:
+    return inproc_b.url
+
+
+@pytest.fixture(scope="session")
+def fast_bridge(inproc: AppServer) -> str:
+    """What ``bridge`` is to the process tier: the MCP endpoint's URL (``tests.client``
+    reaches it in-process; an httpx client of one's own takes ``tests.inproc``'s
+    transports)."""
+    return inproc.url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A developer's loop (``pytest -m fast`` alone) runs a tenth of each property's examples;
+    # the whole suite runs them all. ``--hypothesis-profile`` chooses otherwise.
+    settings.register_profile("fast", max_examples=10)
+    if config.getoption("markexpr") == "fast" and not config.getoption("hypothesis_profile"):
+        settings.load_profile("fast")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Before ``-m`` selects: a test on the in-process app is on the fast tier whatever its
+    # module says, and a test marked fast (a unit test has no fixture to tell) starts no
+    # process fixture.
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"inproc", "inline"}:
+            item.add_marker(pytest.mark.fast)
+        if item.get_closest_marker("fast") is not None and fixtures & PROCESS_FIXTURES:
+            raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a process")
+
+
+@pytest.fixture(scope="session")
+def token_bridge(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[str]:
+    """An in-process bridge that asks for a bearer token (one of ``TOKENS``)."""
+    settings = settings_of({**fast_env, "MCP_BRIDGE_AUTH_TOKENS": TOKENS})
+    with app_server(settings, log_dir / "bridge-tokens.log") as server:
+        yield server.url
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
+    """A client of in-process apps and bridge processes alike."""
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as client:
         yield client

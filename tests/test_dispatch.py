@@ -30,7 +30,8 @@ from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
 from tests import schema
 from tests.client import connect
-from tests.services import Process, RedisServer, bridge_server, celery_worker
+from tests.inline import InlineWorker
+from tests.services import RedisServer, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -91,6 +92,7 @@ async def parts(settings: Settings, *, private_keys: bool = True) -> AsyncIterat
         await client.aclose()
 
 
+@pytest.mark.fast
 async def test_the_inline_message_is_the_one_celery_would_publish(settings: Settings) -> None:
     publisher = Publisher(settings)
     client = redis.Redis.from_url(settings.redis_url)
@@ -112,6 +114,7 @@ async def test_the_inline_message_is_the_one_celery_would_publish(settings: Sett
     assert ours["body"][1]["arguments"] == ARGUMENTS
 
 
+@pytest.mark.fast
 def test_celerys_own_broker_setting_turns_the_inline_path_off(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +128,7 @@ def test_celerys_own_broker_setting_turns_the_inline_path_off(
         publisher.close()
 
 
+@pytest.mark.fast
 async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
     limited = settings.model_copy(update={"max_inflight_per_owner": 1})
     async with parts(limited) as p:
@@ -153,6 +157,7 @@ async def test_another_broker_gets_the_call_through_celery(
     assert result["content"][0]["text"] == "via celery"
 
 
+@pytest.mark.fast
 async def test_a_retried_create_queues_its_message_once(settings: Settings) -> None:
     # redis-py retries a script whose reply was lost to a dropped connection: the second
     # run must find the first one's work done, not queue the call again.
@@ -165,9 +170,12 @@ async def test_a_retried_create_queues_its_message_once(settings: Settings) -> N
 
 
 @pytest.mark.timeout(60)
-async def test_a_call_no_worker_knows_fails_its_task(env: dict[str, str], worker: Process) -> None:
+async def test_a_call_no_worker_knows_fails_its_task(
+    fast_env: dict[str, str], inline: InlineWorker
+) -> None:
     # A bridge that declares a tool its workers lack (a rolling deploy): the worker rejects
     # the unknown Celery task, and the MCP task must fail rather than stay "working".
+    env = fast_env
     settings = Settings(
         redis_url=env["MCP_BRIDGE_REDIS_URL"],
         queue=env["MCP_BRIDGE_QUEUE"],
@@ -189,6 +197,7 @@ async def test_a_call_no_worker_knows_fails_its_task(env: dict[str, str], worker
         schema.check_modern("DetailedTask", view)
 
 
+@pytest.mark.fast
 @pytest.mark.timeout(60)
 async def test_a_call_that_cannot_be_queued_fails_with_an_error(settings: Settings) -> None:
     # A broker nobody listens on: the record exists first, then the publish fails.

@@ -1,7 +1,8 @@
 """What a caller may reach or learn that is not its own (issue 15, items 7 to 11): another
 session's tasks by id, sub-keys and timing behind a task id, control characters into logs
 and the operator's tables, unbounded streams and listen ids, Redis's and the broker's own
-error texts, probes read through any Host, and sessions kept alive by refused requests."""
+error texts, probes read through any Host, and sessions kept alive by refused requests. On
+in-process apps (the fast tier)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import pytest
 import redis
 
 from tests.client import ACCEPT, ModernClient, RawClient, RpcError, connect
-from tests.services import Process, bridge_server, free_port
+from tests.inline import InlineWorker
+from tests.inproc import AppServer, AsyncTransport, app_server, settings_of
+from tests.services import free_port
 from tests.test_admin import cli
 
 pytestmark = pytest.mark.anyio
@@ -47,13 +50,13 @@ def _modern_with_session(
 
 # -- item 7: a session's task is not reachable statelessly by its id alone -------------------
 async def test_a_session_task_is_not_reachable_by_a_stateless_caller(
-    bridge: str, http: httpx.AsyncClient, redis_client: redis.Redis, env: dict[str, str]
+    fast_bridge: str, http: httpx.AsyncClient, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    stranger = ModernClient(bridge, http)
-    async with connect(bridge, capabilities=ELICITATION) as owner:
+    stranger = ModernClient(fast_bridge, http)
+    async with connect(fast_bridge, capabilities=ELICITATION) as owner:
         task_id = await _asking_task(owner)
         key = next(
-            iter(redis_client.hkeys(f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}:inputs"))
+            iter(redis_client.hkeys(f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}:inputs"))
         )
         # Every way in, from a stateless request without the session: "not found".
         for method, params in (
@@ -85,11 +88,11 @@ async def test_a_session_task_is_not_reachable_by_a_stateless_caller(
 
 
 # -- item 8: the id's form is checked, and the owner before the record -----------------------
-async def test_a_sub_key_shaped_id_is_not_found(bridge: str, http: httpx.AsyncClient) -> None:
-    modern = ModernClient(bridge, http)
+async def test_a_sub_key_shaped_id_is_not_found(fast_bridge: str, http: httpx.AsyncClient) -> None:
+    modern = ModernClient(fast_bridge, http)
     async with (
-        connect(bridge, capabilities=ELICITATION) as owner,
-        connect(bridge) as other,
+        connect(fast_bridge, capabilities=ELICITATION) as owner,
+        connect(fast_bridge) as other,
     ):
         asking = await _asking_task(owner)
         quiet = await owner.create_task("echo", {"text": "hi"})
@@ -109,9 +112,9 @@ async def test_a_sub_key_shaped_id_is_not_found(bridge: str, http: httpx.AsyncCl
 
 
 async def test_another_owners_task_answers_as_fast_as_an_unknown_one(
-    bridge: str, http: httpx.AsyncClient
+    fast_bridge: str, http: httpx.AsyncClient
 ) -> None:
-    async with connect(bridge) as owner, connect(bridge) as other:
+    async with connect(fast_bridge) as owner, connect(fast_bridge) as other:
         # A large record: reading all of it before the owner check took measurably longer.
         big = await owner.create_task("blob", {"size": 3_000_000})
         await owner.wait_status(big["taskId"], {"completed"}, 30)
@@ -136,13 +139,14 @@ async def test_another_owners_task_answers_as_fast_as_an_unknown_one(
 
 # -- item 9: control characters never reach a terminal raw -----------------------------------
 @pytest.fixture(scope="module")
-def text_bridge(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
-    with bridge_server({**env, "MCP_BRIDGE_LOG_FORMAT": "text"}, log_dir, "bridge-text") as url:
-        yield url
+def text_bridge(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[str]:
+    settings = settings_of({**fast_env, "MCP_BRIDGE_LOG_FORMAT": "text"})
+    with app_server(settings, log_dir / "bridge-text.log") as server:
+        yield server.url
 
 
 async def test_control_characters_are_escaped_in_text_logs_and_tables(
-    text_bridge: str, http: httpx.AsyncClient, env: dict[str, str], log_dir: Path
+    text_bridge: str, http: httpx.AsyncClient, fast_env: dict[str, str], log_dir: Path
 ) -> None:
     client = RawClient(text_bridge, http)
     response = await client.post(
@@ -170,7 +174,7 @@ async def test_control_characters_are_escaped_in_text_logs_and_tables(
     assert not [c for c in RAW_CONTROLS if c in text], "raw control characters in the log"
     assert "\\x1b[2J" in text  # escaped, still readable
 
-    table = await cli(env, "sessions", "list", "--limit", "0")
+    table = await cli(fast_env, "sessions", "list", "--limit", "0")
     assert table.returncode == 0, table.stderr
     assert client.session_id[:8] in table.stdout
     found = [c for c in RAW_CONTROLS if c in table.stdout]
@@ -179,18 +183,22 @@ async def test_control_characters_are_escaped_in_text_logs_and_tables(
 
 
 # -- item 10: bounded streams per session and ids per listen ---------------------------------
-async def test_get_streams_per_session_are_capped(bridge: str, http: httpx.AsyncClient) -> None:
-    async with connect(bridge) as client, connect(bridge) as neighbour:
+async def test_get_streams_per_session_are_capped(
+    fast_bridge: str, http: httpx.AsyncClient
+) -> None:
+    async with connect(fast_bridge) as client, connect(fast_bridge) as neighbour:
         headers = client.headers(Accept="text/event-stream")
         headers.pop("Content-Type")
         async with AsyncExitStack() as stack:
             for _ in range(10):  # the default MAX_STREAMS_PER_SESSION
                 response = await stack.enter_async_context(
-                    http.stream("GET", bridge, headers=headers, timeout=httpx.Timeout(5, read=None))
+                    http.stream(
+                        "GET", fast_bridge, headers=headers, timeout=httpx.Timeout(5, read=None)
+                    )
                 )
                 assert response.status_code == 200
             async with http.stream(
-                "GET", bridge, headers=headers, timeout=httpx.Timeout(5, read=None)
+                "GET", fast_bridge, headers=headers, timeout=httpx.Timeout(5, read=None)
             ) as refused:
                 assert refused.status_code == 429, "an 11th stream was opened"
                 assert json.loads(await refused.aread())["error"]["code"] == -32000
@@ -200,7 +208,7 @@ async def test_get_streams_per_session_are_capped(bridge: str, http: httpx.Async
         with anyio.fail_after(10):
             while True:
                 async with http.stream(
-                    "GET", bridge, headers=headers, timeout=httpx.Timeout(5, read=None)
+                    "GET", fast_bridge, headers=headers, timeout=httpx.Timeout(5, read=None)
                 ) as response:
                     if response.status_code == 200:
                         break
@@ -208,12 +216,12 @@ async def test_get_streams_per_session_are_capped(bridge: str, http: httpx.Async
 
 
 async def test_listen_ids_are_capped_and_looked_up_at_once(
-    bridge: str, http: httpx.AsyncClient, log_dir: Path
+    fast_bridge: str, http: httpx.AsyncClient, inproc: AppServer
 ) -> None:
-    modern = ModernClient(bridge, http)
+    modern = ModernClient(fast_bridge, http)
     too_many = {"notifications": {"taskIds": [f"{i:032d}" for i in range(101)]}}
     body, headers = modern.build("subscriptions/listen", too_many)
-    async with http.stream("POST", bridge, json=body, headers=headers) as response:
+    async with http.stream("POST", fast_bridge, json=body, headers=headers) as response:
         assert response.headers["content-type"] == "application/json", "a stream was opened"
         error = json.loads(await response.aread())["error"]
     assert error["code"] == -32602
@@ -224,11 +232,11 @@ async def test_listen_ids_are_capped_and_looked_up_at_once(
         "subscriptions/listen", {"notifications": {"taskIds": [f"{i:032d}" for i in range(100)]}}
     )
     body["id"] = request_id = f"listen-{time.time_ns()}"
-    async with http.stream("POST", bridge, json=body, headers=headers) as response:
+    async with http.stream("POST", fast_bridge, json=body, headers=headers) as response:
         assert response.status_code == 200
 
     def audit_lines() -> list[dict[str, Any]]:
-        lines = (log_dir / "bridge-a.log").read_text().splitlines()
+        lines = inproc.log.read_text().splitlines()
         entries = [json.loads(line) for line in lines if "task.lookup_failed" in line]
         return [e for e in entries if e.get("request") == request_id]
 
@@ -241,12 +249,12 @@ async def test_listen_ids_are_capped_and_looked_up_at_once(
 
 # -- item 11: no internal error texts, probes behind the Host check, no renewal by a 404 -----
 async def test_redis_error_texts_do_not_reach_clients(
-    bridge: str, redis_client: redis.Redis, env: dict[str, str]
+    fast_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    async with connect(bridge) as client:
+    async with connect(fast_bridge) as client:
         # A key of the wrong type where the create script counts this owner's creations:
         # Redis answers WRONGTYPE inside a script, with the script's sha and line.
-        prefix, owner = env["MCP_BRIDGE_KEY_PREFIX"], f"session:{client.session_id}"
+        prefix, owner = fast_env["MCP_BRIDGE_KEY_PREFIX"], f"session:{client.session_id}"
         minute = int(time.time() // 60)
         for m in (minute, minute + 1):
             redis_client.hset(f"{prefix}:owner:{owner}:rate:{m}", "x", "1")
@@ -257,12 +265,12 @@ async def test_redis_error_texts_do_not_reach_clients(
 
 
 async def test_broker_error_texts_do_not_reach_clients(
-    env: dict[str, str], log_dir: Path, worker: Process
+    fast_env: dict[str, str], log_dir: Path, inline: InlineWorker
 ) -> None:
     port = free_port()  # nothing listens there
-    broken = {**env, "MCP_BRIDGE_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
-    with bridge_server(broken, log_dir, "bridge-no-broker") as url:
-        async with connect(url) as client:
+    broken = {**fast_env, "MCP_BRIDGE_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    with app_server(settings_of(broken), log_dir / "bridge-no-broker.log") as server:
+        async with connect(server.url) as client:
             with pytest.raises(RpcError) as caught:
                 await client.create_task("echo", {"text": "x"})
     assert caught.value.code == -32603
@@ -271,8 +279,10 @@ async def test_broker_error_texts_do_not_reach_clients(
     assert str(port) in (log_dir / "bridge-no-broker.log").read_text(), "the log has the cause"
 
 
-async def test_metrics_and_readiness_check_the_host(bridge: str, http: httpx.AsyncClient) -> None:
-    base = bridge.removesuffix("/mcp")
+async def test_metrics_and_readiness_check_the_host(
+    fast_bridge: str, http: httpx.AsyncClient
+) -> None:
+    base = fast_bridge.removesuffix("/mcp")
     rebound = {"Host": "evil.example"}
     for path in ("/metrics", "/readyz"):
         assert (await http.get(base + path, headers=rebound)).status_code == 403, path
@@ -282,10 +292,10 @@ async def test_metrics_and_readiness_check_the_host(bridge: str, http: httpx.Asy
 
 
 async def test_a_refused_request_does_not_renew_a_session(
-    token_bridge: str, redis_client: redis.Redis, env: dict[str, str]
+    token_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
     async with connect(token_bridge, token="tok-alice") as alice:
-        key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:session:{alice.session_id}"
+        key = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:session:{alice.session_id}"
         redis_client.pexpire(key, 100_000)
         ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         headers = {
@@ -294,7 +304,7 @@ async def test_a_refused_request_does_not_renew_a_session(
             "Mcp-Session-Id": alice.session_id or "",
             "Authorization": "Bearer tok-bob",
         }
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
             refused = await http.post(token_bridge, json=ping, headers=headers)
         assert refused.status_code == 404
         assert 0 < redis_client.pttl(key) <= 100_000, "bob's 404 renewed alice's session"

@@ -1,5 +1,6 @@
 """Hostile and broken input (issue 3): property-based tests that throw thousands of malformed
-messages at a real bridge process (the ``bridge`` fixture, with a real Celery ``worker``).
+messages at the bridge's app in process (the ``fast_bridge`` fixture: the fast tier, tools
+run inline by ``tests.inline``).
 
 Every answer must be the spec's: an HTTP status the spec (or the README) names for the
 situation, never a 5xx; a body that is one JSON-RPC message (or an SSE stream of them) whose
@@ -11,7 +12,7 @@ Each legacy test opens a real session first (``tests.client``) so session-bound 
 reached; modern requests are built valid (``ModernClient.build``), then one part is broken.
 
 Regressions: the tests at the end of this file pin the bugs these properties found, each as
-a minimal example, against a bridge process of their own.
+a minimal example, against an in-process app of their own.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from hypothesis import strategies as st
 
 from tests import schema
 from tests.client import EXT, VERSION, ModernClient, connect, header_value
-from tests.services import Process, bridge_server
+from tests.inproc import AppServer, app_server, async_transport, settings_of, sync_transport
 
 LEGACY = "2025-11-25"
 LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
@@ -77,9 +78,11 @@ EXCEPTION_TEXT = re.compile(
 
 def fuzz(examples: int) -> settings:
     """The settings of every property here: ``examples`` requests, no deadline (a request
-    to a real server, some through a worker), fixtures shared by all examples of a test."""
+    to a real server, some through a worker), fixtures shared by all examples of a test.
+    The count scales with the active Hypothesis profile's ``max_examples`` (100, all of
+    them, by default; ``pytest -m fast`` alone takes a tenth: tests/conftest.py)."""
     return settings(
-        max_examples=examples,
+        max_examples=max(10, examples * settings.default.max_examples // 100),
         deadline=None,
         suppress_health_check=[
             HealthCheck.function_scoped_fixture,
@@ -371,7 +374,7 @@ async def _prepare(url: str) -> tuple[str, str, str, str]:
         await client.wait_status(created["taskId"], {"completed"})
         assert client.session_id is not None
         sid, version = client.session_id, client.version
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, transport=async_transport(url)) as http:
         modern = ModernClient(url, http)
         task = await modern.request("tools/call", {"name": "echo", "arguments": {"text": "fuzz"}})
         await modern.wait_status(task["taskId"], {"completed"})
@@ -381,7 +384,7 @@ async def _prepare(url: str) -> tuple[str, str, str, str]:
 async def _still_serving(url: str) -> None:
     async with connect(url) as client:
         assert await client.call("ping") == {}
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, transport=async_transport(url)) as http:
         result = await ModernClient(url, http).request("server/discover")
         assert MODERN in result["supportedVersions"]
 
@@ -392,11 +395,12 @@ def assert_still_serving(url: str) -> None:
 
 
 @pytest.fixture
-def target(bridge: str, log_dir: Path, worker: Process) -> Iterator[Target]:
-    log = log_dir / "bridge-a.log"
+def target(fast_bridge: str, inproc: AppServer) -> Iterator[Target]:
+    bridge = fast_bridge
+    log = inproc.log
     offset = log.stat().st_size
     sid, version, legacy_task, modern_task = anyio.run(_prepare, bridge)
-    with httpx.Client(timeout=httpx.Timeout(30)) as http:
+    with httpx.Client(timeout=httpx.Timeout(30), transport=sync_transport(bridge)) as http:
         del http.headers["accept"]  # so that a request may really go without one
         modern = ModernClient(bridge, cast(httpx.AsyncClient, None))  # build() only
         yield Target(bridge, http, log, offset, sid, version, legacy_task, modern_task, modern)
@@ -1734,11 +1738,11 @@ def test_get_and_delete(
 # -- at the end: still serving, and a clean log ---------------------------------------------------
 
 
-def test_bridge_still_serves_and_its_log_is_clean(bridge: str, log_dir: Path) -> None:
+def test_bridge_still_serves_and_its_log_is_clean(fast_bridge: str, inproc: AppServer) -> None:
     """After everything above, the shared bridge still serves both eras, and its whole log
     (this file's share of it was also checked request by request) holds no traceback."""
-    assert_still_serving(bridge)
-    log = (log_dir / "bridge-a.log").read_text(errors="replace")
+    assert_still_serving(fast_bridge)
+    log = inproc.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
     assert "Exception in ASGI application" not in log, log[-4000:]
 
@@ -1803,17 +1807,19 @@ def modern_meta() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fresh(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[Fresh]:
-    name = "bridge-fuzz-regressions"
-    # bridge_server asserts at exit that its log holds no traceback: while these bugs live it
+def fresh(fast_env: dict[str, str], log_dir: Path, inproc: AppServer) -> Iterator[Fresh]:
+    # An app of its own (on the shared inline worker): each test below says which request
+    # put a traceback in its log, which would otherwise fail the shared app's log checks.
+    # app_server asserts at exit that its log holds no traceback: while these bugs live it
     # does, and each test below already says which request put it there.
+    log = log_dir / "inproc-fuzz-regressions.log"
     with (
         contextlib.suppress(AssertionError),
-        bridge_server(env, log_dir, name) as url,
-        httpx.Client(timeout=30) as http,
+        app_server(settings_of(fast_env), log) as server,
+        httpx.Client(timeout=30, transport=sync_transport(server.url)) as http,
     ):
         del http.headers["accept"]
-        yield Fresh(url, log_dir / f"{name}.log", http)
+        yield Fresh(server.url, log, http)
 
 
 @pytest.mark.parametrize("era", [LEGACY, MODERN])

@@ -17,6 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.context import RequestContext
 
 from tests.client import ModernClient, RawClient, connect
+from tests.inproc import AsyncTransport, sdk_http
 
 pytestmark = [
     pytest.mark.anyio,
@@ -43,8 +44,10 @@ async def _answer(client: RawClient, question: dict[str, Any], result: dict[str,
     assert response.status_code == 202, response.text
 
 
-async def test_confirm_is_answered_through_the_session_stream(bridge: str, bridge_b: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client, client.stream() as events:
+async def test_confirm_is_answered_through_the_session_stream(
+    fast_bridge: str, fast_bridge_b: str
+) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client, client.stream() as events:
         task = await client.create_task("confirm", {"question": "Ship it?"})
         question = await _question(events, task["taskId"])
         assert question["params"]["message"] == "Ship it?"
@@ -53,7 +56,7 @@ async def test_confirm_is_answered_through_the_session_stream(bridge: str, bridg
         assert waiting["status"] == "input_required"
         assert waiting["statusMessage"] == "waiting for input: Ship it?"
         # The answer may reach any bridge process.
-        other = RawClient(bridge_b, client.http)
+        other = RawClient(fast_bridge_b, client.http)
         other.session_id, other.version = client.session_id, client.version
         await _answer(other, question, {"action": "accept", "content": {"confirm": True}})
         # Exactly once: a second answer to the same question changes nothing.
@@ -62,8 +65,8 @@ async def test_confirm_is_answered_through_the_session_stream(bridge: str, bridg
     assert result["content"][0]["text"] == "confirmed"
 
 
-async def test_decline(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client, client.stream() as events:
+async def test_decline(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client, client.stream() as events:
         task = await client.create_task("confirm", {"question": "Delete everything?"})
         question = await _question(events, task["taskId"])
         await _answer(client, question, {"action": "decline"})
@@ -71,16 +74,16 @@ async def test_decline(bridge: str) -> None:
     assert result["content"][0]["text"] == "the user chose to decline"
 
 
-async def test_a_caller_without_elicitation_cannot_be_asked(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_a_caller_without_elicitation_cannot_be_asked(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         task = await client.create_task("confirm", {"question": "Anyone there?"})
         final = await client.wait_status(task["taskId"], {"completed", "failed", "cancelled"})
     assert final["status"] == "failed"
     assert "InputUnavailable" in final["statusMessage"]
 
 
-async def test_no_answer_in_time(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client, client.stream() as events:
+async def test_no_answer_in_time(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client, client.stream() as events:
         task = await client.create_task("confirm", {"question": "Quick?", "timeout": 1})
         question = await _question(events, task["taskId"])
         final = await client.wait_status(task["taskId"], {"completed", "failed", "cancelled"}, 10)
@@ -91,8 +94,8 @@ async def test_no_answer_in_time(bridge: str) -> None:
         assert (await client.get_task(task["taskId"]))["status"] == "failed"
 
 
-async def test_cancel_while_waiting(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client, client.stream() as events:
+async def test_cancel_while_waiting(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client, client.stream() as events:
         task = await client.create_task("confirm", {"question": "Wait?"})
         await _question(events, task["taskId"])
         cancelled = await client.call("tasks/cancel", {"taskId": task["taskId"]})
@@ -101,7 +104,7 @@ async def test_cancel_while_waiting(bridge: str) -> None:
     assert final["status"] == "cancelled"
 
 
-async def test_the_sdk_client_answers(bridge: str) -> None:
+async def test_the_sdk_client_answers(fast_bridge: str) -> None:
     asked: list[str] = []
 
     async def elicit(
@@ -111,7 +114,7 @@ async def test_the_sdk_client_answers(bridge: str) -> None:
         return types.ElicitResult(action="accept", content={"confirm": True})
 
     async with (
-        streamable_http_client(bridge) as (read, write, _),
+        streamable_http_client(fast_bridge, http_client=sdk_http()) as (read, write, _),
         ClientSession(read, write, elicitation_callback=elicit) as session,
     ):
         await session.initialize()
@@ -129,9 +132,9 @@ async def test_the_sdk_client_answers(bridge: str) -> None:
     )
 
 
-async def test_modern_input_requests_and_updates(bridge: str, bridge_b: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
-        client = ModernClient(bridge, http, elicitation=True)
+async def test_modern_input_requests_and_updates(fast_bridge: str, fast_bridge_b: str) -> None:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
+        client = ModernClient(fast_bridge, http, elicitation=True)
         created = await client.request(
             "tools/call", {"name": "confirm", "arguments": {"question": "Modern?"}}
         )
@@ -141,7 +144,7 @@ async def test_modern_input_requests_and_updates(bridge: str, bridge_b: str) -> 
         assert request["params"]["message"] == "Modern?"
         answer = {"action": "accept", "content": {"confirm": False}}
         # Through the other bridge, twice: delivered exactly once.
-        other = ModernClient(bridge_b, http, elicitation=True)
+        other = ModernClient(fast_bridge_b, http, elicitation=True)
         for _ in range(2):
             ack = await other.request(
                 "tasks/update", {"taskId": created["taskId"], "inputResponses": {key: answer}}
@@ -152,9 +155,9 @@ async def test_modern_input_requests_and_updates(bridge: str, bridge_b: str) -> 
     assert final["result"]["content"][0]["text"] == "not confirmed"
 
 
-async def test_modern_listen_shows_the_question(bridge: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
-        client = ModernClient(bridge, http, elicitation=True)
+async def test_modern_listen_shows_the_question(fast_bridge: str) -> None:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
+        client = ModernClient(fast_bridge, http, elicitation=True)
         created = await client.request(
             "tools/call", {"name": "confirm", "arguments": {"question": "Listen?"}}
         )

@@ -3,6 +3,7 @@ per minute, argument size, maximum TTL (the body size limit is in test_transport
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,28 +13,32 @@ import httpx
 import pytest
 
 from tests.client import ModernClient, RpcError, connect
-from tests.services import Process, bridge_server, celery_worker
+from tests.inline import InlineWorker
+from tests.inproc import app_server, async_transport, settings_of
+from tests.services import bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def limited(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
+def limited(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[str]:
+    # The bridge's limits, on the in-process app (the fast tier); tools run inline.
     settings = {
-        **env,
+        **fast_env,
         "MCP_BRIDGE_MAX_INFLIGHT_PER_OWNER": "2",
         "MCP_BRIDGE_MAX_ARGUMENT_BYTES": "1000",
         "MCP_BRIDGE_TASK_TTL_MAX_MS": "5000",
         "MCP_BRIDGE_TASK_TTL_DEFAULT_MS": "4000",
     }
-    with bridge_server(settings, log_dir, "bridge-limited") as url:
-        yield url
+    with app_server(settings_of(settings), log_dir / "inproc-limited.log") as server:
+        yield server.url
 
 
 async def test_tasks_in_flight_per_owner(limited: str) -> None:
+    # ``sleep`` rather than ``spin``: inline, a cancel stops only a tool that checks for it.
     async with connect(limited) as client, connect(limited) as other:
-        first = await client.create_task("spin", {"seconds": 30})
-        await client.create_task("spin", {"seconds": 30})
+        first = await client.create_task("sleep", {"seconds": 30, "steps": 300})
+        await client.create_task("sleep", {"seconds": 30, "steps": 300})
         with pytest.raises(RpcError) as err:
             await client.create_task("echo", {"text": "third"})
         assert err.value.code == -32000
@@ -49,18 +54,18 @@ async def test_tasks_in_flight_per_owner(limited: str) -> None:
         assert third["status"] == "working"
         for task in (await client.call("tasks/list"))["tasks"]:
             if task["status"] == "working":
-                await client.call("tasks/cancel", {"taskId": task["taskId"]})
+                # A task may end between the list and the cancel (inline, the echo does).
+                with contextlib.suppress(RpcError):
+                    await client.call("tasks/cancel", {"taskId": task["taskId"]})
 
 
 async def test_the_stateless_era_answers_429(limited: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    long = {"name": "sleep", "arguments": {"seconds": 30, "steps": 300}}
+    async with httpx.AsyncClient(timeout=30, transport=async_transport(limited)) as http:
         modern = ModernClient(limited, http)
-        created = [
-            await modern.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
-            for _ in range(2)
-        ]
+        created = [await modern.request("tools/call", long) for _ in range(2)]
         with pytest.raises(RpcError) as err:
-            await modern.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
+            await modern.request("tools/call", long)
         assert (err.value.status, err.value.code) == (429, -32000)
         for task in created:
             await modern.request("tasks/cancel", {"taskId": task["taskId"]})
@@ -85,15 +90,16 @@ async def test_ttl_is_clamped_to_the_maximum(limited: str) -> None:
         assert err.value.code == -32602
 
 
-async def test_creations_per_minute(env: dict[str, str], log_dir: Path, worker: Process) -> None:
+async def test_creations_per_minute(
+    fast_env: dict[str, str], log_dir: Path, inline: InlineWorker
+) -> None:
     # A fixed window per clock minute: start well inside one.
     with anyio.fail_after(10):
         while time.time() % 60 > 50:
             await anyio.sleep(0.1)
-    with bridge_server(
-        {**env, "MCP_BRIDGE_MAX_CREATES_PER_MINUTE": "3"}, log_dir, "bridge-rate"
-    ) as url:
-        async with connect(url) as client, connect(url) as other:
+    rated = settings_of({**fast_env, "MCP_BRIDGE_MAX_CREATES_PER_MINUTE": "3"})
+    with app_server(rated, log_dir / "inproc-rate.log") as server:
+        async with connect(server.url) as client, connect(server.url) as other:
             for i in range(3):
                 await client.create_task("echo", {"text": str(i)})
             with pytest.raises(RpcError) as err:
@@ -103,6 +109,7 @@ async def test_creations_per_minute(env: dict[str, str], log_dir: Path, worker: 
 
 
 async def test_result_too_large(env: dict[str, str], log_dir: Path) -> None:
+    # A worker's setting: on a worker process of its own (the inline worker has the run's).
     small = {
         **env,
         "MCP_BRIDGE_QUEUE": env["MCP_BRIDGE_QUEUE"] + "-results",

@@ -15,6 +15,7 @@ import pytest
 
 from bridge.shared import logs
 from tests.client import RpcError, connect
+from tests.inproc import AppServer
 from tests.services import Process
 
 # The plain functions below run synchronously; anyio only picks up the async ones.
@@ -30,6 +31,7 @@ def _entries(log: Path) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.fast
 def test_json_lines_carry_fields_and_exceptions() -> None:
     record = logging.LogRecord("bridge.x", logging.WARNING, __file__, 1, "hi %s", ("you",), None)
     record.fields = {"task": "t1", "session": "s1"}
@@ -46,6 +48,7 @@ def test_json_lines_carry_fields_and_exceptions() -> None:
     assert "ValueError: boom" in entry["exception"]
 
 
+@pytest.mark.fast
 def test_text_lines_for_a_terminal() -> None:
     record = logging.LogRecord("bridge.x", logging.INFO, __file__, 1, "done", (), None)
     record.fields = {"task": "t1", "message": "two words"}
@@ -53,6 +56,7 @@ def test_text_lines_for_a_terminal() -> None:
     assert line.endswith('done  task=t1 message="two words"')
 
 
+@pytest.mark.fast
 def test_auto_format_follows_the_terminal() -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -63,6 +67,7 @@ def test_auto_format_follows_the_terminal() -> None:
     assert isinstance(logs.formatter("json", Tty()), logs.JsonFormatter)
 
 
+@pytest.mark.fast
 def test_owner_fields() -> None:
     assert logs.owner_fields("principal:alice") == {"principal": "alice"}
     assert logs.owner_fields("session:abc") == {"session": "abc"}
@@ -113,15 +118,15 @@ async def test_one_line_per_request_and_per_transition(
         assert entry["tool"] == "echo"
 
 
-async def test_errors_are_annotated(bridge: str, log_dir: Path) -> None:
-    async with connect(bridge) as client:
+async def test_errors_are_annotated(fast_bridge: str, inproc: AppServer) -> None:
+    async with connect(fast_bridge) as client:
         with pytest.raises(RpcError):
             await client.call("tasks/get", {"taskId": "no-such-task"})
     with anyio.fail_after(5):
         while True:
             failed = [
                 e
-                for e in _entries(log_dir / "bridge-a.log")
+                for e in _entries(inproc.log)
                 if e.get("rpc") == "tasks/get" and e.get("task") == "no-such-task"
             ]
             if failed:
@@ -130,12 +135,14 @@ async def test_errors_are_annotated(bridge: str, log_dir: Path) -> None:
     assert failed[0]["error"] == -32602 and failed[0]["status"] == 200
 
 
+@pytest.mark.fast
 def test_request_fields_from_the_client_are_bounded() -> None:
     line = logs.begin_request(http="POST")
     logs.annotate(rpc="x" * 10_000, id=7, session=None)
     assert line == {"http": "POST", "rpc": "x" * logs.FIELD_MAX, "id": 7}
 
 
+@pytest.mark.fast
 def test_a_newline_in_a_message_does_not_forge_a_text_line() -> None:
     record = logging.LogRecord(
         "bridge.requests", logging.INFO, __file__, 1, "POST %s 200", ("x\nFAKE line",), None
@@ -143,6 +150,7 @@ def test_a_newline_in_a_message_does_not_forge_a_text_line() -> None:
     assert "\n" not in logs.TextFormatter().format(record)
 
 
+@pytest.mark.fast
 def test_celery_extras_and_return_values_stay_out() -> None:
     # What celery.app.trace logs for a success: the context (with the arguments and the
     # return value) both as the format's arguments and as ``extra={"data": ...}``.

@@ -8,12 +8,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.client import ModernClient, connect
+from tests.inproc import sync_transport
 
 pytestmark = pytest.mark.anyio
 
 
 def _samples(bridge: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(bridge.removesuffix("/mcp") + "/metrics").text
+    with httpx.Client(transport=sync_transport(bridge)) as http:
+        text = http.get(bridge.removesuffix("/mcp") + "/metrics").text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -55,17 +57,19 @@ async def test_counters_follow_a_workload(bridge: str) -> None:
     assert moved("mcp_bridge_notification_lag_seconds_count") > 0
 
 
-def test_metrics_need_an_allowed_host(bridge: str) -> None:
+def test_metrics_need_an_allowed_host(fast_bridge: str) -> None:
     # Behind the Host check like the MCP endpoint (DNS rebinding): a scraper sends an
     # allowed Host, or its address is listed (issue 15 item 11).
-    url = bridge.removesuffix("/mcp") + "/metrics"
-    assert httpx.get(url, headers={"Host": "10.0.0.9"}).status_code == 403
-    response = httpx.get(url)
+    url = fast_bridge.removesuffix("/mcp") + "/metrics"
+    with httpx.Client(transport=sync_transport(url)) as http:
+        assert http.get(url, headers={"Host": "10.0.0.9"}).status_code == 403
+        response = http.get(url)
     assert response.status_code == 200
     assert "mcp_bridge_tasks_created_total" in response.text
 
 
-async def test_each_call_is_counted_in_its_own_era(bridge: str) -> None:
+async def test_each_call_is_counted_in_its_own_era(fast_bridge: str) -> None:
+    bridge = fast_bridge
     before = _samples(bridge)
     async with connect(bridge) as client:
         await client.call("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})

@@ -1,6 +1,7 @@
 """The 2026-07-28 era on the same endpoint: stateless requests, server/discover, the tasks
 extension and subscriptions/listen, with every message checked against the 2026-07-28 and
-extension schemas."""
+extension schemas. On the bridge's app in process (the fast tier); a cancel that must stop a
+tool which never checks for one runs on a real worker."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ import pytest
 import redis
 
 from tests.client import EXT, VERSION, ModernClient, RpcError, connect
+from tests.inproc import AppServer
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def client(bridge: str, http: httpx.AsyncClient) -> ModernClient:
-    return ModernClient(bridge, http)
+def client(fast_bridge: str, http: httpx.AsyncClient) -> ModernClient:
+    return ModernClient(fast_bridge, http)
+
+
+@pytest.fixture
+async def real_client(bridge: str) -> AsyncIterator[ModernClient]:
+    """A client of the bridge process (real workers behind it)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield ModernClient(bridge, http)
 
 
 async def test_discover(client: ModernClient) -> None:
@@ -56,21 +65,21 @@ async def test_required_tool_becomes_a_durable_task(client: ModernClient) -> Non
 
 
 async def test_optional_tool_runs_plainly_for_a_client_without_the_extension(
-    bridge: str, http: httpx.AsyncClient
+    fast_bridge: str, http: httpx.AsyncClient
 ) -> None:
-    plain = ModernClient(bridge, http, tasks=False)
+    plain = ModernClient(fast_bridge, http, tasks=False)
     result = await plain.request("tools/call", {"name": "echo", "arguments": {"text": "now"}})
     assert result["resultType"] == "complete"
     assert result["content"] == [{"type": "text", "text": "now"}]
-    with_ext = ModernClient(bridge, http)
+    with_ext = ModernClient(fast_bridge, http)
     created = await with_ext.request("tools/call", {"name": "echo", "arguments": {"text": "later"}})
     assert created["resultType"] == "task"
 
 
 async def test_required_tool_without_the_extension_is_missing_capability(
-    bridge: str, http: httpx.AsyncClient
+    fast_bridge: str, http: httpx.AsyncClient
 ) -> None:
-    plain = ModernClient(bridge, http, tasks=False)
+    plain = ModernClient(fast_bridge, http, tasks=False)
     with pytest.raises(RpcError) as err:
         await plain.request("tools/call", {"name": "sleep", "arguments": {"seconds": 0}})
     assert (err.value.status, err.value.code) == (400, -32021)
@@ -88,7 +97,8 @@ async def test_a_tool_error_is_completed_in_this_era(client: ModernClient) -> No
     assert "nope" in final["result"]["content"][0]["text"]
 
 
-async def test_cancel_acknowledges_and_stops_the_work(client: ModernClient) -> None:
+async def test_cancel_acknowledges_and_stops_the_work(real_client: ModernClient) -> None:
+    client = real_client
     created = await client.request("tools/call", {"name": "spin", "arguments": {"seconds": 30}})
     ack = await client.request("tasks/cancel", {"taskId": created["taskId"]})
     assert set(ack) == {"resultType", "_meta"} and ack["resultType"] == "complete"
@@ -178,7 +188,7 @@ async def test_unsupported_version_and_missing_meta(client: ModernClient) -> Non
 
 
 async def test_notifications_are_accepted_and_responses_refused(
-    bridge: str, http: httpx.AsyncClient
+    fast_bridge: str, http: httpx.AsyncClient
 ) -> None:
     headers = {
         "Accept": "application/json, text/event-stream",
@@ -190,10 +200,10 @@ async def test_notifications_are_accepted_and_responses_refused(
         "method": "notifications/cancelled",
         "params": {"requestId": 1},
     }
-    response = await http.post(bridge, content=json.dumps(notification), headers=headers)
+    response = await http.post(fast_bridge, content=json.dumps(notification), headers=headers)
     assert response.status_code == 202 and response.content == b""
     reply = {"jsonrpc": "2.0", "id": 1, "result": {}}
-    response = await http.post(bridge, content=json.dumps(reply), headers=headers)
+    response = await http.post(fast_bridge, content=json.dumps(reply), headers=headers)
     assert response.status_code == 400
 
 
@@ -231,8 +241,10 @@ async def test_listen_streams_task_notifications(client: ModernClient) -> None:
 
 
 async def test_listen_on_another_bridge_process(
-    client: ModernClient, bridge_b: str, http: httpx.AsyncClient
+    client: ModernClient, inproc_b: AppServer, http: httpx.AsyncClient
 ) -> None:
+    # Another app instance (its own event hub and Redis connections), in this process.
+    bridge_b = inproc_b.url
     created = await client.request(
         "tools/call", {"name": "sleep", "arguments": {"seconds": 0.3, "steps": 3}}
     )
@@ -244,19 +256,22 @@ async def test_listen_on_another_bridge_process(
     assert seen[-1]["status"] == "completed"
 
 
-async def test_listen_for_tasks_needs_the_extension(bridge: str, http: httpx.AsyncClient) -> None:
-    plain = ModernClient(bridge, http, tasks=False)
+async def test_listen_for_tasks_needs_the_extension(
+    fast_bridge: str, http: httpx.AsyncClient
+) -> None:
+    plain = ModernClient(fast_bridge, http, tasks=False)
     body, headers = plain.build("subscriptions/listen", {"notifications": {"taskIds": ["x"]}})
     status, message = await plain.send(body, headers)
     assert (status, message["error"]["code"]) == (400, -32021)
 
 
-async def test_one_registry_two_views(bridge: str, http: httpx.AsyncClient) -> None:
-    modern = ModernClient(bridge, http)
-    async with connect(bridge) as legacy:
+async def test_one_registry_two_views(fast_bridge: str, http: httpx.AsyncClient) -> None:
+    modern = ModernClient(fast_bridge, http)
+    async with connect(fast_bridge) as legacy:
         # A legacy task, fetched and cancelled statelessly (the extension says dual servers
         # SHOULD allow it) by a request that names its session: the task is the session's.
-        legacy_task = await legacy.create_task("spin", {"seconds": 30}, ttl=60_000)
+        # ``sleep``, not ``spin``: inline, a cancel stops only a tool that checks for it.
+        legacy_task = await legacy.create_task("sleep", {"seconds": 30, "steps": 300}, ttl=60_000)
         named = {"Mcp-Session-Id": legacy.session_id or ""}
         body, headers = modern.build("tasks/get", {"taskId": legacy_task["taskId"]})
         _, fetched = await modern.send(body, {**headers, **named})
@@ -286,11 +301,11 @@ async def test_one_registry_two_views(bridge: str, http: httpx.AsyncClient) -> N
 
 @pytest.mark.timeout(30)
 async def test_closing_the_response_stream_cancels_a_plain_call(
-    bridge: str, http: httpx.AsyncClient, redis_client: redis.Redis, env: dict[str, str]
+    fast_bridge: str, http: httpx.AsyncClient, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    plain = ModernClient(bridge, http, tasks=False)
+    plain = ModernClient(fast_bridge, http, tasks=False)
     body, headers = plain.build("tools/call", {"name": "nap", "arguments": {"seconds": 30}})
-    prefix = env["MCP_BRIDGE_KEY_PREFIX"]
+    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
 
     def running() -> str | None:
         for key in redis_client.scan_iter(f"{prefix}:task:*", count=1000):
@@ -300,7 +315,9 @@ async def test_closing_the_response_stream_cancels_a_plain_call(
         return None
 
     key = None
-    async with http.stream("POST", bridge, content=json.dumps(body), headers=headers) as response:
+    async with http.stream(
+        "POST", fast_bridge, content=json.dumps(body), headers=headers
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         with anyio.fail_after(10):
             while (key := running()) is None:
@@ -332,13 +349,13 @@ async def test_closing_the_response_stream_cancels_a_plain_call(
     ],
 )
 async def test_mirrored_arguments_must_match_their_headers(
-    bridge: str,
+    fast_bridge: str,
     http: httpx.AsyncClient,
     arguments: dict[str, Any],
     params: dict[str, str],
     expected: tuple[int, int | None],
 ) -> None:
-    plain = ModernClient(bridge, http, tasks=False)
+    plain = ModernClient(fast_bridge, http, tasks=False)
     body, headers = plain.build("tools/call", {"name": "regional", "arguments": arguments})
     headers.update({f"Mcp-Param-{k}": v for k, v in params.items()})
     status, message = await plain.send(body, headers)

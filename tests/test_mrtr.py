@@ -1,5 +1,6 @@
 """A 2026-07-28 plain tool call that asks the user: multi round-trip requests (SEP-2322,
-``bridge.rounds``), against real bridges and a real worker, over raw HTTP."""
+``bridge.rounds``), against two in-process apps with tools run inline (the fast tier), over
+raw HTTP."""
 
 from __future__ import annotations
 
@@ -54,15 +55,15 @@ async def _call(client: ModernClient, arguments: dict[str, Any], **more: Any) ->
 
 
 async def test_one_round_across_two_bridges(
-    bridge: str, bridge_b: str, http: httpx.AsyncClient
+    fast_bridge: str, fast_bridge_b: str, http: httpx.AsyncClient
 ) -> None:
-    first = await _client(bridge, http).request(
+    first = await _client(fast_bridge, http).request(
         "tools/call", {"name": "ask_once", "arguments": {"question": "Name?"}}
     )
     [(key, message)] = _questions(first).items()
     assert message == "Name?"
     # The first response has ended, and the call goes on: the other bridge continues it.
-    final = await _client(bridge_b, http).request(
+    final = await _client(fast_bridge_b, http).request(
         "tools/call",
         {
             "name": "ask_once",
@@ -74,8 +75,8 @@ async def test_one_round_across_two_bridges(
     assert _text(final) == "accept: Ada"
 
 
-async def test_two_rounds(bridge: str, http: httpx.AsyncClient) -> None:
-    client = _client(bridge, http)
+async def test_two_rounds(fast_bridge: str, http: httpx.AsyncClient) -> None:
+    client = _client(fast_bridge, http)
     arguments = {"questions": ["First?", "Second?"]}
     first = await _call(client, arguments)
     assert _questions(first) == {"q0": "First?"}
@@ -96,8 +97,8 @@ async def test_two_rounds(bridge: str, http: httpx.AsyncClient) -> None:
     assert _text(final) == "one; two"
 
 
-async def test_several_questions_in_one_round(bridge: str, http: httpx.AsyncClient) -> None:
-    client = _client(bridge, http)
+async def test_several_questions_in_one_round(fast_bridge: str, http: httpx.AsyncClient) -> None:
+    client = _client(fast_bridge, http)
     arguments = {"questions": ["A?", "B?", "C?"], "together": True}
     first = await _call(client, arguments)
     assert _questions(first) == {"q0": "A?", "q1": "B?", "q2": "C?"}
@@ -118,17 +119,19 @@ async def test_several_questions_in_one_round(bridge: str, http: httpx.AsyncClie
     assert _text(final) == "a; b; c"
 
 
-async def test_a_first_call_may_carry_its_answers(bridge: str, http: httpx.AsyncClient) -> None:
+async def test_a_first_call_may_carry_its_answers(
+    fast_bridge: str, http: httpx.AsyncClient
+) -> None:
     result = await _call(
-        _client(bridge, http), {"questions": ["Known?"]}, inputResponses={"q0": _accept("yes")}
+        _client(fast_bridge, http), {"questions": ["Known?"]}, inputResponses={"q0": _accept("yes")}
     )
     assert _text(result) == "yes"
 
 
 async def test_bad_input_responses_are_refused_before_anything_runs(
-    bridge: str, http: httpx.AsyncClient
+    fast_bridge: str, http: httpx.AsyncClient
 ) -> None:
-    client = _client(bridge, http)
+    client = _client(fast_bridge, http)
     for responses in (None, [], {"q0": 5}, {"q0": {"action": "maybe"}}):
         with pytest.raises(RpcError) as refused:
             await _call(client, {"questions": ["?"]}, inputResponses=responses)
@@ -190,16 +193,16 @@ async def test_a_tampered_or_foreign_request_state_is_refused(
 
 
 async def test_a_follow_up_after_the_question_timed_out(
-    bridge: str, http: httpx.AsyncClient, env: dict[str, str], redis_client: redis.Redis
+    fast_bridge: str, http: httpx.AsyncClient, fast_env: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    client = _client(bridge, http)
+    client = _client(fast_bridge, http)
     arguments = {"questions": ["Quick?"], "timeout": 1}
     first = await _call(client, arguments)
     assert _questions(first) == {"q0": "Quick?"}
     # Abandoned, the call does not hold its worker: the ask's timeout ends it.
     body = first["requestState"].partition(".")[0]
     task_id = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["t"]
-    key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}"
+    key = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}"
     with anyio.fail_after(20):
         while redis_client.hget(key, "status") != "completed":
             await anyio.sleep(0.05)
@@ -213,18 +216,20 @@ async def test_a_follow_up_after_the_question_timed_out(
     assert _text(late) == "no answer"
 
 
-async def test_without_elicitation_nobody_is_asked(bridge: str, http: httpx.AsyncClient) -> None:
-    client = ModernClient(bridge, http, tasks=False)
+async def test_without_elicitation_nobody_is_asked(
+    fast_bridge: str, http: httpx.AsyncClient
+) -> None:
+    client = ModernClient(fast_bridge, http, tasks=False)
     result = await client.request(
         "tools/call", {"name": "ask_once", "arguments": {"question": "?"}}
     )
     assert _text(result) == "nobody to ask"
 
 
-async def test_a_2025_11_25_plain_call_still_asks_on_its_stream(bridge: str) -> None:
+async def test_a_2025_11_25_plain_call_still_asks_on_its_stream(fast_bridge: str) -> None:
     """The legacy era keeps its elicitation/create on the call's response stream, and the
     2026-07-28 parameters mean nothing there."""
-    async with connect(bridge, capabilities={"elicitation": {"form": {}}}) as client:
+    async with connect(fast_bridge, capabilities={"elicitation": {"form": {}}}) as client:
         body = {
             "jsonrpc": "2.0",
             "id": "call",
@@ -263,12 +268,13 @@ async def _next_message(lines: AsyncIterator[str]) -> dict[str, Any]:
     raise AssertionError("the stream ended")
 
 
-async def test_request_states_are_shared_by_replicas_and_expire(env: dict[str, str]) -> None:
+@pytest.mark.fast
+async def test_request_states_are_shared_by_replicas_and_expire(fast_env: dict[str, str]) -> None:
     """Two bridges on one Redis (no secret configured) accept each other's states; a bridge
     with another secret does not; a state is refused once expired."""
     settings = Settings(
-        redis_url=env["MCP_BRIDGE_REDIS_URL"],
-        key_prefix=env["MCP_BRIDGE_KEY_PREFIX"] + "-states",
+        redis_url=fast_env["MCP_BRIDGE_REDIS_URL"],
+        key_prefix=fast_env["MCP_BRIDGE_KEY_PREFIX"] + "-states",
         request_state_ttl_s=1,
     )
     client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)

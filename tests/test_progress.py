@@ -17,12 +17,13 @@ from mcp.shared.session import RequestResponder
 
 from tests import schema
 from tests.client import ModernClient, connect
+from tests.inproc import AsyncTransport, sdk_http
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_progress_notifications_carry_the_token_and_stop_at_the_end(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_progress_notifications_carry_the_token_and_stop_at_the_end(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         async with client.stream() as events:
             created = await client.call(
                 "tools/call",
@@ -53,8 +54,8 @@ async def test_progress_notifications_carry_the_token_and_stop_at_the_end(bridge
     assert "step 3/5" in statuses
 
 
-async def test_no_progress_notifications_without_a_token(bridge: str) -> None:
-    async with connect(bridge) as client, client.stream() as events:
+async def test_no_progress_notifications_without_a_token(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client, client.stream() as events:
         created = await client.create_task("sleep", {"seconds": 0.2, "steps": 2})
         methods = []
         with anyio.fail_after(20):
@@ -66,7 +67,7 @@ async def test_no_progress_notifications_without_a_token(bridge: str) -> None:
     assert "notifications/progress" not in methods
 
 
-async def test_the_sdk_client_sees_each_step_in_order(bridge: str) -> None:
+async def test_the_sdk_client_sees_each_step_in_order(fast_bridge: str) -> None:
     progress: list[tuple[float, float | None, str | None]] = []
     done = anyio.Event()
 
@@ -83,7 +84,7 @@ async def test_the_sdk_client_sees_each_step_in_order(bridge: str) -> None:
                 done.set()
 
     async with (
-        streamable_http_client(bridge) as (read, write, _),
+        streamable_http_client(fast_bridge, http_client=sdk_http()) as (read, write, _),
         ClientSession(read, write, message_handler=on_message) as session,
     ):
         await session.initialize()
@@ -127,8 +128,8 @@ def _check_plain_progress(messages: list[dict[str, Any]], token: Any, steps: int
     assert all(p["progressToken"] == token and p["total"] == steps for p in progress)
 
 
-async def test_a_plain_call_streams_its_progress_in_a_session(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_a_plain_call_streams_its_progress_in_a_session(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         body = {
             "jsonrpc": "2.0",
             "id": 41,
@@ -139,47 +140,47 @@ async def test_a_plain_call_streams_its_progress_in_a_session(bridge: str) -> No
                 "_meta": {"progressToken": 7},
             },
         }
-        messages = await _stream_messages(client.http, bridge, body, client.headers())
+        messages = await _stream_messages(client.http, fast_bridge, body, client.headers())
     for message in messages[:-1]:
         schema.check_server_message(message)
     schema.check_response("tools/call", messages[-1])
     _check_plain_progress(messages, 7, 5)
 
 
-async def test_a_stateless_plain_call_streams_its_progress(bridge: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
-        plain = ModernClient(bridge, http, tasks=False)
+async def test_a_stateless_plain_call_streams_its_progress(fast_bridge: str) -> None:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
+        plain = ModernClient(fast_bridge, http, tasks=False)
         body, headers = plain.build(
             "tools/call", {"name": "tick", "arguments": {"seconds": 1, "steps": 5}}
         )
         body["params"]["_meta"]["progressToken"] = "p-1"
-        messages = await _stream_messages(http, bridge, body, headers)
+        messages = await _stream_messages(http, fast_bridge, body, headers)
     for message in messages[:-1]:
         schema.check_modern_notification(message)
     schema.check_modern_response("tools/call", messages[-1])
     _check_plain_progress(messages, "p-1", 5)
 
 
-async def test_no_progress_on_a_plain_call_without_a_token(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_no_progress_on_a_plain_call_without_a_token(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         body = {
             "jsonrpc": "2.0",
             "id": 42,
             "method": "tools/call",
             "params": {"name": "tick", "arguments": {"seconds": 0.3, "steps": 3}},
         }
-        messages = await _stream_messages(client.http, bridge, body, client.headers())
+        messages = await _stream_messages(client.http, fast_bridge, body, client.headers())
     assert len(messages) == 1 and "result" in messages[0]
 
 
-async def test_the_sdk_client_gets_progress_of_a_plain_call(bridge: str) -> None:
+async def test_the_sdk_client_gets_progress_of_a_plain_call(fast_bridge: str) -> None:
     seen: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
 
     async with (
-        streamable_http_client(bridge) as (read, write, _),
+        streamable_http_client(fast_bridge, http_client=sdk_http()) as (read, write, _),
         ClientSession(read, write) as session,
     ):
         await session.initialize()

@@ -21,6 +21,7 @@ from mcp.shared.context import RequestContext
 
 from tests import schema
 from tests.client import ModernClient, RawClient, connect
+from tests.inproc import AsyncTransport, sdk_http
 
 pytestmark = pytest.mark.anyio
 
@@ -105,8 +106,8 @@ async def _response(messages: Messages) -> dict[str, Any]:
 
 
 # -- several questions at once (item 3) ------------------------------------------------------
-async def test_two_questions_at_once_keep_the_task_waiting(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client, client.stream() as events:
+async def test_two_questions_at_once_keep_the_task_waiting(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client, client.stream() as events:
         messages = _messages(events)
         task = await client.create_task("ask_two", {"first": "First?", "second": "Second?"})
         task_id = task["taskId"]
@@ -126,9 +127,9 @@ async def test_two_questions_at_once_keep_the_task_waiting(bridge: str) -> None:
     assert result["content"][0]["text"] == "First?=one; Second?=two"
 
 
-async def test_two_questions_at_once_modern(bridge: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
-        client = ModernClient(bridge, http, elicitation=True)
+async def test_two_questions_at_once_modern(fast_bridge: str) -> None:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
+        client = ModernClient(fast_bridge, http, elicitation=True)
         created = await client.request(
             "tools/call", {"name": "ask_two", "arguments": {"first": "First?", "second": "Sec?"}}
         )
@@ -166,9 +167,9 @@ async def test_two_questions_at_once_modern(bridge: str) -> None:
 
 
 # -- where questions are delivered (item 5) ------------------------------------------------
-async def test_tasks_result_carries_the_question(bridge: str) -> None:
+async def test_tasks_result_carries_the_question(fast_bridge: str) -> None:
     # The spec's sequence, without a GET stream: see input_required, call tasks/result.
-    async with connect(bridge, capabilities=ELICITATION) as client:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client:
         task = await client.create_task("confirm", {"question": "Via result?"})
         await client.wait_status(task["taskId"], {"input_required"})
         async with _result_stream(client, task["taskId"]) as messages:
@@ -180,9 +181,9 @@ async def test_tasks_result_carries_the_question(bridge: str) -> None:
 
 
 async def test_get_streams_opened_later_get_the_question_until_it_is_answered(
-    bridge: str, bridge_b: str
+    fast_bridge: str, fast_bridge_b: str
 ) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client:
         task_id = (await client.create_task("confirm", {"question": "Late?"}))["taskId"]
         await client.wait_status(task_id, {"input_required"})
         # Opened after the question was asked, without Last-Event-ID.
@@ -190,7 +191,7 @@ async def test_get_streams_opened_later_get_the_question_until_it_is_answered(
             first = await _next(_messages(events), task_id, "elicitation/create")
         assert first["params"]["message"] == "Late?"
         # Not answered: a reconnect (here to another bridge process) gets it again.
-        other = RawClient(bridge_b, client.http)
+        other = RawClient(fast_bridge_b, client.http)
         other.session_id, other.version = client.session_id, client.version
         async with other.stream() as events:
             again = await _next(_messages(events), task_id, "elicitation/create")
@@ -211,8 +212,8 @@ async def test_get_streams_opened_later_get_the_question_until_it_is_answered(
             await client.call("tasks/cancel", {"taskId": task["taskId"]})
 
 
-async def test_a_resumed_get_stream_gets_the_question_again(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client:
+async def test_a_resumed_get_stream_gets_the_question_again(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client:
         async with client.stream() as events:
             task_id = (await client.create_task("confirm", {"question": "Resume?"}))["taskId"]
             while True:
@@ -230,8 +231,8 @@ async def test_a_resumed_get_stream_gets_the_question_again(bridge: str) -> None
 
 
 # -- withdrawn questions (item 7) ---------------------------------------------------------
-async def test_a_cancel_withdraws_the_question(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client, client.stream() as events:
+async def test_a_cancel_withdraws_the_question(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client, client.stream() as events:
         messages = _messages(events)
         task_id = (await client.create_task("confirm", {"question": "Cancel me?"}))["taskId"]
         question = await _next(messages, task_id, "elicitation/create")
@@ -243,8 +244,8 @@ async def test_a_cancel_withdraws_the_question(bridge: str) -> None:
         assert status["params"]["status"] == "cancelled"
 
 
-async def test_a_timeout_withdraws_the_question_on_the_result_stream(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client:
+async def test_a_timeout_withdraws_the_question_on_the_result_stream(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client:
         task = await client.create_task("confirm", {"question": "Too slow?", "timeout": 3})
         async with _result_stream(client, task["taskId"]) as messages:
             question = await _next(messages, task["taskId"], "elicitation/create")
@@ -256,9 +257,9 @@ async def test_a_timeout_withdraws_the_question_on_the_result_stream(bridge: str
     assert "InputTimeout" in response["result"]["content"][0]["text"]
 
 
-async def test_a_timed_out_question_leaves_input_requests_modern(bridge: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
-        client = ModernClient(bridge, http, elicitation=True)
+async def test_a_timed_out_question_leaves_input_requests_modern(fast_bridge: str) -> None:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
+        client = ModernClient(fast_bridge, http, elicitation=True)
         arguments = {"first": "Stay?", "second": "Go?", "second_timeout": 2}
         created = await client.request("tools/call", {"name": "ask_two", "arguments": arguments})
         task_id = created["taskId"]
@@ -299,8 +300,8 @@ def _plain_call(
     return _streamed(client, "call", "tools/call", {"name": tool, "arguments": arguments})
 
 
-async def test_a_plain_call_asks_on_its_response_stream(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client:
+async def test_a_plain_call_asks_on_its_response_stream(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client:
         async with _plain_call(client, "ask_once", {"question": "Name?"}) as messages:
             question = await anext(messages)
             assert question["method"] == "elicitation/create"
@@ -312,8 +313,8 @@ async def test_a_plain_call_asks_on_its_response_stream(bridge: str) -> None:
     assert response["result"]["content"][0]["text"] == "accept: Ada"
 
 
-async def test_a_plain_calls_question_is_withdrawn_before_its_response(bridge: str) -> None:
-    async with connect(bridge, capabilities=ELICITATION) as client:
+async def test_a_plain_calls_question_is_withdrawn_before_its_response(fast_bridge: str) -> None:
+    async with connect(fast_bridge, capabilities=ELICITATION) as client:
         async with _plain_call(client, "ask_once", {"question": "Q?", "timeout": 1}) as messages:
             question = await anext(messages)
             withdrawn = await anext(messages)
@@ -323,15 +324,15 @@ async def test_a_plain_calls_question_is_withdrawn_before_its_response(bridge: s
     assert response["result"]["content"][0]["text"] == "no answer"
 
 
-async def test_a_plain_call_asks_nobody_without_elicitation(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_a_plain_call_asks_nobody_without_elicitation(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         result = await client.call(
             "tools/call", {"name": "ask_once", "arguments": {"question": "?"}}
         )
     assert result["content"][0]["text"] == "nobody to ask"
 
 
-async def test_the_sdk_client_answers_a_plain_call(bridge: str) -> None:
+async def test_the_sdk_client_answers_a_plain_call(fast_bridge: str) -> None:
     asked: list[str] = []
 
     async def elicit(
@@ -341,7 +342,7 @@ async def test_the_sdk_client_answers_a_plain_call(bridge: str) -> None:
         return types.ElicitResult(action="accept", content={"text": "from the SDK"})
 
     async with (
-        streamable_http_client(bridge) as (read, write, _),
+        streamable_http_client(fast_bridge, http_client=sdk_http()) as (read, write, _),
         ClientSession(read, write, elicitation_callback=elicit) as session,
     ):
         await session.initialize()

@@ -2,7 +2,8 @@
 of what the client declared, sessions per principal are capped, a large ``progressToken``
 is refused, retention and failure messages are capped, each owner has a byte budget, and a
 resume with ``Last-Event-ID`` reads the stream in pages. Each test mounts the attack
-against real bridges and workers and prints the figure it measured."""
+and prints the figure it measured: on in-process apps (the fast tier), or on real bridges and
+workers where a worker's setting or a process's memory is what counts."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from httpx_sse import EventSource
 
 from bridge.shared.settings import Settings
 from tests.client import ModernClient, RpcError, connect
+from tests.inline import InlineWorker
+from tests.inproc import AsyncTransport, app_server, settings_of
 from tests.services import Process, bridge_server, celery_worker
 
 pytestmark = pytest.mark.anyio
@@ -50,9 +53,9 @@ def _memory(client: redis.Redis, keys: list[str]) -> int:
 
 
 async def test_a_session_keeps_a_bounded_part_of_what_the_client_declared(
-    bridge: str, env: dict[str, str], redis_client: redis.Redis
+    fast_bridge: str, fast_env: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    prefix = env["MCP_BRIDGE_KEY_PREFIX"]
+    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
     capabilities = {
         "elicitation": {"form": {}, "padding": "e" * MB},
         "tasks": {"list": {}, "requests": {"elicitation": {"create": {"more": "t" * MB}}}},
@@ -63,9 +66,9 @@ async def test_a_session_keeps_a_bounded_part_of_what_the_client_declared(
     assert len(body) > 3 * MB
     before = int(redis_client.info("memory")["used_memory"])
     sids = []
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
         for _ in range(20):
-            response = await http.post(bridge, content=body, headers=INIT_HEADERS)
+            response = await http.post(fast_bridge, content=body, headers=INIT_HEADERS)
             assert response.status_code == 200, response.text
             sids.append(response.headers["mcp-session-id"])
         stored = _memory(redis_client, [f"{prefix}:session:{sid}" for sid in sids])
@@ -82,22 +85,22 @@ async def test_a_session_keeps_a_bounded_part_of_what_the_client_declared(
         # The session works, and still counts as able to answer questions.
         headers = {**INIT_HEADERS, "Mcp-Session-Id": sids[0]}
         listed = await http.post(
-            bridge, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers
+            fast_bridge, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers
         )
         assert listed.json()["result"]["tools"]
 
 
 @pytest.fixture(scope="module")
-def few_sessions(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]:
+def few_sessions(fast_env: dict[str, str], log_dir: Path, inline: InlineWorker) -> Iterator[str]:
     settings = {
-        **env,
+        **fast_env,
         "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "3",
         "MCP_BRIDGE_AUTH_TOKENS": "tok-alice:alice,tok-bob:bob",
         # Sessions of this bridge are counted apart from the other tests'.
-        "MCP_BRIDGE_KEY_PREFIX": env["MCP_BRIDGE_KEY_PREFIX"] + "-sessions",
+        "MCP_BRIDGE_KEY_PREFIX": fast_env["MCP_BRIDGE_KEY_PREFIX"] + "-sessions",
     }
-    with bridge_server(settings, log_dir, "bridge-few-sessions") as url:
-        yield url
+    with app_server(settings_of(settings), log_dir / "bridge-few-sessions.log") as server:
+        yield server.url
 
 
 async def _open(http: httpx.AsyncClient, url: str, token: str | None = None) -> httpx.Response:
@@ -109,7 +112,7 @@ async def _open(http: httpx.AsyncClient, url: str, token: str | None = None) -> 
 
 
 async def test_sessions_per_principal_are_capped(few_sessions: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
         opened = [await _open(http, few_sessions, "tok-alice") for _ in range(3)]
         assert all("result" in response.json() for response in opened)
         refused = (await _open(http, few_sessions, "tok-alice")).json()
@@ -130,15 +133,17 @@ async def test_sessions_per_principal_are_capped(few_sessions: str) -> None:
 
 
 async def test_unauthenticated_callers_share_the_session_limit(
-    env: dict[str, str], log_dir: Path, worker: Process
+    fast_env: dict[str, str], log_dir: Path, inline: InlineWorker
 ) -> None:
     settings = {
-        **env,
+        **fast_env,
         "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "2",
-        "MCP_BRIDGE_KEY_PREFIX": env["MCP_BRIDGE_KEY_PREFIX"] + "-anonymous",
+        "MCP_BRIDGE_KEY_PREFIX": fast_env["MCP_BRIDGE_KEY_PREFIX"] + "-anonymous",
     }
-    with bridge_server(settings, log_dir, "bridge-anonymous-sessions") as url:
-        async with httpx.AsyncClient(timeout=30) as http:
+    log = log_dir / "bridge-anonymous-sessions.log"
+    with app_server(settings_of(settings), log) as server:
+        url = server.url
+        async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
             for _ in range(2):
                 assert "result" in (await _open(http, url)).json()
             refused = (await _open(http, url)).json()
@@ -146,10 +151,10 @@ async def test_unauthenticated_callers_share_the_session_limit(
 
 
 async def test_a_large_progress_token_is_refused(
-    bridge: str, env: dict[str, str], redis_client: redis.Redis
+    fast_bridge: str, fast_env: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    async with connect(bridge) as client:
-        stream = f"{env['MCP_BRIDGE_KEY_PREFIX']}:events:session:{client.session_id}"
+    async with connect(fast_bridge) as client:
+        stream = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:events:session:{client.session_id}"
         call = {"name": "sleep", "arguments": {"seconds": 1, "steps": 100}, "task": {}}
         message = await client.request("tools/call", {**call, "_meta": {"progressToken": "p" * MB}})
         if "result" in message:  # the code before the limit: measure what it cost
@@ -164,20 +169,20 @@ async def test_a_large_progress_token_is_refused(
         fine = await client.call("tools/call", {**call, "_meta": {"progressToken": "q" * 200}})
         await client.wait_status(fine["task"]["taskId"], {"completed"}, timeout=60)
         assert '"q' in redis_client.hget(
-            f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:{fine['task']['taskId']}", "ptoken"
+            f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{fine['task']['taskId']}", "ptoken"
         )
 
 
 async def test_retention_and_failure_messages_are_capped(
-    bridge: str, env: dict[str, str], redis_client: redis.Redis
+    fast_bridge: str, fast_env: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    async with connect(bridge) as client:
+    async with connect(fast_bridge) as client:
         kept = await client.create_task("echo", {"text": "a"}, ttl=10**9)
         assert kept["ttl"] == 4 * 3600 * 1000
         # An exception quoting a large argument does not land in Redis three times over.
         failed = await client.create_task("fail", {"message": "m" * 900_000})
         final = await client.wait_status(failed["taskId"], {"failed"}, timeout=30)
-        key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:{failed['taskId']}"
+        key = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{failed['taskId']}"
         print(f"a failure quoting 900 kB: its record holds {_memory(redis_client, [key])} bytes")
         assert len(final["statusMessage"]) < 2_100
         assert _memory(redis_client, [key]) < 10_000
@@ -325,6 +330,7 @@ async def test_a_resume_reads_the_stream_in_pages(
             assert grown < 100 * MB
 
 
+@pytest.mark.fast
 def test_the_budget_must_fit_one_call() -> None:
     with pytest.raises(ValueError, match="max_bytes_per_owner"):
         Settings(max_bytes_per_owner=1000)

@@ -14,14 +14,16 @@ from bridge.shared.settings import Settings
 from bridge.shared.sync_registry import SyncRegistry
 from workers import runtime
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
-def fresh() -> Iterator[None]:
-    runtime.configure(None)
+def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Unconfigured for the test; afterwards as before (the in-process runner of the fast
+    # tier configured this process for the whole run).
+    monkeypatch.setattr(runtime, "_settings", None)
+    monkeypatch.setattr(runtime, "_store", None)
     yield
-    runtime.configure(None)
 
 
 def test_settings_are_read_once_per_process(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:

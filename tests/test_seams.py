@@ -27,7 +27,7 @@ from bridge.shared.errors import (
 from bridge.shared.settings import Settings
 from workers.tools import catalogue, tool
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(30)]
 BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
 
 

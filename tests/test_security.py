@@ -1,6 +1,7 @@
 """Who may see what: bearer authentication (static tokens, JWTs with a key or a JWKS),
 tasks bound to principals in both eras, the refusal to serve a non-loopback address
-unauthenticated, and the audit trail."""
+unauthenticated, and the audit trail. On in-process apps with these settings (the fast tier);
+the refusal to serve is the command line's, in a process."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.client import ModernClient, RpcError, connect
+from tests.inline import InlineWorker
+from tests.inproc import AsyncTransport, app_server, settings_of
 from tests.jwks import publishing
-from tests.services import ROOT, Process, bridge_server, free_port
+from tests.services import ROOT, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -84,11 +87,13 @@ async def test_tasks_belong_to_the_principal_across_sessions(token_bridge: str) 
 async def test_modern_tasks_are_bound_to_the_principal(token_bridge: str) -> None:
     async with (
         httpx.AsyncClient(
-            timeout=30, headers={"Authorization": "Bearer tok-alice-1"}
+            timeout=30, transport=AsyncTransport(), headers={"Authorization": "Bearer tok-alice-1"}
         ) as alice_http,
-        httpx.AsyncClient(timeout=30, headers={"Authorization": "Bearer tok-bob"}) as bob_http,
         httpx.AsyncClient(
-            timeout=30, headers={"Authorization": "Bearer tok-alice-2"}
+            timeout=30, transport=AsyncTransport(), headers={"Authorization": "Bearer tok-bob"}
+        ) as bob_http,
+        httpx.AsyncClient(
+            timeout=30, transport=AsyncTransport(), headers={"Authorization": "Bearer tok-alice-2"}
         ) as alice2_http,
     ):
         alice, bob = ModernClient(token_bridge, alice_http), ModernClient(token_bridge, bob_http)
@@ -121,15 +126,17 @@ def jwks_url(rsa_key: rsa.RSAPrivateKey) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def jwt_bridge(env: dict[str, str], log_dir: Path, worker: Process, jwks_url: str) -> Iterator[str]:
+def jwt_bridge(
+    fast_env: dict[str, str], log_dir: Path, inline: InlineWorker, jwks_url: str
+) -> Iterator[str]:
     settings = {
-        **env,
+        **fast_env,
         "MCP_BRIDGE_JWT_JWKS_URL": jwks_url,
         "MCP_BRIDGE_JWT_ISSUER": "https://issuer.test",
         "MCP_BRIDGE_JWT_AUDIENCE": "mcp-bridge",
     }
-    with bridge_server(settings, log_dir, "bridge-jwt") as url:
-        yield url
+    with app_server(settings_of(settings), log_dir / "bridge-jwt.log") as server:
+        yield server.url
 
 
 def _claims(**override: Any) -> dict[str, Any]:
@@ -164,7 +171,7 @@ async def test_jwts_are_verified_against_the_jwks(
         "other key": sign(_claims(), other_key),
         "hs256 with the public key as secret": jwt.encode(_claims(), HS_SECRET, algorithm="HS256"),
     }
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
         for why, token in bad.items():
             response = await http.post(
                 jwt_bridge,
@@ -175,20 +182,21 @@ async def test_jwts_are_verified_against_the_jwks(
 
 
 async def test_jwts_with_a_shared_secret(
-    env: dict[str, str], log_dir: Path, worker: Process
+    fast_env: dict[str, str], log_dir: Path, inline: InlineWorker
 ) -> None:
     settings = {
-        **env,
+        **fast_env,
         "MCP_BRIDGE_JWT_KEY": HS_SECRET,
         "MCP_BRIDGE_JWT_ALGORITHMS": "HS256",
         "MCP_BRIDGE_JWT_AUDIENCE": "mcp-bridge",
     }
-    with bridge_server(settings, log_dir, "bridge-hs256") as url:
+    with app_server(settings_of(settings), log_dir / "bridge-hs256.log") as server:
+        url = server.url
         claims = {k: v for k, v in _claims(sub="dave").items() if k != "iss"}
         token = jwt.encode(claims, HS_SECRET, algorithm="HS256")
         async with connect(url, token=token) as dave:
             assert await dave.call("ping") == {}
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http:
             forged = jwt.encode(
                 _claims(sub="dave"), "another-secret-of-enough-length!!", algorithm="HS256"
             )

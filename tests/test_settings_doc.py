@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bridge.shared.settings import reference
 from tests.services import ROOT
+
+pytestmark = pytest.mark.fast
 
 
 def test_the_docs_list_every_setting_as_the_model_declares_it() -> None:

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from tests.client import RawClient, connect, next_status
+from tests.inproc import AsyncTransport
 from tests.schema import check
 
 pytestmark = pytest.mark.anyio
@@ -69,9 +70,14 @@ def assert_strictly_after(events: list[Event], mark: str) -> None:
 # -- one session, two bridge processes ---------------------------------------------------------
 
 
-async def test_notifications_reach_a_stream_on_another_bridge(bridge: str, bridge_b: str) -> None:
-    async with connect(bridge) as a, httpx.AsyncClient(timeout=30) as http_b:
-        b = twin(a, bridge_b, http_b)
+async def test_notifications_reach_a_stream_on_another_bridge(
+    fast_bridge: str, fast_bridge_b: str
+) -> None:
+    async with (
+        connect(fast_bridge) as a,
+        httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http_b,
+    ):
+        b = twin(a, fast_bridge_b, http_b)
         async with b.stream() as events:
             task = await a.create_task("sleep", {"seconds": 0.3, "steps": 2})
             task_id = task["taskId"]
@@ -94,9 +100,9 @@ async def test_notifications_reach_a_stream_on_another_bridge(bridge: str, bridg
 
 
 async def test_resume_with_last_event_id_replays_what_was_missed(
-    bridge: str, bridge_b: str
+    fast_bridge: str, fast_bridge_b: str
 ) -> None:
-    async with connect(bridge) as client:
+    async with connect(fast_bridge) as client:
         async with client.stream() as events:
             task = await client.create_task("sleep", {"seconds": 1, "steps": 5})
             task_id = task["taskId"]
@@ -132,8 +138,8 @@ async def test_resume_with_last_event_id_replays_what_was_missed(
         assert_strictly_after(resumed, mark)
 
         # Resume from the same point on the other bridge process: the same events, same ids.
-        async with httpx.AsyncClient(timeout=30) as http_b:
-            b = twin(client, bridge_b, http_b)
+        async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as http_b:
+            b = twin(client, fast_bridge_b, http_b)
             async with b.stream(last_event_id=mark) as events:
                 replayed = await collect_until(events, sentinel["taskId"], "completed")
                 later = await b.create_task("echo", {"text": "later"})
@@ -145,8 +151,8 @@ async def test_resume_with_last_event_id_replays_what_was_missed(
         assert_strictly_after(replayed + live, mark)
 
 
-async def test_resume_from_the_last_event_replays_nothing(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_resume_from_the_last_event_replays_nothing(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         async with client.stream() as events:
             first = await client.create_task("echo", {"text": "one"})
             seen = await collect_until(events, first["taskId"], "completed")
@@ -171,8 +177,8 @@ async def test_resume_from_the_last_event_replays_nothing(bridge: str) -> None:
         "1-18446744073709551616",
     ],
 )
-async def test_malformed_last_event_id_is_400(bridge: str, last: str) -> None:
-    async with connect(bridge) as client:
+async def test_malformed_last_event_id_is_400(fast_bridge: str, last: str) -> None:
+    async with connect(fast_bridge) as client:
         headers = {
             "Accept": "text/event-stream",
             "Mcp-Session-Id": str(client.session_id),
@@ -205,16 +211,18 @@ def _running_plain_sleep(client: redis.Redis, prefix: str, owner: str) -> str | 
 
 
 async def test_plain_call_is_cancelled_when_the_client_disconnects(
-    bridge: str, redis_client: redis.Redis, env: dict[str, str]
+    fast_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    prefix = env["MCP_BRIDGE_KEY_PREFIX"]
-    async with connect(bridge, version="2025-06-18") as client:
+    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
+    async with connect(fast_bridge, version="2025-06-18") as client:
         owner = f"session:{client.session_id}"
         body = {
             "jsonrpc": "2.0",
             "id": 1000,
             "method": "tools/call",
-            "params": {"name": "sleep", "arguments": {"seconds": 30, "steps": 300}},
+            # Steps of 3 s: the "running on" status lasts until the first step's report, and
+            # a scan of a registry the fuzz tests filled takes a while.
+            "params": {"name": "sleep", "arguments": {"seconds": 30, "steps": 10}},
         }
         key: str | None = None
         async with client.http.stream(

@@ -24,7 +24,7 @@ from bridge.shared.scripts import source
 from bridge.shared.settings import Settings
 from bridge.shared.sync_registry import SyncRegistry
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.fast, pytest.mark.anyio, pytest.mark.timeout(30)]
 
 SCRIPTS = sorted(
     p.name.removesuffix(".lua")

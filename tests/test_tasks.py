@@ -1,6 +1,7 @@
 """The task lifecycle end to end: cancel (running, busy-looping, queued), results, listing,
-retention, isolation between sessions and the finality of terminal statuses. A real bridge,
-real prefork Celery workers and the real Redis."""
+retention, isolation between sessions and the finality of terminal statuses, on the real
+Redis. A cancel that must stop a pool process runs on a real bridge and real prefork Celery
+workers; the rest on the bridge's app in process with tools run inline (the fast tier)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ import redis
 
 from bridge.shared.clients import sync_client
 from bridge.shared.records import TaskStatus
-from bridge.shared.settings import Settings
 from bridge.shared.sync_registry import SyncRegistry
 from tests.client import TERMINAL, RawClient, RpcError, connect, list_all, running_pid
+from tests.inline import inline_worker
+from tests.inproc import app_server, settings_of
 from tests.services import (
     Process,
-    bridge_server,
-    celery_worker,
     eventually,
     parent_pid,
     pid_running,
@@ -47,16 +47,6 @@ async def rpc_error(call: Awaitable[Any]) -> RpcError:
     with pytest.raises(RpcError) as err:
         await call
     return err.value
-
-
-def settings_from(env: dict[str, str]) -> Settings:
-    return Settings(
-        **{
-            key.removeprefix("MCP_BRIDGE_").lower(): value
-            for key, value in env.items()
-            if key.startswith("MCP_BRIDGE_")
-        }
-    )
 
 
 async def cancel_running(
@@ -144,15 +134,17 @@ async def test_cancel_prevents_the_side_effect(
         assert not mark.exists()
 
 
+@pytest.mark.fast
 async def test_cancel_while_queued_never_runs(
-    env: dict[str, str], log_dir: Path, tmp_path: Path
+    fast_env: dict[str, str], log_dir: Path, tmp_path: Path
 ) -> None:
-    # A bridge on a queue no worker consumes yet: the task stays queued until we cancel it.
+    # An app on a queue no worker consumes yet: the task stays queued until we cancel it.
+    env = fast_env
     env2 = {**env, "MCP_BRIDGE_QUEUE": f"{env['MCP_BRIDGE_QUEUE']}-q{uuid.uuid4().hex[:6]}"}
     mark = tmp_path / "queued"
     pid_file = tmp_path / "queued.pid"
-    with bridge_server(env2, log_dir, "bridge-queued") as url:
-        async with connect(url) as client:
+    with app_server(settings_of(env2), log_dir / "inproc-queued.log") as server:
+        async with connect(server.url) as client:
             task = await client.create_task("mark_after", {"seconds": 0.1, "path": str(mark)})
             task_id = task["taskId"]
             assert task["status"] == "working"
@@ -162,7 +154,7 @@ async def test_cancel_while_queued_never_runs(
 
             # One pool process: the queue is FIFO, so the cancelled message is received (and
             # must be dropped) before the echo that follows it runs.
-            with celery_worker(env2, log_dir, concurrency=1):
+            with inline_worker(settings_of(env2), concurrency=1):
                 echo = await client.create_task("echo", {"text": "after"})
                 done = await client.wait_status(echo["taskId"], TERMINAL, timeout=20)
                 assert done["status"] == "completed", done
@@ -175,8 +167,8 @@ async def test_cancel_while_queued_never_runs(
 
 
 # -- results ---------------------------------------------------------------------------------
-async def test_cancel_of_a_completed_task_is_invalid_params(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_cancel_of_a_completed_task_is_invalid_params(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         task = await client.create_task("echo", {"text": "done"})
         done = await client.wait_status(task["taskId"], TERMINAL)
         assert done["status"] == "completed"
@@ -186,8 +178,8 @@ async def test_cancel_of_a_completed_task_is_invalid_params(bridge: str) -> None
         assert (await client.get_task(task["taskId"]))["status"] == "completed"
 
 
-async def test_tasks_result_blocks_until_terminal(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_tasks_result_blocks_until_terminal(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         started = time.monotonic()
         task = await client.create_task("sleep", {"seconds": 1, "steps": 10})
         assert task["status"] == "working"
@@ -201,8 +193,8 @@ async def test_tasks_result_blocks_until_terminal(bridge: str) -> None:
         assert final["status"] == "completed"
 
 
-async def test_tasks_result_of_a_cancelled_task_is_an_error(bridge: str) -> None:
-    async with connect(bridge) as client:
+async def test_tasks_result_of_a_cancelled_task_is_an_error(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as client:
         task = await client.create_task("sleep", {"seconds": 30, "steps": 300})
         cancelled = await client.call("tasks/cancel", {"taskId": task["taskId"]})
         assert cancelled["status"] == "cancelled"
@@ -215,10 +207,10 @@ async def test_tasks_result_of_a_cancelled_task_is_an_error(bridge: str) -> None
 
 # -- retention -------------------------------------------------------------------------------
 async def test_a_terminal_task_expires_after_its_ttl(
-    bridge: str, redis_client: redis.Redis, env: dict[str, str]
+    fast_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    prefix = env["MCP_BRIDGE_KEY_PREFIX"]
-    async with connect(bridge) as client:
+    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
+    async with connect(fast_bridge) as client:
         task = await client.create_task("echo", {"text": "short-lived"}, ttl=1000)
         task_id = task["taskId"]
         assert task["ttl"] == 1000
@@ -245,8 +237,8 @@ async def test_a_terminal_task_expires_after_its_ttl(
 
 
 # -- isolation -------------------------------------------------------------------------------
-async def test_another_session_cannot_see_or_touch_a_task(bridge: str) -> None:
-    async with connect(bridge) as a, connect(bridge) as b:
+async def test_another_session_cannot_see_or_touch_a_task(fast_bridge: str) -> None:
+    async with connect(fast_bridge) as a, connect(fast_bridge) as b:
         assert a.session_id != b.session_id
         task = await a.create_task("sleep", {"seconds": 1, "steps": 10})
         task_id = task["taskId"]
@@ -270,13 +262,13 @@ async def test_another_session_cannot_see_or_touch_a_task(bridge: str) -> None:
 
 # -- finality --------------------------------------------------------------------------------
 async def test_a_late_transition_cannot_change_a_terminal_status(
-    bridge: str, env: dict[str, str]
+    fast_bridge: str, fast_env: dict[str, str]
 ) -> None:
-    settings = settings_from(env)
-    assert settings.key_prefix == env["MCP_BRIDGE_KEY_PREFIX"]
+    settings = settings_of(fast_env)
+    assert settings.key_prefix == fast_env["MCP_BRIDGE_KEY_PREFIX"]
     registry = SyncRegistry(settings, sync_client(settings.redis_url))
     try:
-        async with connect(bridge) as client:
+        async with connect(fast_bridge) as client:
             task = await client.create_task("echo", {"text": "final"})
             task_id = task["taskId"]
             done = await client.wait_status(task_id, TERMINAL)
@@ -302,9 +294,9 @@ async def test_a_late_transition_cannot_change_a_terminal_status(
 
 
 # -- listing ---------------------------------------------------------------------------------
-async def test_tasks_list_pages_through_every_task_once(bridge: str) -> None:
+async def test_tasks_list_pages_through_every_task_once(fast_bridge: str) -> None:
     count = 250
-    async with connect(bridge) as client:
+    async with connect(fast_bridge) as client:
         created: list[str] = []
         limit = anyio.Semaphore(20)
 

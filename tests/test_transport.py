@@ -1,5 +1,7 @@
-"""Streamable HTTP transport rules (MCP 2025-11-25), checked with raw HTTP requests against a
-real bridge process: status codes, and every error body a schema-valid JSON-RPC error."""
+"""Streamable HTTP transport rules (MCP 2025-11-25), checked with raw HTTP requests against the
+bridge's app in process (the fast tier): status codes, and every error body a schema-valid
+JSON-RPC error. What the HTTP server does to the bytes (whitespace around header values) is
+checked against a real bridge process."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.inproc import sync_transport
 from tests.schema import check, check_response
 
 LATEST = "2025-11-25"
@@ -106,22 +109,29 @@ def assert_pong(response: httpx.Response, id: int = 7) -> None:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=15) as client:
+def http(fast_bridge: str) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=15, transport=sync_transport(fast_bridge)) as client:
         yield client
 
 
 @pytest.fixture
-def session(http: httpx.Client, bridge: str) -> Session:
-    return Session(http, bridge)
+def session(http: httpx.Client, fast_bridge: str) -> Session:
+    return Session(http, fast_bridge)
+
+
+@pytest.fixture
+def real_session(bridge: str) -> Iterator[Session]:
+    """A session on a real bridge process, for the tests of what its HTTP server passes on."""
+    with httpx.Client(timeout=15) as client:
+        yield Session(client, bridge)
 
 
 # -- sessions --------------------------------------------------------------------------------
 
 
-def test_missing_session_id_is_400(http: httpx.Client, bridge: str) -> None:
+def test_missing_session_id_is_400(http: httpx.Client, fast_bridge: str) -> None:
     response = http.post(
-        bridge, json=rpc("ping"), headers={**BASE_HEADERS, "MCP-Protocol-Version": LATEST}
+        fast_bridge, json=rpc("ping"), headers={**BASE_HEADERS, "MCP-Protocol-Version": LATEST}
     )
     assert_error(response, 400)
 
@@ -138,10 +148,10 @@ def test_missing_session_id_is_400(http: httpx.Client, bridge: str) -> None:
     ids=["notification", "response", "ping-params-list", "call-params-str", "unknown-method"],
 )
 def test_missing_session_id_is_400_whatever_the_message(
-    http: httpx.Client, bridge: str, body: dict[str, Any]
+    http: httpx.Client, fast_bridge: str, body: dict[str, Any]
 ) -> None:
     headers = {**BASE_HEADERS, "MCP-Protocol-Version": LATEST}
-    assert_error(http.post(bridge, json=body, headers=headers), 400)
+    assert_error(http.post(fast_bridge, json=body, headers=headers), 400)
 
 
 @pytest.mark.parametrize(
@@ -150,15 +160,15 @@ def test_missing_session_id_is_400_whatever_the_message(
     ids=["ping-params-list", "call-params-str"],
 )
 def test_unknown_session_is_404_even_with_bad_params(
-    http: httpx.Client, bridge: str, body: dict[str, Any]
+    http: httpx.Client, fast_bridge: str, body: dict[str, Any]
 ) -> None:
     headers = {**BASE_HEADERS, "Mcp-Session-Id": "f" * 32, "MCP-Protocol-Version": LATEST}
-    assert_error(http.post(bridge, json=body, headers=headers), 404)
+    assert_error(http.post(fast_bridge, json=body, headers=headers), 404)
 
 
-def test_get_without_a_session_is_405(http: httpx.Client, bridge: str) -> None:
+def test_get_without_a_session_is_405(http: httpx.Client, fast_bridge: str) -> None:
     # Dual-era: without a legacy session there is no GET stream (the 2026-07-28 rule).
-    response = http.get(bridge, headers={"Accept": "text/event-stream"})
+    response = http.get(fast_bridge, headers={"Accept": "text/event-stream"})
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
 
@@ -168,14 +178,14 @@ def test_get_without_a_session_is_405(http: httpx.Client, bridge: str) -> None:
     ["0123456789abcdef0123456789abcdef", "not a valid id", "x" * 200],
     ids=["well-formed", "with-spaces", "too-long"],
 )
-def test_unknown_session_id_is_404(http: httpx.Client, bridge: str, sid: str) -> None:
+def test_unknown_session_id_is_404(http: httpx.Client, fast_bridge: str, sid: str) -> None:
     headers = {**BASE_HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
-    assert_error(http.post(bridge, json=rpc("ping"), headers=headers), 404)
+    assert_error(http.post(fast_bridge, json=rpc("ping"), headers=headers), 404)
     # Notifications and GET streams of an unknown session are refused the same way.
     notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert_error(http.post(bridge, json=notification, headers=headers), 404)
+    assert_error(http.post(fast_bridge, json=notification, headers=headers), 404)
     get_headers = {"Accept": "text/event-stream", "Mcp-Session-Id": sid}
-    assert_error(http.get(bridge, headers=get_headers), 404)
+    assert_error(http.get(fast_bridge, headers=get_headers), 404)
 
 
 def test_deleted_session_is_404(session: Session) -> None:
@@ -188,8 +198,8 @@ def test_deleted_session_is_404(session: Session) -> None:
     assert_error(session.http.get(session.url, headers=get_headers), 404)
 
 
-def test_delete_without_a_session_is_405(http: httpx.Client, bridge: str) -> None:
-    response = http.delete(bridge)
+def test_delete_without_a_session_is_405(http: httpx.Client, fast_bridge: str) -> None:
+    response = http.delete(fast_bridge)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
 
@@ -203,13 +213,13 @@ def test_unsupported_protocol_version_header_is_400(session: Session, version: s
 
 
 def test_any_supported_version_header_is_accepted_on_a_session(
-    http: httpx.Client, bridge: str
+    http: httpx.Client, fast_bridge: str
 ) -> None:
     # As the SDK servers do (and the conformance suite expects): only an unsupported
     # version is refused, not one other than the session's.
-    latest = Session(http, bridge)
+    latest = Session(http, fast_bridge)
     assert_pong(latest.ping(**{"MCP-Protocol-Version": "2025-06-18"}))
-    older = Session(http, bridge, "2025-06-18")
+    older = Session(http, fast_bridge, "2025-06-18")
     assert_pong(older.ping(**{"MCP-Protocol-Version": LATEST}))
     assert_error(older.ping(**{"MCP-Protocol-Version": "2025-06-19"}), 400)
 
@@ -235,7 +245,8 @@ def raw_request(url: str, method: str, headers: list[tuple[str, str]], body: byt
         return received.decode(errors="replace")
 
 
-def test_session_headers_are_trimmed(session: Session, bridge: str) -> None:
+def test_session_headers_are_trimmed(real_session: Session, bridge: str) -> None:
+    session = real_session
     common = [("Accept", f" {ACCEPT}\t"), ("Content-Type", "application/json  ")]
     padded = [("Mcp-Session-Id", f"  {session.id}  "), ("MCP-Protocol-Version", f"\t{LATEST} ")]
     ping = json.dumps(rpc("ping", id=7)).encode()
@@ -301,10 +312,12 @@ def test_allowed_host_passes(session: Session, host: str) -> None:
     assert_pong(session.ping(Host=host))
 
 
-def test_forbidden_origin_is_refused_before_anything_else(http: httpx.Client, bridge: str) -> None:
+def test_forbidden_origin_is_refused_before_anything_else(
+    http: httpx.Client, fast_bridge: str
+) -> None:
     # Not even an initialize gets through: no session is created for a foreign page.
     response = http.post(
-        bridge,
+        fast_bridge,
         json=rpc("initialize", init_params()),
         headers={**BASE_HEADERS, "Origin": "http://evil.example"},
     )
@@ -438,18 +451,18 @@ def test_put_is_405(session: Session) -> None:
 
 
 def test_initialize_with_unsupported_version_answers_the_latest(
-    http: httpx.Client, bridge: str
+    http: httpx.Client, fast_bridge: str
 ) -> None:
-    session = Session(http, bridge, "1999-01-01")
+    session = Session(http, fast_bridge, "1999-01-01")
     assert session.result["protocolVersion"] == LATEST
     assert "tasks" in session.result["capabilities"]
     assert_pong(session.ping())
 
 
 def test_initialize_with_2025_03_26_is_echoed_without_tasks(
-    http: httpx.Client, bridge: str
+    http: httpx.Client, fast_bridge: str
 ) -> None:
-    session = Session(http, bridge, "2025-03-26")
+    session = Session(http, fast_bridge, "2025-03-26")
     assert session.result["protocolVersion"] == "2025-03-26"
     assert "tasks" not in session.result["capabilities"]
     assert "tools" in session.result["capabilities"]
@@ -471,9 +484,9 @@ def test_initialize_with_2025_03_26_is_echoed_without_tasks(
     ids=["no-params", "no-version", "no-client-version", "capabilities-list"],
 )
 def test_bad_initialize_is_invalid_params(
-    http: httpx.Client, bridge: str, params: dict[str, Any] | None
+    http: httpx.Client, fast_bridge: str, params: dict[str, Any] | None
 ) -> None:
-    response = http.post(bridge, json=rpc("initialize", params, id=5), headers=BASE_HEADERS)
+    response = http.post(fast_bridge, json=rpc("initialize", params, id=5), headers=BASE_HEADERS)
     body = assert_error(response, 200, -32602)
     assert body["id"] == 5
     assert "mcp-session-id" not in response.headers
@@ -482,8 +495,8 @@ def test_bad_initialize_is_invalid_params(
 # -- still alive ----------------------------------------------------------------------------
 
 
-def test_server_still_serves_after_all_this(http: httpx.Client, bridge: str) -> None:
-    session = Session(http, bridge)
+def test_server_still_serves_after_all_this(http: httpx.Client, fast_bridge: str) -> None:
+    session = Session(http, fast_bridge)
     assert_pong(session.ping())
     tools = session.post(rpc("tools/list", id=8))
     assert tools.status_code == 200

@@ -24,6 +24,8 @@ from bridge.timestamps import iso
 from tests.schema import check
 from workers.tools import catalogue, to_call_tool_result, tool
 
+pytestmark = pytest.mark.fast
+
 DEFAULT_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 DEFAULT_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
