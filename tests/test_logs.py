@@ -196,3 +196,19 @@ async def test_progress_reports_are_not_transitions(
     seen = moves()
     assert len(seen) == 3 and {"queued", "completed"} < set(seen), seen
     assert any(m.startswith("running on ") for m in seen), seen
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_in_json_mode_starts_with_json_lines_only(worker: Process) -> None:
+    # Off a terminal the worker logs JSON: Celery's banner (stdout) becomes one line with its
+    # facts, and its warnings (running as root, say) are lines too, not bare text.
+    text = worker.output()
+    assert "ready." in text
+    startup = text[: text.index("ready.")].rsplit("\n", 1)[0].split("\n")
+    plain = [line for line in startup if line.strip() and not line.startswith("{")]
+    assert plain == [], plain
+    entries = [json.loads(line) for line in startup if line.startswith("{")]
+    (banner,) = [e for e in entries if e["logger"] == "workers.app"]
+    assert banner["message"].endswith("starting") and banner["pool"].endswith("prefork")
+    assert "mcp.echo" in banner["tasks"] and banner["queues"]
+    assert banner["broker"].startswith("redis://")

@@ -4,14 +4,17 @@ environment and opens no connection."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
 
 from bridge.shared import logs
 from bridge.shared.settings import Settings
 from workers import runtime
+
+log = logging.getLogger(__name__)
 
 app = Celery("mcp_celery_bridge")
 
@@ -48,6 +51,36 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     # Connected, this replaces Celery's own set-up: the worker logs in the bridge's format
     # (JSON off a terminal), so one log pipeline reads both.
     logs.configure(loglevel or "INFO", runtime.settings().log_format)
+
+
+@celeryd_init.connect
+def _early_logging(options: Any = None, **_: Any) -> None:
+    # The worker warns (running as root, say) before Celery sets up logging: set it up
+    # first, so the warning is a line in the worker's format too.
+    level = (options or {}).get("loglevel") or "INFO"
+    logs.configure(level, runtime.settings().log_format)
+
+
+@celeryd_after_setup.connect
+def _banner(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    # Celery prints its banner to stdout as plain text; in JSON mode it becomes one line with
+    # the same facts (the broker without its password, as Celery shows it).
+    if instance is None or not logs.is_json(runtime.settings().log_format):
+        return
+    instance.quiet = True
+    queues = sorted(instance.app.amqp.queues.keys())
+    log.info(
+        "worker %s starting",
+        sender,
+        extra=logs.fields(
+            worker=str(sender),
+            pool=getattr(instance.pool_cls, "__module__", str(instance.pool_cls)),
+            concurrency=instance.concurrency,
+            queues=queues,
+            broker=instance.app.connection_for_read().as_uri(),
+            tasks=sorted(name for name in instance.app.tasks if not name.startswith("celery.")),
+        ),
+    )
 
 
 app.add_defaults(lambda: celery_config(runtime.settings()))

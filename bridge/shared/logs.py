@@ -144,11 +144,16 @@ def _text(value: Any) -> str:
     return printable(text)
 
 
-def formatter(log_format: LogFormat, stream: Any = None) -> logging.Formatter:
+def is_json(log_format: LogFormat, stream: Any = None) -> bool:
+    """Whether lines go out as JSON: asked for, or "auto" off a terminal."""
     if log_format == "auto":
         isatty = getattr(stream if stream is not None else sys.stderr, "isatty", None)
-        log_format = "text" if isatty is not None and isatty() else "json"
-    return JsonFormatter() if log_format == "json" else TextFormatter()
+        return not (isatty is not None and isatty())
+    return log_format == "json"
+
+
+def formatter(log_format: LogFormat, stream: Any = None) -> logging.Formatter:
+    return JsonFormatter() if is_json(log_format, stream) else TextFormatter()
 
 
 class _Prefixed(logging.Formatter):
@@ -180,6 +185,9 @@ def configure(level: str | int, log_format: LogFormat = "auto", prefix: str = ""
     # One line per request comes from the transport, with the MCP fields; uvicorn's access
     # line would be a second, poorer one.
     logging.getLogger("uvicorn.access").disabled = True
+    # Python's warnings (Celery's SecurityWarning, deprecations) as log lines in the same
+    # format, not as bare text on stderr.
+    logging.captureWarnings(True)
 
 
 transitions = logging.getLogger("bridge.transitions")
