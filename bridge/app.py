@@ -26,7 +26,7 @@ from bridge.events import EventHub
 from bridge.guard import HostOriginGuard
 from bridge.headers import TrimmedHeaders
 from bridge.health import Health
-from bridge.metrics import Metrics
+from bridge.metrics import FleetSources, Metrics
 from bridge.pipeline import mcp_pipeline
 from bridge.publisher import Publisher
 from bridge.reaper import Reaper
@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> Starlette:
         registry = Registry(settings, client)
         reaper = Reaper(settings, registry)
         reaper.start()
-        metrics = Metrics(hub)
+        metrics = Metrics(hub, FleetSources(publisher.queue_depth, registry.running_by_worker))
         hub.on_event = metrics.observe
         app.state.metrics = metrics
         parts = eras.Parts(

@@ -5,12 +5,19 @@ and the duration histograms count the tasks *this process created*, as it learns
 from the event channel every process hears, so a task is counted once in the sum however
 many replicas there are. Labels: ``tool``, ``era`` (legacy | modern), ``status``
 (completed | failed | cancelled).
+
+The fleet's figures (queue depth, tasks running per worker) are read when scraped and are
+the same on every replica: take one replica's (max), do not sum them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+import anyio
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,15 +30,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.events import Event, EventHub
+from bridge.shared.errors import BridgeError
+
+log = logging.getLogger(__name__)
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 #: Tasks this process created and has not seen end are forgotten after this long (an end
 #: missed while the event channel was down), so the table cannot grow without bound.
 FORGET_AFTER_S = 86_400.0
+#: How long a scrape waits for the fleet's figures before answering without them.
+SAMPLE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class FleetSources:
+    """Where the fleet's figures come from, read at each scrape."""
+
+    queue_depth: Callable[[], int]  # blocking (the broker): run in a thread
+    running_by_worker: Callable[[], Awaitable[dict[str, int]]]
 
 
 class Metrics:
-    def __init__(self, hub: EventHub) -> None:
+    def __init__(self, hub: EventHub, fleet: FleetSources | None = None) -> None:
+        self.fleet = fleet
         self.registry = CollectorRegistry()
         r = self.registry
         self.created = Counter(
@@ -78,6 +99,22 @@ class Metrics:
             "Requests answered an error because Redis failed.",
             registry=r,
         )
+        self.queue_depth = Gauge(
+            "mcp_bridge_queue_depth",
+            "Tool calls waiting in the Celery queue (the fleet's: read when scraped).",
+            registry=r,
+        )
+        self.running = Gauge(
+            "mcp_bridge_tasks_running",
+            "Tool calls a worker runs now, by worker (the fleet's, by their leases).",
+            ["worker"],
+            registry=r,
+        )
+        self.sample_errors = Counter(
+            "mcp_bridge_fleet_sample_errors",
+            "Scrapes that could not read the queue depth or the running tasks.",
+            registry=r,
+        )
         # task id -> (tool, created at (monotonic), started yet)
         self._mine: dict[str, tuple[str, float, bool]] = {}
 
@@ -105,5 +142,25 @@ class Metrics:
             del self._mine[event.task.id]
         self.in_flight.set(len(self._mine))
 
+    async def sample_fleet(self) -> None:
+        """Read the queue depth and the running tasks; on failure (or after
+        ``SAMPLE_TIMEOUT_S``) keep the last figures and count the error."""
+        if self.fleet is None:
+            return
+        fleet = self.fleet
+        try:
+            with anyio.fail_after(SAMPLE_TIMEOUT_S):
+                depth = await anyio.to_thread.run_sync(fleet.queue_depth, abandon_on_cancel=True)
+                running = await fleet.running_by_worker()
+        except (BridgeError, TimeoutError) as exc:
+            self.sample_errors.inc()
+            log.warning("could not read the fleet's figures: %s", exc)
+            return
+        self.queue_depth.set(depth)
+        self.running.clear()  # a worker that runs nothing any more drops out
+        for worker, count in running.items():
+            self.running.labels(worker).set(count)
+
     async def endpoint(self, request: Request) -> Response:
+        await self.sample_fleet()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

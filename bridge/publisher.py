@@ -147,6 +147,21 @@ class Publisher:
         replies = self.celery.control.ping(timeout=timeout) or []
         return [name for reply in replies for name in reply]
 
+    def queue_depth(self) -> int:
+        """Messages waiting in the queue the bridge publishes to (blocking: a connection of
+        its own, one round trip). Any broker: a passive declare reports the count, and
+        creates nothing; a queue not there (Redis drops an empty list) holds none."""
+        try:
+            with self.celery.connection_for_read() as conn:
+                channel: Any = conn.default_channel  # kombu's stubs lack queue_declare
+                try:
+                    declared = channel.queue_declare(queue=self.queue, passive=True)
+                except conn.channel_errors:
+                    return 0
+        except (OperationalError, KombuError, OSError) as exc:
+            raise DispatchError(f"could not read the queue's depth: {exc}") from exc
+        return int(declared.message_count)
+
     def close(self) -> None:
         self.celery.close()
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.client import ModernClient, connect
+from tests.client import ModernClient, connect, running_pid
 from tests.inproc import sync_transport
+from tests.services import RedisServer, bridge_server
+from tests.services import test_env as deployment_env
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +110,28 @@ async def test_a_legacy_plain_call_is_not_counted_as_modern(bridge: str) -> None
     assert moved("mcp_bridge_tasks_created_total", tool="echo", era="legacy") == 1
     assert moved("mcp_bridge_tasks_created_total", tool="echo", era="modern") == 1
     assert moved("mcp_bridge_tasks_created_total", tool="sleep", era="modern") == 1
+
+
+async def test_the_fleets_figures_queue_depth_and_running_tasks(
+    bridge: str, redis_server: RedisServer, log_dir: Path
+) -> None:
+    # A deployment of its own on the run's Redis, with no worker: what it queues waits.
+    env = deployment_env(redis_server.url)
+    with bridge_server(env, log_dir, "bridge-depth") as url:
+        assert _value(_samples(url), "mcp_bridge_queue_depth") == 0
+        async with connect(url) as client:
+            for _ in range(3):
+                await client.create_task("echo", {"text": "waits"})
+        assert _value(_samples(url), "mcp_bridge_queue_depth") == 3
+
+    # The main deployment's worker runs a call: the figure names the worker.
+    async with connect(bridge) as client:
+        task = await client.create_task("sleep", {"seconds": 20, "steps": 200})
+        node, _pid = await running_pid(client, task["taskId"])
+        running = {
+            labels: value
+            for (name, labels), value in _samples(bridge).items()
+            if name == "mcp_bridge_tasks_running"
+        }
+        assert running.get((("worker", node),), 0) >= 1, running
+        await client.call("tasks/cancel", {"taskId": task["taskId"]})

@@ -300,6 +300,22 @@ class Registry:
             raw = await self._expired(keys=[self.keys.leases()], args=[limit])
         return [str(task_id) for task_id in raw]
 
+    async def running_by_worker(self) -> dict[str, int]:
+        """How many tasks each worker runs now, by the leases its runs hold (registry-wide:
+        every bridge sees the same). Two round trips, the second as large as the fleet's
+        running tasks."""
+        with translated():
+            task_ids = cast(list[str], await self.redis.zrange(self.keys.leases(), 0, -1))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hget(self.keys.task(task_id), "worker")
+                workers = cast(list[str | None], await pipe.execute())
+        counts: dict[str, int] = {}
+        for worker in workers:
+            name = worker or "unknown"
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
     async def fail_lost(self, task_id: str) -> Outcome:
         """Fail ``task_id`` because its worker stopped renewing its lease, naming that worker.
         Applies only while the lease is still expired and the task not terminal (a renewal

@@ -95,6 +95,10 @@ class TaskStore(Protocol):
         """Up to ``size`` of ``owner``'s listed tasks made after position ``after``."""
         ...
 
+    async def running_by_worker(self) -> dict[str, int]:
+        """How many tasks each worker runs now (by their leases)."""
+        ...
+
     async def expired_leases(self, limit: int) -> list[str]:
         """Ids of tasks whose lease expired, oldest first."""
         ...
