@@ -131,12 +131,12 @@ def _reply(response: httpx.Response) -> dict[str, Any]:
     raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
 
 
-def _texts(result: dict[str, Any]) -> str:
+def texts(result: dict[str, Any]) -> str:
     parts = [c.get("text", "") for c in result.get("content", []) if c.get("type") == "text"]
     return "\n".join(parts) if parts else json.dumps(result)
 
 
-def _status_line(task: dict[str, Any]) -> str:
+def status_line(task: dict[str, Any]) -> str:
     message = task.get("statusMessage")
     return (
         f"{task['status']}: {message}" if message and message != task["status"] else task["status"]
@@ -165,7 +165,7 @@ def call_tool(
             as_task = False
         if not as_task:
             result = client.request("tools/call", params)
-            click.echo(_texts(result))
+            click.echo(texts(result))
             return 1 if result.get("isError") else 0
         created = client.request("tools/call", {**params, "task": {}})["task"]
         task_id = created["taskId"]
@@ -177,8 +177,8 @@ def call_tool(
                 # here), then the result.
                 result = client.request("tasks/result", {"taskId": task_id})
                 task = client.request("tasks/get", {"taskId": task_id})
-                click.echo(_status_line(task), err=True)
-                click.echo(_texts(result))
+                click.echo(status_line(task), err=True)
+                click.echo(texts(result))
                 return 0 if task["status"] == "completed" else 1
         except KeyboardInterrupt:
             try:
@@ -186,12 +186,12 @@ def call_tool(
             except CallFailed:
                 # It ended first (a terminal task cannot be cancelled): say how.
                 task = client.request("tasks/get", {"taskId": task_id})
-            click.echo(_status_line(task), err=True)
+            click.echo(status_line(task), err=True)
             return 130
         if task["status"] == "cancelled":
             return 1  # its line said so; a cancelled task has no result to print
         result = client.request("tasks/result", {"taskId": task_id})
-        click.echo(_texts(result))
+        click.echo(texts(result))
         return 0 if task["status"] == "completed" else 1
     finally:
         client.close()
@@ -219,7 +219,7 @@ def _follow(client: Client, task: dict[str, Any]) -> dict[str, Any]:
     """Poll ``tasks/get`` until the task is terminal, echoing each new status."""
     last = ""
     while True:
-        line = _status_line(task)
+        line = status_line(task)
         if line != last:
             click.echo(line, err=True)
             last = line

@@ -24,6 +24,7 @@ from bridge.caller import call_tool
 from bridge.deadlines import server_options
 from bridge.shared import logs
 from bridge.shared.settings import Settings
+from bridge.stateless_caller import call_tool_stateless
 from bridge.supervisor import Supervisor
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -199,16 +200,27 @@ def dev(
 @click.option("--url", default="http://127.0.0.1:8000/mcp", show_default=True)
 @click.option("--token", envvar="MCP_BRIDGE_TOKEN", help="Bearer token (or MCP_BRIDGE_TOKEN).")
 @click.option("--no-task", is_flag=True, help="A plain call: wait for the result in one request.")
-def call(tool: str, arguments: str, url: str, token: str | None, no_task: bool) -> None:
+@click.option(
+    "--protocol",
+    type=click.Choice(["2025-11-25", "2026-07-28"]),
+    default="2025-11-25",
+    show_default=True,
+    help="The protocol era: a session (2025-11-25), or stateless requests (2026-07-28).",
+)
+def call(
+    tool: str, arguments: str, url: str, token: str | None, no_task: bool, protocol: str
+) -> None:
     """Call TOOL with ARGUMENTS (a JSON object) as a task on a running bridge, print each
-    status as it changes, then the result. Ctrl-C cancels the task."""
+    status as it changes, then the result. A tool's questions are asked on the terminal.
+    Ctrl-C cancels the task."""
     try:
         parsed = json.loads(arguments)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="ARGUMENTS") from exc
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object", param_hint="ARGUMENTS")
-    raise SystemExit(call_tool(url, token, tool, parsed, as_task=not no_task))
+    run = call_tool_stateless if protocol == "2026-07-28" else call_tool
+    raise SystemExit(run(url, token, tool, parsed, as_task=not no_task))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,30 @@ def test_a_plain_call_asks_on_the_terminal_too(bridge: str) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_the_stateless_era_asks_a_tasks_question_on_the_terminal(bridge: str) -> None:
+    args = ["call", "confirm", '{"question": "Ship it?"}', "--url", bridge]
+    with in_terminal([*args, "--protocol", "2026-07-28"]) as tty:
+        tty.expect("? Ship it?")
+        tty.expect("[y/n]")
+        tty.type("y")
+        assert tty.finish() == 0, tty.text()
+    out = tty.text()
+    assert "input_required" in out and "completed\r\n" in out
+    assert out.rstrip().endswith("confirmed")
+
+
+@pytest.mark.timeout(60)
+def test_the_stateless_era_asks_a_plain_calls_question_on_the_terminal(bridge: str) -> None:
+    args = ["call", "ask_once", '{"question": "Your name?"}', "--url", bridge, "--no-task"]
+    with in_terminal([*args, "--protocol", "2026-07-28"]) as tty:
+        tty.expect("? Your name?")
+        tty.expect("text:")
+        tty.type("Ada")
+        assert tty.finish() == 0, tty.text()
+    assert tty.text().rstrip().endswith("accept: Ada")
+
+
+@pytest.mark.timeout(60)
 def test_an_operator_cancel_ends_call_without_an_error(bridge: str, env: dict[str, str]) -> None:
     # A task cancelled by someone else: `call` says so once, and prints no error after it.
     with in_terminal(["call", "sleep", '{"seconds": 30}', "--url", bridge]) as tty:
