@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -22,18 +23,26 @@ from bridge.shared.results import tool_error
 from bridge.shared.settings import Settings
 from workers.tools import Tool, catalogue
 
+log = logging.getLogger(__name__)
+
 
 def declared_in(modules: list[str]) -> list[Tool]:
     """The tools ``modules`` declare (a tool module may be a package: its submodules count)
     or expose, importing them first; in declaration order."""
     namespaces = [vars(importlib.import_module(name)) for name in modules]
     exposed = {id(value) for namespace in namespaces for value in namespace.values()}
-    return [
-        t
-        for t in catalogue().values()
-        if id(t.func) in exposed
-        or any(t.func.__module__ == m or t.func.__module__.startswith(m + ".") for m in modules)
-    ]
+    chosen: list[Tool] = []
+    left: list[Tool] = []
+    for t in catalogue().values():
+        mine = any(t.func.__module__ == m or t.func.__module__.startswith(m + ".") for m in modules)
+        (chosen if mine or id(t.func) in exposed else left).append(t)
+    if left:
+        # Registered by an import elsewhere: a worker runs them, but no client can call them.
+        log.warning(
+            "tools not served (declared outside MCP_BRIDGE_TOOL_MODULES): %s",
+            ", ".join(t.name for t in left),
+        )
+    return chosen
 
 
 def tool_definition(declared: Tool, *, with_execution: bool) -> dict[str, Any]:

@@ -227,3 +227,10 @@ async def test_only_an_owner_answers_a_question_even_on_a_hidden_record(
     assert await registry.answer(plain.id, "k1", answer, frozenset({"", owner})) is True
     assert await registry.answer(plain.id, "k1", answer, frozenset({"", owner})) is False
     assert worker.wait_answer(plain.id, "k1", 1) == answer
+
+
+def test_any_text_survives_as_a_lua_string(redis_client: redis.Redis) -> None:
+    # The prelude's strings come from Python constants: whatever they hold, Lua reads back
+    # exactly that (a newline or a quote would otherwise break every script).
+    for value in ["a\nb", "it's", "back\\slash", "é ✓", "\r\t\0", ""]:
+        assert redis_client.eval(f"return {schema._lua_string(value)}", 0) == value

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
+from kombu.utils.url import maybe_sanitize_url
 
 from bridge.shared import logs
 from bridge.shared.settings import Settings
@@ -77,7 +78,7 @@ def _banner(sender: Any = None, instance: Any = None, **_: Any) -> None:
             pool=getattr(instance.pool_cls, "__module__", str(instance.pool_cls)),
             concurrency=instance.concurrency,
             queues=queues,
-            broker=instance.app.connection_for_read().as_uri(),
+            broker=maybe_sanitize_url(instance.app.conf.broker_url or ""),
             tasks=sorted(name for name in instance.app.tasks if not name.startswith("celery.")),
         ),
     )

@@ -36,7 +36,10 @@ FAILED = "task-failed"
 def progress(task: Task[Any, Any], done: float, total: float | None, text: str) -> None:
     """From the pool process running ``task``: how far it got."""
     shown = f"{done:g}/{total:g}: {text}" if total is not None else f"{done:g}: {text}"
-    _send(task, PROGRESS, done=done, total=total, message=text, result=shown)
+    mcp_task_id = getattr(task.request, "mcp_task_id", None)
+    _send(
+        task, PROGRESS, mcp_task_id=mcp_task_id, done=done, total=total, message=text, result=shown
+    )
 
 
 def ended(task: Task[Any, Any], status: TaskStatus | None, message: str) -> None:

@@ -117,7 +117,17 @@ def parse_input_request_id(request_id: Any) -> tuple[str, str] | None:
 
 
 def _lua_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Every byte not plainly printable as a decimal escape: a newline would end the string.
+    return (
+        "'"
+        + "".join(
+            c
+            if c.isascii() and c.isprintable() and c not in "\\'"
+            else "".join(f"\\{b:03d}" for b in c.encode())
+            for c in value
+        )
+        + "'"
+    )
 
 
 def lua_prelude() -> str:
@@ -128,7 +138,7 @@ def lua_prelude() -> str:
     names = ", ".join(_lua_string(name) for name, _ in VIEW_FIELDS)
     field = _lua_string(STREAM_FIELD)
     view = ", ".join(
-        f"{name} = tonumber(r[{i}])" if number else f"{name} = r[{i}]"
+        f"[{_lua_string(name)}] = tonumber(r[{i}])" if number else f"[{_lua_string(name)}] = r[{i}]"
         for i, (name, number) in enumerate(VIEW_FIELDS, 1)
     )
     return f"""\
