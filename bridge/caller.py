@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -63,45 +64,16 @@ class Client:
         each is asked on the terminal and answered before the answer is read on."""
         self._next_id += 1
         message = messages.request(self._next_id, method, params)
-        try:
-            with self.http.stream(
-                "POST",
-                self.url,
-                json=message,
-                headers=self._session_headers(),
-                timeout=httpx.Timeout(30.0, read=None),
-            ) as response:
-                if response.headers.get("content-type", "").startswith("text/event-stream"):
-                    reply = self._streamed(response, self._next_id)
-                else:
-                    response.read()
-                    reply = _reply(response)
-        except httpx.HTTPError as exc:
-            raise CallFailed(f"cannot reach {self.url}: {exc}") from exc
-        if "error" in reply:
-            error = reply["error"]
-            raise CallFailed(f"{method}: {error.get('message')} ({error.get('code')})")
-        result: dict[str, Any] = reply["result"]
+        headers, result = exchange(
+            self.http, self.url, message, self._session_headers(), self._serve
+        )
         if method == "initialize":
-            self.session = response.headers.get("mcp-session-id")
+            self.session = headers.get("mcp-session-id")
             self.version = str(result.get("protocolVersion") or VERSION)
         return result
 
     def notify(self, method: str) -> None:
         self._post(messages.notification(method))
-
-    def _streamed(self, response: httpx.Response, request_id: int) -> dict[str, Any]:
-        """The answer to ``request_id`` from an SSE response, serving what comes before it."""
-        for event in messages.read_events(response.iter_bytes()):  # read as it arrives
-            try:
-                message = json.loads(event.data)
-            except ValueError:
-                raise CallFailed(f"not JSON on the stream: {event.data[:200]}") from None
-            if messages.is_answer(message, request_id):
-                return dict(message)
-            if isinstance(message, dict):
-                self._serve(message)
-        raise CallFailed(f"HTTP {response.status_code}: the stream ended without an answer")
 
     def _serve(self, message: dict[str, Any]) -> None:
         """A server message met on a stream: a question, its withdrawal, progress."""
@@ -117,6 +89,49 @@ class Client:
             click.echo("  (the question was withdrawn)", err=True)
         elif method == "notifications/progress" and params.get("message"):
             click.echo(f"working: {params['message']}", err=True)
+
+
+def exchange(
+    http: httpx.Client,
+    url: str,
+    message: dict[str, Any],
+    headers: dict[str, str],
+    serve: Callable[[dict[str, Any]], None],
+) -> tuple[httpx.Headers, dict[str, Any]]:
+    """POST the request ``message``: the response's headers and the request's result, from a
+    JSON body or from an SSE stream (whose messages before the answer go to ``serve``, as
+    they arrive). A JSON-RPC error, or anything not MCP, raises ``CallFailed``."""
+    try:
+        with http.stream(
+            "POST", url, json=message, headers=headers, timeout=httpx.Timeout(30.0, read=None)
+        ) as response:
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                reply = _streamed(response, message["id"], serve)
+            else:
+                response.read()
+                reply = _reply(response)
+    except httpx.HTTPError as exc:
+        raise CallFailed(f"cannot reach {url}: {exc}") from exc
+    if "error" in reply:
+        error = reply["error"]
+        raise CallFailed(f"{message['method']}: {error.get('message')} ({error.get('code')})")
+    return response.headers, dict(reply["result"])
+
+
+def _streamed(
+    response: httpx.Response, request_id: int, serve: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """The answer to ``request_id`` from an SSE response, serving what comes before it."""
+    for event in messages.read_events(response.iter_bytes()):  # read as it arrives
+        try:
+            message = json.loads(event.data)
+        except ValueError:
+            raise CallFailed(f"not JSON on the stream: {event.data[:200]}") from None
+        if messages.is_answer(message, request_id):
+            return dict(message)
+        if isinstance(message, dict):
+            serve(message)
+    raise CallFailed(f"HTTP {response.status_code}: the stream ended without an answer")
 
 
 def _reply(response: httpx.Response) -> dict[str, Any]:

@@ -10,7 +10,6 @@ task. A plain call that asks answers ``input_required`` and is sent again with t
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
@@ -19,7 +18,7 @@ import click
 import httpx
 
 from bridge import forms, messages
-from bridge.caller import TERMINAL, CallFailed, status_line, texts
+from bridge.caller import TERMINAL, exchange, status_line, texts
 
 
 class StatelessClient:
@@ -41,51 +40,15 @@ class StatelessClient:
         params = {**(params or {}), "_meta": self.meta}
         self._next_id += 1
         message = messages.request(self._next_id, method, params)
-        try:
-            with self.http.stream(
-                "POST",
-                self.url,
-                json=message,
-                headers=messages.modern_headers(method, params),
-                timeout=httpx.Timeout(30.0, read=None),
-            ) as response:
-                if response.headers.get("content-type", "").startswith("text/event-stream"):
-                    reply = self._streamed(response, self._next_id)
-                else:
-                    response.read()
-                    reply = _reply(response)
-        except httpx.HTTPError as exc:
-            raise CallFailed(f"cannot reach {self.url}: {exc}") from exc
-        if "error" in reply:
-            error = reply["error"]
-            raise CallFailed(f"{method}: {error.get('message')} ({error.get('code')})")
-        result: dict[str, Any] = reply["result"]
-        return result
-
-    def _streamed(self, response: httpx.Response, request_id: int) -> dict[str, Any]:
-        for event in messages.read_events(response.iter_bytes()):
-            try:
-                message = json.loads(event.data)
-            except ValueError:
-                raise CallFailed(f"not JSON on the stream: {event.data[:200]}") from None
-            if messages.is_answer(message, request_id):
-                return dict(message)
-            params = message.get("params") if isinstance(message, dict) else None
-            if isinstance(params, dict) and message.get("method") == "notifications/progress":
-                if params.get("message"):
-                    click.echo(f"working: {params['message']}", err=True)
-        raise CallFailed(f"HTTP {response.status_code}: the stream ended without an answer")
+        headers = messages.modern_headers(method, params)
+        return exchange(self.http, self.url, message, headers, _progress)[1]
 
 
-def _reply(response: httpx.Response) -> dict[str, Any]:
-    if response.headers.get("content-type", "").startswith("application/json"):
-        try:
-            message = response.json()
-        except ValueError:
-            message = None
-        if isinstance(message, dict) and ("result" in message or "error" in message):
-            return message
-    raise CallFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+def _progress(message: dict[str, Any]) -> None:
+    params = message.get("params")
+    if message.get("method") == "notifications/progress" and isinstance(params, dict):
+        if params.get("message"):
+            click.echo(f"working: {params['message']}", err=True)
 
 
 def _answers(requests: dict[str, Any]) -> dict[str, Any]:
