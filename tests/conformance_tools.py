@@ -247,6 +247,8 @@ def slow_compute(seconds: float, label: str = "") -> str:
 @tool(task_support="required")
 def failing_job() -> str:
     """Fail with a tool error after about a second."""
+    # The workload, not a wait in a test: the conformance scenario polls the task and must
+    # see it `working` before it fails, so the body takes about a second on purpose.
     time.sleep(1)
     raise RuntimeError("failing_job always fails")
 
