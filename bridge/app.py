@@ -28,7 +28,7 @@ from bridge.headers import TrimmedHeaders
 from bridge.health import Health
 from bridge.metrics import FleetSources, Metrics
 from bridge.pipeline import mcp_pipeline
-from bridge.publisher import Publisher
+from bridge.publisher import Publisher, project_app
 from bridge.reaper import Reaper
 from bridge.request_state import RequestStates
 from bridge.service import TaskService
@@ -49,13 +49,15 @@ def _count_store_fault(scope: Scope) -> None:
 
 def create_app(settings: Settings) -> Starlette:
     """The app for ``settings``, which the caller reads once per process."""
+    # The project's app first: its tasks, named by the tool modules, then resolve in it.
+    project = project_app(settings)
     catalogue = Catalogue.load(settings)
     authenticator = Authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = async_client(settings.redis_url)
-        publisher = Publisher(settings)
+        publisher = Publisher(settings, project)
         hub = EventHub(settings, client)
         hub.start()
         registry = Registry(settings, client)

@@ -14,8 +14,6 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import ValidationError
-
 from bridge import param_headers
 from bridge.cursors import decode_cursor, encode_cursor
 from bridge.shared.errors import InvalidParams
@@ -34,7 +32,7 @@ def declared_in(modules: list[str]) -> list[Tool]:
     chosen: list[Tool] = []
     left: list[Tool] = []
     for t in catalogue().values():
-        mine = any(t.func.__module__ == m or t.func.__module__.startswith(m + ".") for m in modules)
+        mine = any(t.module == m or t.module.startswith(m + ".") for m in modules)
         (chosen if mine or id(t.func) in exposed else left).append(t)
     if left:
         # Registered by an import elsewhere: a worker runs them, but no client can call them.
@@ -52,14 +50,6 @@ def tool_definition(declared: Tool, *, with_execution: bool) -> dict[str, Any]:
     if with_execution:
         entry["execution"] = {"taskSupport": declared.task_support}
     return entry
-
-
-def explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:10]:
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def non_finite(arguments: Any) -> str | None:
@@ -149,8 +139,7 @@ class Catalogue:
             return tool_error(
                 f"Invalid arguments for tool {declared.name}: {where}: not a finite number"
             )
-        try:
-            declared.validate(arguments)
-        except ValidationError as exc:
-            return tool_error(f"Invalid arguments for tool {declared.name}: {explain(exc)}")
+        problems = declared.problems(arguments)
+        if problems is not None:
+            return tool_error(f"Invalid arguments for tool {declared.name}: {problems}")
         return None

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -110,6 +111,10 @@ def _prepare(
     prefix: str = "",
 ) -> None:
     logs.configure(log_level, log_format or settings.log_format, prefix)
+    # Tool modules and MCP_BRIDGE_CELERY_APP import from the current directory, as
+    # ``celery -A`` does: an installed console script does not have it on the path.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if (
         not _loopback(host)
         and not settings.auth_enabled

@@ -20,27 +20,57 @@ from typing import Any
 
 import anyio.to_thread
 from celery import Celery
+from celery.app.utils import find_app
 from kombu.exceptions import KombuError, OperationalError
 
-from bridge.shared.errors import DispatchError
+from bridge.shared.errors import ConfigError, DispatchError
 from bridge.shared.settings import Settings
 from workers.app import celery_config
-from workers.tools import kwargs_repr
+from workers.tools import Tool, kwargs_repr
+
+
+def project_app(settings: Settings) -> Celery | None:
+    """The project's own Celery app that ``MCP_BRIDGE_CELERY_APP`` names (as ``celery -A``
+    takes it: ``proj``, ``proj.celery`` or ``proj.celery:app``, imported from the current
+    directory), or None when it names none."""
+    if not settings.celery_app:
+        return None
+    try:
+        found = find_app(settings.celery_app)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"MCP_BRIDGE_CELERY_APP={settings.celery_app!r}: cannot import it ({exc})"
+        ) from exc
+    if not isinstance(found, Celery):
+        raise ConfigError(
+            f"MCP_BRIDGE_CELERY_APP={settings.celery_app!r} is a {type(found).__name__}, "
+            "not a Celery app"
+        )
+    return found
 
 
 class Publisher:
-    def __init__(self, settings: Settings) -> None:
-        # A client-only app: the bridge publishes by task name and never imports tool code
-        # for execution, only for declarations.
-        self.celery = Celery("mcp_celery_bridge_client", set_as_current=False)
-        self.celery.conf.update(celery_config(settings))
-        # A task-sent event per publish goes through one mutex-guarded event dispatcher and
-        # serialised concurrent publishes (bench/RESULTS.md); workers' own events are enough
-        # for Flower, which then shows a task from "received" on.
-        self.celery.conf.task_send_sent_event = False
-        self.queue = settings.queue
-        #: Whether tool calls go onto the queue from the registry's create script.
-        self.inline = self._routes_to_registry_redis(settings)
+    def __init__(self, settings: Settings, project: Celery | None = None) -> None:
+        if project is not None:
+            # The project's app as its own workers know it: its broker, transport options,
+            # routes, queues and serializer decide where and how a call goes. Nothing of
+            # its configuration is changed; the bridge's needs go with each message.
+            self.celery = project
+            self.queue = str(project.conf.task_default_queue)
+            self.inline = False
+        else:
+            # A client-only app: the bridge publishes by task name and never imports tool
+            # code for execution, only for declarations.
+            self.celery = Celery("mcp_celery_bridge_client", set_as_current=False)
+            self.celery.conf.update(celery_config(settings))
+            # A task-sent event per publish goes through one mutex-guarded event dispatcher
+            # and serialised concurrent publishes (bench/RESULTS.md); workers' own events are
+            # enough for Flower, which then shows a task from "received" on.
+            self.celery.conf.task_send_sent_event = False
+            self.queue = settings.queue
+            #: Whether tool calls go onto the queue from the registry's create script.
+            self.inline = self._routes_to_registry_redis(settings)
+        self._owned = project is None
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._reply_to = str(uuid.uuid4())
 
@@ -60,12 +90,13 @@ class Publisher:
         )
 
     def inline_message(
-        self, celery_name: str, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]
+        self, declared: Tool, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]
     ) -> bytes:
         """The message ``publish`` would send, as kombu's Redis transport stores it in the
         queue's list (priority 0, the default exchange, routed by queue name)."""
-        kwargs = _kwargs(arguments, headers)
-        shown = kwargs_repr(kwargs["mcp"])
+        celery_name = declared.celery_name
+        kwargs = _kwargs(declared, arguments, headers)
+        shown = kwargs_repr(_mcp(headers))
         body = json.dumps(
             [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
         )
@@ -110,15 +141,15 @@ class Publisher:
         return json.dumps(message).encode()
 
     async def publish(
-        self, celery_name: str, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]
+        self, declared: Tool, celery_id: str, arguments: dict[str, Any], headers: dict[str, str]
     ) -> None:
         def send() -> None:
             self.celery.send_task(
-                celery_name,
-                kwargs=_kwargs(arguments, headers),
+                declared.celery_name,
+                kwargs=_kwargs(declared, arguments, headers),
                 task_id=celery_id,
                 headers=headers,
-                kwargsrepr=kwargs_repr(_kwargs(arguments, headers)["mcp"]),
+                kwargsrepr=kwargs_repr(_mcp(headers)),
                 # Without this Celery subscribes to the result channel of every task it sends
                 # (two round trips and a pub/sub connection per thread): the registry holds
                 # the result, the backend never does.
@@ -163,13 +194,19 @@ class Publisher:
         return int(declared.message_count)
 
     def close(self) -> None:
-        self.celery.close()
+        if self._owned:  # a project's app is the project's to close
+            self.celery.close()
 
 
-def _kwargs(arguments: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-    # The MCP ids ride in the kwargs too, so Flower's task view shows them. Not the owner:
-    # without authentication it is the session id, a bearer credential.
-    return {
-        "arguments": arguments,
-        "mcp": {"task_id": headers["mcp_task_id"], "tool": headers["mcp_tool"]},
-    }
+def _mcp(headers: dict[str, str]) -> dict[str, str]:
+    # Not the owner: without authentication it is the session id, a bearer credential.
+    return {"task_id": headers["mcp_task_id"], "tool": headers["mcp_tool"]}
+
+
+def _kwargs(declared: Tool, arguments: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    if declared.bridged:
+        # An existing task takes the arguments as its own keyword arguments; the MCP ids
+        # travel in the headers only.
+        return dict(arguments)
+    # The MCP ids ride in the kwargs too, so Flower's task view shows them.
+    return {"arguments": arguments, "mcp": _mcp(headers)}

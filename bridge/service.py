@@ -104,9 +104,7 @@ class TaskService:
         inline = self.publisher.inline
         message = b""
         if inline:
-            message = self.publisher.inline_message(
-                declared.celery_name, celery_id, arguments, headers
-            )
+            message = self.publisher.inline_message(declared, celery_id, arguments, headers)
         record = await self.registry.create(
             task_id=task_id,
             owner=owner,
@@ -124,7 +122,7 @@ class TaskService:
         )
         if not inline:
             try:
-                await self.publisher.publish(declared.celery_name, celery_id, arguments, headers)
+                await self.publisher.publish(declared, celery_id, arguments, headers)
             except BridgeError as exc:
                 await self._unpublished(record, exc)
                 raise

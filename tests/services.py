@@ -145,14 +145,19 @@ class Process:
 
 
 def spawn(
-    name: str, command: list[str], env: dict[str, str], log: Path, append: bool = False
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    append: bool = False,
+    cwd: Path = ROOT,
 ) -> Process:
-    """Start ``command`` in its own process group, output to ``log`` (appended to when
-    ``append``, so a restarted process keeps its predecessor's output)."""
+    """Start ``command`` in its own process group, in ``cwd``, output to ``log`` (appended to
+    when ``append``, so a restarted process keeps its predecessor's output)."""
     with log.open("ab" if append else "wb") as out:
         popen = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -243,13 +248,18 @@ def celery_worker(
     app: str = "workers",
     log_level: str = "info",
     ready: Callable[[Process], bool] | None = None,
+    queues: str = "",
+    cwd: Path = ROOT,
 ) -> Iterator[Process]:
-    """A prefork worker of ``app`` (``dev``'s command), ready once it printed its ready line
+    """A prefork worker of ``app`` (``dev``'s command) started in ``cwd``, consuming
+    ``queues`` (comma-separated; empty: the app's own), ready once it printed its ready line
     (or ``ready`` says so: a quieter log level prints none); stopped at the end."""
     name = name or "w" + uuid.uuid4().hex[:6]
     options = ("-n", f"{name}@%h", "--without-mingle", "--without-gossip")
+    if queues:
+        options += ("-Q", queues)
     command = worker_command(concurrency, log_level, *options, app=app)
-    proc = spawn(name, command, env, log_dir / f"{name}.log")
+    proc = spawn(name, command, env, log_dir / f"{name}.log", cwd=cwd)
     started = ready or (lambda proc: " ready." in proc.output())
     try:
         wait_for(lambda: not proc.alive() or started(proc), 60, f"the worker {name}")
@@ -270,6 +280,7 @@ class Bridge(Service):
     log_level: str = "info"
     port: int = field(default_factory=free_port)
     proc: Process | None = None
+    cwd: Path = ROOT
 
     @property
     def url(self) -> str:
@@ -284,7 +295,7 @@ class Bridge(Service):
         command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
         command += ["--log-level", self.log_level]
         log = self.log_dir / f"{self.name}.log"
-        proc = spawn(self.name, command, self.env, log, append=self.proc is not None)
+        proc = spawn(self.name, command, self.env, log, append=self.proc is not None, cwd=self.cwd)
         self.proc = proc
 
         def up() -> bool:
@@ -300,10 +311,15 @@ class Bridge(Service):
 
 @contextlib.contextmanager
 def running_bridge(
-    env: dict[str, str], log_dir: Path, name: str = "bridge", log_level: str = "info"
+    env: dict[str, str],
+    log_dir: Path,
+    name: str = "bridge",
+    log_level: str = "info",
+    cwd: Path = ROOT,
 ) -> Iterator[Bridge]:
-    """A started ``Bridge``, stopped at the end; its log must hold no traceback."""
-    bridge = Bridge(env, log_dir, name, log_level)
+    """A started ``Bridge`` (``serve`` in ``cwd``), stopped at the end; its log must hold no
+    traceback."""
+    bridge = Bridge(env, log_dir, name, log_level, cwd=cwd)
     bridge.start()
     try:
         yield bridge
@@ -313,7 +329,9 @@ def running_bridge(
 
 
 @contextlib.contextmanager
-def bridge_server(env: dict[str, str], log_dir: Path, name: str = "bridge") -> Iterator[str]:
+def bridge_server(
+    env: dict[str, str], log_dir: Path, name: str = "bridge", cwd: Path = ROOT
+) -> Iterator[str]:
     """``running_bridge``'s URL."""
-    with running_bridge(env, log_dir, name) as bridge:
+    with running_bridge(env, log_dir, name, cwd=cwd) as bridge:
         yield bridge.url

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +33,13 @@ from tests import schema
 from tests.client import connect
 from tests.inline import InlineWorker
 from tests.services import RedisServer, bridge_server, celery_worker
+from workers import examples
+from workers.tools import Tool, catalogue
+
+
+def echo_tool() -> Tool:
+    return catalogue()[examples.echo.__name__]
+
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +80,10 @@ class Parts:
             celery_id=celery_id,
             ttl_ms=60_000,
             queue=self.settings.queue,
-            celery_message=self.publisher.inline_message(f"mcp.{tool}", celery_id, {}, headers),
+            # Any tool name, known or not: the message names the task ``mcp.<tool>``.
+            celery_message=self.publisher.inline_message(
+                dataclasses.replace(echo_tool(), name=tool), celery_id, {}, headers
+            ),
         )
 
 
@@ -99,9 +110,9 @@ async def test_the_inline_message_is_the_one_celery_would_publish(settings: Sett
     try:
         assert publisher.inline
         celery_id = str(uuid.uuid4())
-        await publisher.publish("mcp.echo", celery_id, ARGUMENTS, HEADERS)
+        await publisher.publish(echo_tool(), celery_id, ARGUMENTS, HEADERS)
         published = _decoded(client.rpop(settings.queue) or b"")
-        ours = _decoded(publisher.inline_message("mcp.echo", celery_id, ARGUMENTS, HEADERS))
+        ours = _decoded(publisher.inline_message(echo_tool(), celery_id, ARGUMENTS, HEADERS))
     finally:
         publisher.close()
         client.close()

@@ -43,7 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "imports": ["workers.signals", *settings.tool_modules],
+        "imports": ["workers.integration", *settings.tool_modules],
     }
 
 

@@ -4,8 +4,11 @@
     def sleep(seconds: float, steps: int = 10) -> str: ...
 
 The input schema comes from the type hints (or from the function's single pydantic-model
-parameter). Declaring has no side effect beyond registering the task on the Celery app, so
-the bridge can import tool modules to list and validate tools without running anything.
+parameter). Declaring has no side effect beyond registering the task (a shared task: it
+joins whichever Celery app the process runs, the bridge's or a project's own), so the
+bridge can import tool modules to list and validate tools without running anything.
+Stacked on an existing Celery task (``@tool`` over ``@app.task``), it bridges that task
+instead (``workers.bridged``).
 """
 
 from __future__ import annotations
@@ -19,17 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
-from celery import Task
+import jsonschema
+from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_init
 from celery.utils.saferepr import saferepr
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from bridge.shared.errors import ToolFailed, execution_error
 from bridge.shared.records import TaskStatus
 from bridge.shared.results import tool_error
 from workers import context, monitor, runtime
-from workers.app import app
 from workers.lease import Heartbeat
 
 TaskSupport = Literal["forbidden", "optional", "required"]
@@ -56,13 +59,27 @@ class Tool:
     takes_model: bool
     #: Seconds a run may take (Celery's soft time limit), else ``tool_time_limit_s``.
     time_limit: float | None = None
+    #: The name of the existing Celery task this tool bridges (``workers.bridged``): the
+    #: bridge publishes the arguments as that task's keyword arguments, and the project's
+    #: own workers run it. None for a tool declared here, run by ``_execute``.
+    task_name: str | None = None
+    #: An input schema given by hand, for an existing task the bridge cannot import.
+    schema: dict[str, Any] | None = None
+    #: The module that declared the tool (the catalogue serves the configured modules').
+    module: str = ""
+
+    @property
+    def bridged(self) -> bool:
+        return self.task_name is not None
 
     @property
     def celery_name(self) -> str:
-        return TASK_NAME_PREFIX + self.name
+        return self.task_name or TASK_NAME_PREFIX + self.name
 
     @property
     def input_schema(self) -> dict[str, Any]:
+        if self.schema is not None:
+            return dict(json.loads(json.dumps(self.schema)))
         schema = self.model.model_json_schema()
         schema.pop("title", None)
         schema.setdefault("properties", {})
@@ -72,6 +89,26 @@ class Tool:
         """Raises ``pydantic.ValidationError``."""
         return self.model.model_validate(arguments)
 
+    def problems(self, arguments: dict[str, Any]) -> str | None:
+        """Why ``arguments`` do not fit the input schema (a short text), else None."""
+        if self.schema is not None:
+            errors = sorted(
+                jsonschema.Draft202012Validator(self.schema).iter_errors(arguments),
+                key=lambda e: list(e.path),
+            )
+            return (
+                "; ".join(
+                    f"{'.'.join(str(p) for p in e.path) or 'arguments'}: {e.message}"
+                    for e in errors[:10]
+                )
+                or None
+            )
+        try:
+            self.validate(arguments)
+        except ValidationError as exc:
+            return explain(exc)
+        return None
+
     def call(self, arguments: dict[str, Any]) -> Any:
         parsed = self.validate(arguments)
         if self.takes_model:
@@ -79,7 +116,25 @@ class Tool:
         return self.func(**{name: getattr(parsed, name) for name in type(parsed).model_fields})
 
 
+def explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
 _catalogue: dict[str, Tool] = {}
+
+
+def add(declared: Tool) -> None:
+    """Register ``declared`` (declaring the same function or task again is harmless)."""
+    known = _catalogue.get(declared.name)
+    if known is not None and (
+        known.func is not declared.func or known.task_name != declared.task_name
+    ):
+        raise ValueError(f"tool {declared.name!r} is declared twice")
+    _catalogue[declared.name] = declared
 
 
 def catalogue() -> dict[str, Tool]:
@@ -87,7 +142,7 @@ def catalogue() -> dict[str, Tool]:
     return dict(_catalogue)
 
 
-def _model_for(func: Callable[..., Any]) -> tuple[type[BaseModel], bool]:
+def model_for(func: Callable[..., Any]) -> tuple[type[BaseModel], bool]:
     # With the extras: a parameter's ``Annotated[..., Field(...)]`` shapes its schema.
     hints = get_type_hints(func, include_extras=True)
     params = list(inspect.signature(func).parameters.values())
@@ -169,7 +224,19 @@ def tool(
         raise ValueError("time_limit must be a positive number of seconds")
 
     def register(func: F) -> F:
-        model, takes_model = _model_for(func)
+        # Here, not at the top: ``workers.bridged`` builds on this module's Tool.
+        from workers import bridged
+
+        if bridged.is_task(func):
+            bridged.declare(
+                func,
+                name=name,
+                description=description,
+                task_support=task_support,
+                module=str(getattr(func, "__module__", "")),
+            )
+            return func
+        model, takes_model = model_for(func)
         declared = Tool(
             name=name or func.__name__,
             description=description or inspect.cleandoc(func.__doc__ or ""),
@@ -178,10 +245,9 @@ def tool(
             func=func,
             takes_model=takes_model,
             time_limit=time_limit,
+            module=func.__module__,
         )
-        if declared.name in _catalogue and _catalogue[declared.name].func is not func:
-            raise ValueError(f"tool {declared.name!r} is declared twice")
-        _catalogue[declared.name] = declared
+        add(declared)
 
         def run(
             self: Task[Any, Any], arguments: dict[str, Any], mcp: dict[str, str] | None = None
@@ -190,24 +256,33 @@ def tool(
             # task's kwargs); the headers stay the source the worker trusts.
             return _execute(self, declared, arguments)
 
-        app.task(name=declared.celery_name, bind=True, ignore_result=True)(run)
+        # ``mcp_native`` (a class attribute of the task) tells the worker integration
+        # (``workers.integration``) that this task does its own bookkeeping. (Celery's stubs
+        # know no custom task attributes.)
+        shared_task(  # type: ignore[call-overload]
+            name=declared.celery_name, bind=True, ignore_result=True, mcp_native=True
+        )(run)
         return func
 
     return register(func) if func is not None else register
 
 
 @worker_init.connect
-def _apply_time_limits(**_: Any) -> None:
+def _apply_time_limits(sender: Any = None, **_: Any) -> None:
     # In the worker's main process, after the tool modules are imported and before the pool
     # starts: the main process enforces the limits (a soft one by signalling the pool
-    # process, a hard one by killing it), and the pool processes inherit them.
+    # process, a hard one by killing it), and the pool processes inherit them. A bridged
+    # task keeps the limits its project gave it.
     settings = runtime.settings()
+    tasks = sender.app.tasks
     for declared in _catalogue.values():
-        task = app.tasks[declared.celery_name]
+        task = tasks.get(declared.celery_name)
+        if declared.bridged or task is None:
+            continue
         soft = declared.time_limit or settings.tool_time_limit_s
         # Celery's stubs say int; its pool takes any number of seconds.
-        task.soft_time_limit = soft  # type: ignore[assignment]
-        task.time_limit = soft + settings.tool_kill_grace_s  # type: ignore[assignment]
+        task.soft_time_limit = soft
+        task.time_limit = soft + settings.tool_kill_grace_s
 
 
 #: A run refused because its owner is at ``max_running_per_owner`` goes back on the queue
@@ -295,7 +370,16 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         raise ToolFailed(f"the tool raised {type(exc).__name__}") from None
     finally:
         context._current.reset(token)
-    size = len(json.dumps(result, separators=(",", ":")).encode())
+    if not record_result(task_id, owner, result):
+        raise ToolFailed("the tool returned an error result")
+    return "completed"
+
+
+def record_result(task_id: str, owner: str, result: dict[str, Any]) -> bool:
+    """Store a run's ``CallToolResult``: ``completed``, or ``failed`` when it is an error
+    result or larger than ``max_result_bytes`` (False then)."""
+    registry, settings = runtime.registry(), runtime.settings()
+    size = len(json.dumps(result, separators=(",", ":"), default=str).encode())
     if size > settings.max_result_bytes:
         # Stored results live in Redis for the task's TTL: a limit keeps one call from
         # filling it. The call fails as a tool error the model can read.
@@ -306,9 +390,9 @@ def _execute(task: Task[Any, Any], declared: Tool, arguments: dict[str, Any]) ->
         registry.transition(
             task_id, owner, TaskStatus.FAILED, text or "the tool reported an error", result=result
         )
-        raise ToolFailed("the tool returned an error result")
+        return False
     registry.transition(task_id, owner, TaskStatus.COMPLETED, "completed", result=result)
-    return "completed"
+    return True
 
 
 #: Longest failure message kept: an exception's text may quote the call's arguments, and it

@@ -138,6 +138,11 @@ class Unauthorized(HttpError):
         super().__init__(401, f"Unauthorized: {message}", headers={"WWW-Authenticate": "Bearer"})
 
 
+class ConfigError(BridgeError):
+    """The configuration names something that cannot be used (a module that does not import,
+    say): the process stops at start with this message."""
+
+
 class ToolFailed(BridgeError):
     """Raised by a worker after recording a run's failure in the registry, so Celery (and
     Flower) show the run failed without the tool's error text, which may quote arguments."""

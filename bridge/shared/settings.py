@@ -32,7 +32,13 @@ class Settings(BaseSettings):
     queue: str = "mcp"
     """Celery queue the bridge publishes tool calls to and workers consume."""
     tool_modules: Annotated[list[str], NoDecode] = ["workers.examples"]
-    """Modules that declare tools with ``@workers.tool``."""
+    """Modules that declare tools with ``@workers.tool`` or ``workers.expose`` (imported from
+    the current directory too, as ``celery -A`` imports)."""
+    celery_app: str = ""
+    """A project's own Celery app, as ``celery -A`` takes it (``proj``, ``proj.celery:app``):
+    the bridge publishes through it, so its broker, transport options, routes, queues and
+    serializer apply, and ``broker_url``, ``result_backend`` and ``queue`` do not. Empty:
+    the bridge's own app (``celery -A workers worker``)."""
     log_format: Literal["auto", "json", "text"] = "auto"
     """Log lines of the bridge and the workers: ``json`` (one object per line), ``text``, or
     ``auto``: text on a terminal, JSON otherwise."""

@@ -145,11 +145,23 @@ class WorkerStore(Protocol):
         ...
 
     def take_lease(
-        self, task_id: str, owner: str, worker: str, holder: str, lease_ms: int, max_runs: int
+        self,
+        task_id: str,
+        owner: str,
+        worker: str,
+        holder: str,
+        lease_ms: int,
+        max_runs: int,
+        *,
+        capped: bool = True,
     ) -> tuple[TaskStatus | None, int, bool]:
         """Count and lease a run, and announce it: (status, runs so far, refused as busy)."""
         ...
 
     def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None: ...
+
+    def release_lease(self, task_id: str, owner: str) -> None:
+        """Drop the lease of a run that ended without ending its task (a Celery retry)."""
+        ...
 
     def holder(self, task_id: str) -> str | None: ...

@@ -19,6 +19,9 @@ from bridge.shared.records import Outcome, TaskRecord, TaskStatus
 from bridge.shared.scripts import logged, source, transition_args
 from bridge.shared.settings import Settings
 
+#: The per-owner cap of a run taken without one (``take_lease(capped=False)``).
+UNCAPPED = 2**31
+
 
 class SyncRegistry:
     """The workers' (blocking) view: transitions and the cooperative cancel check."""
@@ -121,14 +124,23 @@ class SyncRegistry:
         return self.redis.register_script(source("lease"))
 
     def take_lease(
-        self, task_id: str, owner: str, worker: str, holder: str, lease_ms: int, max_runs: int
+        self,
+        task_id: str,
+        owner: str,
+        worker: str,
+        holder: str,
+        lease_ms: int,
+        max_runs: int,
+        *,
+        capped: bool = True,
     ) -> tuple[TaskStatus | None, int, bool]:
         """Count a run of ``task_id`` by ``holder`` (``<worker> (pid <n>)``), lease it for
         ``lease_ms``, and announce the task ``working`` "running on <holder>": the task's
         status (None when it is gone), its runs so far, and whether the run was refused
-        because ``owner`` already runs ``max_running_per_owner`` other tasks. No lease is
-        taken for a terminal or missing task, nor for a run beyond ``max_runs``, nor for a
-        refused one. One round trip."""
+        because ``owner`` already runs ``max_running_per_owner`` other tasks (never when
+        not ``capped``: a run that cannot be put back). No lease is taken for a terminal or
+        missing task, nor for a run beyond ``max_runs``, nor for a refused one. One round
+        trip."""
         with translated():
             reply = cast(
                 list[Any],
@@ -150,7 +162,7 @@ class SyncRegistry:
                         self.settings.session_ttl_s * 1000,
                         self.keys.channel(),
                         f"running on {holder}",
-                        self.settings.max_running_per_owner,
+                        self.settings.max_running_per_owner if capped else UNCAPPED,
                         2 * self.settings.task_ttl_max_ms,
                     ],
                 ),
@@ -182,6 +194,15 @@ class SyncRegistry:
                 ),
             )
         return TaskStatus(status) if status else None
+
+    def release_lease(self, task_id: str, owner: str) -> None:
+        """Drop the lease of ``task_id`` and its place among ``owner``'s running tasks,
+        leaving its status as it is (the run ended, the task did not)."""
+        with translated():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(self.keys.leases(), task_id)
+            pipe.zrem(self.keys.running(owner), task_id)
+            pipe.execute()
 
     def holder(self, task_id: str) -> str | None:
         """``<worker> (pid <n>)`` of the latest run of ``task_id``, once one took its lease."""

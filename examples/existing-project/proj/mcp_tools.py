@@ -1,0 +1,20 @@
+"""The tools the bridge serves (MCP_BRIDGE_TOOL_MODULES=proj.mcp_tools): existing tasks,
+named here, their code unchanged."""
+
+from workers import expose
+
+expose("proj.tasks.build_report", task_support="required")
+expose("proj.tasks.fetch_rate", task_support="optional")
+expose("proj.tasks.render_pdf")
+# A task this process need not import: its Celery name and a schema given by hand.
+expose(
+    "proj.tasks.add",
+    name="add_numbers",
+    description="Add two integers.",
+    input_schema={
+        "type": "object",
+        "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+        "required": ["x", "y"],
+        "additionalProperties": False,
+    },
+)

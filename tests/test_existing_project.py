@@ -1,0 +1,268 @@
+"""An existing Celery project bridged without changing its tasks (examples/existing-project):
+its own app and configuration (``MCP_BRIDGE_CELERY_APP=proj``), its tasks named in a tool
+module (``expose``), its own ``celery -A proj worker`` with the one integration line, driven
+through the official MCP SDK client. The project's broker keys carry a ``global_keyprefix``
+from its configuration: had the bridge dropped that transport option, no call would reach a
+worker."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import anyio
+import pytest
+import redis
+from celery import Celery
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.session import RequestResponder
+
+from tests import services
+from tests.services import (
+    ROOT,
+    RedisServer,
+    bridge_server,
+    celery_worker,
+    eventually,
+    pid_running,
+)
+
+pytestmark = [
+    pytest.mark.anyio,
+    # The SDK's 2025-11-25 task methods are what this era's clients call.
+    pytest.mark.filterwarnings("ignore:The experimental tasks API:DeprecationWarning"),
+]
+
+PROJECT = ROOT / "examples" / "existing-project"
+KEY_PREFIX = "proj-test:"
+
+
+@dataclass
+class Project:
+    url: str
+    env: dict[str, str]
+    broker: redis.Redis
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    server = RedisServer(tmp_path_factory.mktemp("proj-redis"))
+    server.start()
+    logs = tmp_path_factory.mktemp("proj-logs")
+    env = {
+        **services.test_env(server.url),
+        "MCP_BRIDGE_CELERY_APP": "proj",
+        "MCP_BRIDGE_TOOL_MODULES": "proj.mcp_tools",
+        "PROJ_BROKER_URL": server.database(1),
+        "PROJ_RESULT_BACKEND": server.database(2),
+        "PROJ_KEY_PREFIX": KEY_PREFIX,
+        "PROJ_PDF_QUEUE": "pdf",
+        # This checkout's bridge and workers packages, whatever the venv was installed from.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    broker = redis.Redis.from_url(server.database(1))
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(celery_worker(env, logs, app="proj", name="proj", cwd=PROJECT))
+            stack.enter_context(
+                celery_worker(env, logs, 1, app="proj", name="pdf", queues="pdf", cwd=PROJECT)
+            )
+            url = stack.enter_context(bridge_server(env, logs, "bridge-proj", cwd=PROJECT))
+            yield Project(url, env, broker)
+    finally:
+        broker.close()
+        server.stop()
+
+
+@dataclass
+class Seen:
+    progress: list[tuple[float, float | None, str | None]]
+    statuses: list[types.TaskStatusNotificationParams]
+
+
+@contextlib.asynccontextmanager
+async def sdk_session(url: str) -> AsyncIterator[tuple[ClientSession, Seen]]:
+    seen = Seen([], [])
+
+    async def on_message(
+        message: RequestResponder[types.ServerRequest, types.ClientResult]
+        | types.ServerNotification
+        | Exception,
+    ) -> None:
+        if isinstance(message, types.ServerNotification):
+            root = message.root
+            if isinstance(root, types.ProgressNotification):
+                p = root.params
+                seen.progress.append((p.progress, p.total, p.message))
+            if isinstance(root, types.TaskStatusNotification):
+                seen.statuses.append(root.params)
+
+    async with (
+        streamable_http_client(url) as (read, write, _),
+        ClientSession(read, write, message_handler=on_message) as session,
+    ):
+        await session.initialize()
+        yield session, seen
+
+
+async def finished(
+    session: ClientSession, task_id: str, timeout: float = 30
+) -> types.GetTaskResult:
+    async def ended() -> types.GetTaskResult | None:
+        task = await session.experimental.get_task(task_id)
+        return task if task.status in ("completed", "failed", "cancelled") else None
+
+    result: types.GetTaskResult = await eventually(ended, timeout, f"task {task_id} ends")
+    return result
+
+
+async def test_the_tools_are_the_projects_tasks_with_schemas_from_their_signatures(
+    project: Project,
+) -> None:
+    async with sdk_session(project.url) as (session, _):
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert set(tools) == {"build_report", "fetch_rate", "render_pdf", "add_numbers"}
+    report = tools["build_report"]
+    assert report.description == "Build a report of `rows` rows, reporting progress as it goes."
+    assert report.inputSchema["properties"]["rows"] == {"title": "Rows", "type": "integer"}
+    assert report.inputSchema["required"] == ["rows"]
+    assert "self" not in report.inputSchema["properties"]
+    assert report.execution is not None and report.execution.taskSupport == "required"
+    assert tools["add_numbers"].inputSchema["required"] == ["x", "y"]
+
+
+async def test_update_state_progress_becomes_mcp_progress_and_the_return_value_the_result(
+    project: Project,
+) -> None:
+    async with sdk_session(project.url) as (session, seen):
+        created = await session.experimental.call_tool_as_task(
+            "build_report", {"rows": 5, "delay": 0.06}, meta={"progressToken": "rows"}
+        )
+        task = await finished(session, created.task.taskId)
+        assert task.status == "completed", task
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+        await eventually(lambda: len(seen.progress) >= 5, 10, "five progress notifications")
+    assert seen.progress == [(float(i), 5.0, f"row {i} of 5") for i in range(1, 6)]
+    assert result.isError is not True
+    assert result.structuredContent is not None
+    assert result.structuredContent["rows"] == 5
+    assert len(str(result.structuredContent["checksum"])) == 16
+
+
+async def test_a_retry_keeps_the_task_working_and_says_so_then_it_completes(
+    project: Project,
+) -> None:
+    async with sdk_session(project.url) as (session, seen):
+        created = await session.experimental.call_tool_as_task(
+            "fetch_rate", {"currency": "EUR", "failures": 2}
+        )
+        task = await finished(session, created.task.taskId)
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+        await eventually(
+            lambda: any(s.status == "completed" for s in seen.statuses), 10, "the last status"
+        )
+    assert task.status == "completed", task
+    assert result.structuredContent == {"currency": "EUR", "rate": 1.25, "attempts": 3}
+    messages = [s.statusMessage or "" for s in seen.statuses if s.status == "working"]
+    retries = [m for m in messages if m.startswith("retry")]
+    assert retries == [
+        "retry 1 of 3 in 0.2 s: RateServiceDown: rate service unavailable for EUR",
+        "retry 2 of 3 in 0.2 s: RateServiceDown: rate service unavailable for EUR",
+    ], messages
+
+
+async def test_a_task_that_runs_out_of_retries_fails_with_its_error(project: Project) -> None:
+    async with sdk_session(project.url) as (session, _):
+        created = await session.experimental.call_tool_as_task(
+            "fetch_rate", {"currency": "GBP", "failures": 10}
+        )
+        task = await finished(session, created.task.taskId)
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+    assert task.status == "failed", task
+    assert result.isError is True
+    text = result.content[0]
+    assert isinstance(text, types.TextContent)
+    assert text.text == "RateServiceDown: rate service unavailable for GBP"
+
+
+async def test_the_projects_task_routes_send_a_call_to_its_queues_worker(
+    project: Project,
+) -> None:
+    async with sdk_session(project.url) as (session, _):
+        result = await session.call_tool("render_pdf", {"pages": 3})
+    assert result.isError is not True, result
+    assert result.structuredContent is not None
+    assert str(result.structuredContent["worker"]).startswith("pdf@")
+
+
+async def test_a_task_named_with_a_schema_by_hand_checks_its_arguments_at_the_bridge(
+    project: Project,
+) -> None:
+    async with sdk_session(project.url) as (session, _):
+        added = await session.call_tool("add_numbers", {"x": 2, "y": 3})
+        refused = await session.call_tool("add_numbers", {"x": 2, "y": "three"})
+    assert added.isError is not True, added
+    assert isinstance(added.content[0], types.TextContent) and added.content[0].text == "5"
+    assert refused.isError is True
+    assert isinstance(refused.content[0], types.TextContent)
+    assert refused.content[0].text.startswith("Invalid arguments for tool add_numbers: y: ")
+
+
+async def test_cancel_terminates_the_running_task_in_its_pool_process(project: Project) -> None:
+    async with sdk_session(project.url) as (session, seen):
+        created = await session.experimental.call_tool_as_task(
+            "build_report", {"rows": 2000, "delay": 0.05}, meta={"progressToken": "long"}
+        )
+        task_id = created.task.taskId
+        await eventually(lambda: seen.progress, 20, "the report's first progress")
+        holder = await eventually(
+            lambda: next(
+                (s.statusMessage for s in seen.statuses if "(pid " in (s.statusMessage or "")),
+                None,
+            ),
+            10,
+            "the running on ... status",
+        )
+        pid = int(str(holder).rsplit("(pid ", 1)[1].rstrip(")"))
+        await session.experimental.cancel_task(task_id)
+        task = await finished(session, task_id)
+        assert task.status == "cancelled"
+        await eventually(lambda: not pid_running(pid), 20, f"pool process {pid} ends")
+        progress_after = len(seen.progress)
+        with anyio.move_on_after(0.5):
+            await eventually(lambda: len(seen.progress) > progress_after, 0.5, "more")
+    assert len(seen.progress) == progress_after
+
+
+def test_calls_not_from_the_bridge_run_as_before(project: Project) -> None:
+    app = Celery("proj-client", set_as_current=False)
+    app.conf.update(
+        broker_url=project.env["PROJ_BROKER_URL"],
+        result_backend=project.env["PROJ_RESULT_BACKEND"],
+        broker_transport_options={"global_keyprefix": KEY_PREFIX},
+    )
+    try:
+        sent = app.send_task("proj.tasks.build_report", kwargs={"rows": 3, "delay": 0})
+        assert sent.get(timeout=30) == {"rows": 3, "checksum": _checksum(3)}
+    finally:
+        app.close()
+    # The broker's keys are the project's, prefixed as its configuration says.
+    keys = [k.decode() for k in project.broker.scan_iter("*")]
+    assert keys and all(k.startswith(KEY_PREFIX) for k in keys), keys
+
+
+def _checksum(rows: int) -> str:
+    digest = hashlib.sha256()
+    for row in range(1, rows + 1):
+        digest.update(str(row).encode())
+    return digest.hexdigest()[:16]
