@@ -163,7 +163,7 @@ class Publisher:
         except (OperationalError, KombuError, OSError) as exc:
             raise DispatchError(f"could not reach the task queue: {exc}") from exc
 
-    async def revoke(self, celery_id: str, *, terminate: bool) -> None:
+    async def revoke(self, celery_id: str | list[str], *, terminate: bool) -> None:
         def send() -> None:
             # SIGTERM: the prefork child exits between bytecodes, running `finally` blocks.
             self.celery.control.revoke(celery_id, terminate=terminate, signal="SIGTERM")

@@ -317,9 +317,20 @@ class TaskService:
             started = bool(final.worker)
             try:
                 await self.publisher.revoke(record.celery_id, terminate=started)
+                await self._revoke_parts(record)
             except BridgeError:
                 log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
         return final
+
+    async def _revoke_parts(self, record: TaskRecord) -> None:
+        """Revoke the Celery tasks of the workflow the task started (``workers.workflows``):
+        terminate the started ones, drop the others when they reach a worker. A part
+        recorded or started after this read finds the task cancelled and does not run."""
+        parts = await self.registry.workflow_parts(record.id)
+        if parts.started:
+            await self.publisher.revoke(parts.started, terminate=True)
+        if parts.waiting:
+            await self.publisher.revoke(parts.waiting, terminate=False)
 
     async def wait_terminal(self, task_id: str) -> TaskRecord:
         while True:

@@ -8,6 +8,7 @@ import pytest
 import redis
 from hypothesis import settings
 
+from tests.existing import Project, project_services
 from tests.inline import InlineWorker, inline_worker
 from tests.inproc import AppServer, AsyncTransport, app_server, settings_of
 from tests.services import (
@@ -173,3 +174,11 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """A client of in-process apps and bridge processes alike."""
     async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """examples/existing-project bridged: its own workers, a bridge through its app."""
+    data, logs = tmp_path_factory.mktemp("proj-redis"), tmp_path_factory.mktemp("proj-logs")
+    with project_services(data, logs) as running:
+        yield running

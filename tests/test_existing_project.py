@@ -7,29 +7,15 @@ worker."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import anyio
 import pytest
-import redis
 from celery import Celery
-from mcp import ClientSession, types
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.session import RequestResponder
+from mcp import types
 
-from tests import services
-from tests.services import (
-    ROOT,
-    RedisServer,
-    bridge_server,
-    celery_worker,
-    eventually,
-    pid_running,
-)
+from tests.existing import KEY_PREFIX, Project, finished, sdk_session
+from tests.services import eventually, pid_running
 
 pytestmark = [
     pytest.mark.anyio,
@@ -37,95 +23,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The experimental tasks API:DeprecationWarning"),
 ]
 
-PROJECT = ROOT / "examples" / "existing-project"
-KEY_PREFIX = "proj-test:"
-
-
-@dataclass
-class Project:
-    url: str
-    env: dict[str, str]
-    broker: redis.Redis
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    server = RedisServer(tmp_path_factory.mktemp("proj-redis"))
-    server.start()
-    logs = tmp_path_factory.mktemp("proj-logs")
-    env = {
-        **services.test_env(server.url),
-        "MCP_BRIDGE_CELERY_APP": "proj",
-        "MCP_BRIDGE_TOOL_MODULES": "proj.mcp_tools",
-        "PROJ_BROKER_URL": server.database(1),
-        "PROJ_RESULT_BACKEND": server.database(2),
-        "PROJ_KEY_PREFIX": KEY_PREFIX,
-        "PROJ_PDF_QUEUE": "pdf",
-        # This checkout's bridge and workers packages, whatever the venv was installed from.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    broker = redis.Redis.from_url(server.database(1))
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(celery_worker(env, logs, app="proj", name="proj", cwd=PROJECT))
-            stack.enter_context(
-                celery_worker(env, logs, 1, app="proj", name="pdf", queues="pdf", cwd=PROJECT)
-            )
-            url = stack.enter_context(bridge_server(env, logs, "bridge-proj", cwd=PROJECT))
-            yield Project(url, env, broker)
-    finally:
-        broker.close()
-        server.stop()
-
-
-@dataclass
-class Seen:
-    progress: list[tuple[float, float | None, str | None]]
-    statuses: list[types.TaskStatusNotificationParams]
-
-
-@contextlib.asynccontextmanager
-async def sdk_session(url: str) -> AsyncIterator[tuple[ClientSession, Seen]]:
-    seen = Seen([], [])
-
-    async def on_message(
-        message: RequestResponder[types.ServerRequest, types.ClientResult]
-        | types.ServerNotification
-        | Exception,
-    ) -> None:
-        if isinstance(message, types.ServerNotification):
-            root = message.root
-            if isinstance(root, types.ProgressNotification):
-                p = root.params
-                seen.progress.append((p.progress, p.total, p.message))
-            if isinstance(root, types.TaskStatusNotification):
-                seen.statuses.append(root.params)
-
-    async with (
-        streamable_http_client(url) as (read, write, _),
-        ClientSession(read, write, message_handler=on_message) as session,
-    ):
-        await session.initialize()
-        yield session, seen
-
-
-async def finished(
-    session: ClientSession, task_id: str, timeout: float = 30
-) -> types.GetTaskResult:
-    async def ended() -> types.GetTaskResult | None:
-        task = await session.experimental.get_task(task_id)
-        return task if task.status in ("completed", "failed", "cancelled") else None
-
-    result: types.GetTaskResult = await eventually(ended, timeout, f"task {task_id} ends")
-    return result
-
 
 async def test_the_tools_are_the_projects_tasks_with_schemas_from_their_signatures(
     project: Project,
 ) -> None:
     async with sdk_session(project.url) as (session, _):
         tools = {t.name: t for t in (await session.list_tools()).tools}
-    assert set(tools) == {"build_report", "fetch_rate", "render_pdf", "add_numbers"}
+    assert set(tools) == {"build_report", "fetch_rate", "render_pdf", "survey", "add_numbers"}
     report = tools["build_report"]
     assert report.description == "Build a report of `rows` rows, reporting progress as it goes."
     assert report.inputSchema["properties"]["rows"] == {"title": "Rows", "type": "integer"}

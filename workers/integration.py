@@ -16,7 +16,9 @@ may also use ``workers.current()``; a task cancelled meanwhile is not run at all
 - a retry (``self.retry``, ``autoretry_for``) keeps the MCP task ``working`` with the status
   message "retry 2 of 5 in 10 s: <why>"; the task fails only when Celery gives up;
 - the return value is the MCP result (``completed``), an exception the tool error
-  (``failed``, by ``workers.signals``), as for a tool declared with ``@tool``.
+  (``failed``, by ``workers.signals``), as for a tool declared with ``@tool``;
+- a body that replaces itself with a canvas (``self.replace(chord(...))``) or returns one it
+  started is one MCP task until the canvas's last part ends (``workers.workflows``).
 
 Cancel, a lost worker, an unknown task name: ``workers.signals``, as for any MCP task. A task
 whose message has no MCP headers costs a header lookup per run, nothing more.
@@ -38,13 +40,14 @@ from celery.states import READY_STATES, SUCCESS
 
 from bridge.shared.errors import BridgeError, execution_error
 from bridge.shared.records import TaskStatus
-from workers import context, monitor, runtime, signals
+from workers import context, monitor, runtime, signals, workflows
 from workers.lease import Heartbeat
 from workers.tools import record_result, to_call_tool_result
 
 log = logging.getLogger(__name__)
 
-__all__ = ["signals"]  # imported for its handlers: cancel, lost worker, unknown task
+# Imported for their handlers: cancel, lost worker, unknown task; the parts of workflows.
+__all__ = ["signals", "workflows"]
 
 
 @dataclass
@@ -117,7 +120,7 @@ def _before_start(self: Task[Any, Any], task_id: str, args: Any, kwargs: Any) ->
     # Celery calls a task's ``before_start`` inside its tracer, where ``Ignore`` drops the
     # run before the body: the one place a signal handler cannot reach.
     run = _runs.get(task_id)
-    if run is not None and run.skip:
+    if (run is not None and run.skip) or task_id in workflows.skipped:
         raise Ignore()
 
 
@@ -159,7 +162,11 @@ def _end(
         run.heartbeat.__exit__(None, None, None)
     if run.token is not None:
         context._current.reset(run.token)
-    if run.skip or state != SUCCESS or isinstance(retval, Retry):
+    if run.skip:
+        return
+    if workflows.root_ended(run.task_id, run.owner, task_id, state, retval):
+        return  # replaced by, or returned, a canvas: its parts end the MCP task
+    if state != SUCCESS or isinstance(retval, Retry):
         return  # failures and retries have their own signals (``workers.signals``, above)
     try:
         record_result(run.task_id, run.owner, to_call_tool_result(retval))

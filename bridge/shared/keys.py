@@ -29,6 +29,9 @@
 | ``{p}:task:{id}:inputs``    | hash    | questions a running tool asked and no one answered |
 |                              |         | yet (key -> request); session TTL, gone at the end |
 | ``{p}:task:{id}:answer:{k}`` | list    | the answer to question ``k``, for the asking worker|
+| ``{p}:task:{id}:flow``      | hash    | 2 x ``task_ttl_max_ms`` after the last change; the |
+|                              |         | Celery tasks of a workflow the task started, their |
+|                              |         | states, counts and final results (flow.lua)        |
 | ``{p}:owner:{owner}:asking`` | set     | session TTL after the last question; legacy tasks  |
 |                              |         | that asked: members with nothing pending are       |
 |                              |         | dropped when a GET stream reads the set            |
@@ -80,6 +83,9 @@ class Keys:
     def inputs(self, task_id: str) -> str:
         # Derived from the task key: pending.lua finds it the same way (from ``task("")``).
         return f"{self.task(task_id)}:inputs"
+
+    def flow(self, task_id: str) -> str:
+        return f"{self.task(task_id)}:flow"
 
     def answer(self, task_id: str, key: str) -> str:
         return f"{self.task(task_id)}:answer:{key}"

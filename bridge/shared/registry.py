@@ -21,6 +21,7 @@ import redis.asyncio
 from bridge.shared import logs
 from bridge.shared.clients import translated
 from bridge.shared.errors import InternalError, LimitExceeded, execution_error
+from bridge.shared.flows import Parts, parts
 from bridge.shared.keys import Keys
 from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
 from bridge.shared.schema import refusal
@@ -299,6 +300,11 @@ class Registry:
         with translated():
             raw = await self._expired(keys=[self.keys.leases()], args=[limit])
         return [str(task_id) for task_id in raw]
+
+    async def workflow_parts(self, task_id: str) -> Parts:
+        with translated():
+            book = cast(dict[str, str], await self.redis.hgetall(self.keys.flow(task_id)))
+        return parts(book)
 
     async def running_by_worker(self) -> dict[str, int]:
         """How many tasks each worker runs now, by the leases its runs hold (registry-wide:

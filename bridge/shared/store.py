@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from bridge.shared.flows import Parts
 from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
 
 
@@ -97,6 +98,10 @@ class TaskStore(Protocol):
 
     async def running_by_worker(self) -> dict[str, int]:
         """How many tasks each worker runs now (by their leases)."""
+        ...
+
+    async def workflow_parts(self, task_id: str) -> Parts:
+        """The unfinished Celery tasks of the workflow ``task_id`` started, if it did."""
         ...
 
     async def expired_leases(self, limit: int) -> list[str]:

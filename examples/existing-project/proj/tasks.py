@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from celery import shared_task
+from celery import chord, shared_task
 
 from proj.celery import app
 
@@ -55,3 +55,25 @@ def double(x: int) -> int:
 def render_pdf(pages: int) -> dict[str, object]:
     """Render a PDF of `pages` pages (routed to the pdf queue's workers)."""
     return {"pages": pages, "worker": render_pdf.request.hostname}
+
+
+@app.task
+def measure(station: str, seconds: float = 0.1) -> dict[str, object]:
+    """One station's reading; takes `seconds`."""
+    if station.startswith("broken"):
+        raise ValueError(f"station {station} does not answer")
+    time.sleep(seconds)
+    return {"station": station, "reading": len(station) * 1.5}
+
+
+@app.task
+def summarise(readings: list[dict[str, object]]) -> dict[str, object]:
+    """The mean of the readings."""
+    values = [float(str(r["reading"])) for r in readings]
+    return {"stations": len(values), "mean": sum(values) / len(values)}
+
+
+@app.task(bind=True)
+def survey(self, stations: list[str], seconds: float = 0.1) -> dict[str, object]:
+    """Read every station in parallel, then summarise the readings (a chord)."""
+    return self.replace(chord([measure.s(s, seconds) for s in stations], summarise.s()))
