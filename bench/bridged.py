@@ -11,13 +11,16 @@ Celery project (issue 12) costs, on a private redis-server of its own.
    (``proj.tasks.add``, no MCP headers) published straight to it, with and without
    ``workers.integration`` among its imports (a wrapper app module in a temporary directory
    sets ``imports``: the example and its task bodies stay as they are). Runs alternate;
-   throughput from the first publish to the last result.
+   throughput from the first publish to the last result, and the worker's CPU per task.
+3. Tracer: the same task through Celery's tracer in this process, before and after
+   ``workers.integration`` is imported: the integration's own cost per task.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import statistics
 import sys
@@ -25,9 +28,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from celery import Celery
+from celery.app.trace import build_tracer
 
 from bench.procs import cpu_ticks
 from bridge.publisher import Publisher, project_app
@@ -179,6 +184,35 @@ def worker_overhead(server: RedisServer, tasks: int, rounds: int, logs: Path) ->
     print(f"median ratios: throughput {rate:.3f}x, worker CPU per task {cpu:.3f}x")
 
 
+def _traced_us(tracer: Any, calls: int) -> float:
+    request = {"id": "x", "delivery_info": {}, "hostname": "bench", "ignore_result": True}
+    for _ in range(calls // 10):  # warm-up
+        tracer("x", (1, 2), {}, request)
+    cpu = time.process_time()
+    for _ in range(calls):
+        tracer("x", (1, 2), {}, request)
+    return (time.process_time() - cpu) / calls * 1e6
+
+
+def tracer_cost(calls: int = 50_000) -> None:
+    """CPU per task in Celery's tracer (what a pool process runs per message), for
+    ``proj.tasks.add`` before and after ``workers.integration`` is imported. Last: the
+    import patches Celery's base Task for the rest of the process."""
+    importlib.import_module("proj.tasks")  # registers the tasks on the project's app
+    app: Celery = importlib.import_module("proj.celery").app
+    task = app.tasks["proj.tasks.add"]
+    task.ignore_result = True
+
+    def traced() -> float:
+        return _traced_us(build_tracer(task.name, task, app=app, eager=False), calls)
+
+    without = traced()
+    importlib.import_module("workers.integration")
+    with_it = traced()
+    print(f"\n3. Celery's tracer, {calls} proj.tasks.add in process")
+    print(f"without integration {without:.1f} µs, with {with_it:.1f} µs per task")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bridged")
     parser.add_argument("--calls", type=int, default=1000)
@@ -191,6 +225,7 @@ def main() -> None:
         try:
             asyncio.run(publish_cost(server, args.calls, args.rounds))
             worker_overhead(server, args.tasks, args.rounds, Path(tmp))
+            tracer_cost()
         finally:
             server.stop()
 
