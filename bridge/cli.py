@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 import uvicorn
@@ -23,7 +23,9 @@ from bridge.admin import sessions, tasks
 from bridge.app import create_app
 from bridge.caller import call_tool
 from bridge.deadlines import server_options
+from bridge.publisher import project_app
 from bridge.shared import logs
+from bridge.shared.errors import ConfigError
 from bridge.shared.settings import Settings
 from bridge.stateless_caller import call_tool_stateless
 from bridge.supervisor import Supervisor
@@ -64,8 +66,12 @@ def _serve(
     log_level: str,
     make_server: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
 ) -> None:
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        _config_error(exc)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_level=log_level,
         # Logging is configured already (``bridge.shared.logs``): uvicorn must not replace it.
         log_config=None,
@@ -78,6 +84,12 @@ def _serve(
     server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)
+
+
+def _config_error(exc: ConfigError) -> NoReturn:
+    # The operator's mistake, said in one line: a traceback would bury it.
+    click.echo(f"mcp-celery-bridge: {exc}", err=True)
+    raise SystemExit(2) from None
 
 
 def _loopback(host: str) -> bool:
@@ -115,6 +127,12 @@ def _prepare(
     # ``celery -A`` does: an installed console script does not have it on the path.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    try:
+        # Imported here too (the app factory imports it again, from the module cache), so a
+        # wrong name stops the command before a port is bound or ``dev`` starts a worker.
+        project_app(settings)
+    except ConfigError as exc:
+        _config_error(exc)
     if (
         not _loopback(host)
         and not settings.auth_enabled
