@@ -38,7 +38,10 @@
 |                              |         | by the first bridge that needs it (lost: states in |
 |                              |         | flight are refused, and a new key is made)         |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
-| ``{p}:channel``              | pub/sub | every event, to every bridge process               |
+| ``{p}:{db}:channel``         | pub/sub | every event, to every bridge process (``db``: the  |
+|                              |         | registry's database number: Redis pub/sub ignores  |
+|                              |         | databases, so deployments on two databases of one  |
+|                              |         | Redis would otherwise hear each other's events)    |
 | ``{p}:leases``               | zset    | none; task id -> lease deadline (ms, Redis clock)  |
 |                              |         | of each running tool body; entries leave when the  |
 |                              |         | body ends or the reaper fails the task             |
@@ -66,10 +69,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.shared.settings import Settings
+
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
+    #: The database of the registry's Redis (its URL's): it names the pub/sub channel.
+    database: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        return cls(settings.key_prefix, settings.redis_database)
 
     def session(self, sid: str) -> str:
         return f"{self.prefix}:session:{sid}"
@@ -121,7 +132,7 @@ class Keys:
         return f"{self.prefix}:events:{owner}"
 
     def channel(self) -> str:
-        return f"{self.prefix}:channel"
+        return f"{self.prefix}:{self.database}:channel"
 
     def leases(self) -> str:
         return f"{self.prefix}:leases"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -216,6 +217,16 @@ class Settings(BaseSettings):
                 "max_bytes_per_owner must be at least max_result_bytes + max_argument_bytes"
             )
         return self
+
+    @property
+    def redis_database(self) -> int:
+        """The database number ``redis_url`` names (0 when it names none)."""
+        url = urlsplit(self.redis_url)
+        path = url.path.strip("/")
+        if path.isdigit():
+            return int(path)
+        db = parse_qs(url.query).get("db", ["0"])[0]
+        return int(db) if db.isdigit() else 0
 
     @property
     def celery_broker_url(self) -> str:
