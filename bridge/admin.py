@@ -28,7 +28,7 @@ from bridge.publisher import Publisher
 from bridge.scan import collect
 from bridge.service import TaskService
 from bridge.shared import logs
-from bridge.shared.clients import async_client, sync_client
+from bridge.shared.clients import async_client, shown, sync_client
 from bridge.shared.errors import BridgeError
 from bridge.shared.keys import Keys
 from bridge.shared.logs import printable
@@ -88,7 +88,7 @@ def _redis_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except (redis.RedisError, BridgeError) as exc:
-        raise click.ClickException(f"Redis at {settings.redis_url}: {exc}") from exc
+        raise click.ClickException(f"Redis at {shown(settings.redis_url)}: {exc}") from exc
 
 
 def _collect(

@@ -9,6 +9,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
+from kombu.utils.url import maybe_sanitize_url
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
@@ -25,6 +26,11 @@ _BACKOFF = {"base": 0.05, "cap": 0.5}
 #: to ``POOL_WAIT_S``) instead of failing: redis-py's default pool refuses past 100.
 POOL_SIZE = 64
 POOL_WAIT_S = 5
+
+
+def shown(url: str) -> str:
+    """``url`` as logs, CLI output and health answers may show it: the password masked."""
+    return str(maybe_sanitize_url(url))
 
 
 def async_client(url: str) -> redis.asyncio.Redis:
