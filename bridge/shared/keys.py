@@ -32,6 +32,7 @@
 | ``{p}:owner:{owner}:asking`` | set     | session TTL after the last question; legacy tasks  |
 |                              |         | that asked: members with nothing pending are       |
 |                              |         | dropped when a GET stream reads the set            |
+| ``{p}:probe``                | string  | 10 s; written by ``/readyz`` (a replica refuses it)|
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
 | ``{p}:request-state-key``    | string  | none; the random HMAC key sealing ``requestState`` |
 |                              |         | when ``request_state_secret`` is unset, made once  |
@@ -133,6 +134,9 @@ class Keys:
 
     def channel(self) -> str:
         return f"{self.prefix}:{self.database}:channel"
+
+    def probe(self) -> str:
+        return f"{self.prefix}:probe"
 
     def leases(self) -> str:
         return f"{self.prefix}:leases"
