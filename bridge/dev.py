@@ -29,7 +29,7 @@ from typing import IO
 import click
 import redis
 
-from bridge.shared.clients import shown
+from bridge.shared.clients import shown, sync_client
 from bridge.shared.settings import Settings
 
 REDIS_HELP = """\
@@ -42,7 +42,7 @@ Start one on this machine:
 
 def redis_problem(url: str) -> str | None:
     """Why Redis at ``url`` cannot be used, or None when it answers a PING."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    client = sync_client(url)
     try:
         client.ping()
     except redis.RedisError as exc:
