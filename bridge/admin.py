@@ -28,7 +28,7 @@ from bridge.publisher import Publisher
 from bridge.scan import collect
 from bridge.service import TaskService
 from bridge.shared import logs
-from bridge.shared.clients import async_client, sync_client
+from bridge.shared.clients import async_client, shown, sync_client
 from bridge.shared.errors import BridgeError
 from bridge.shared.keys import Keys
 from bridge.shared.logs import printable
@@ -88,7 +88,7 @@ def _redis_errors(settings: Settings) -> Iterator[None]:
     try:
         yield
     except (redis.RedisError, BridgeError) as exc:
-        raise click.ClickException(f"Redis at {settings.redis_url}: {exc}") from exc
+        raise click.ClickException(f"Redis at {shown(settings.redis_url)}: {exc}") from exc
 
 
 def _collect(
@@ -112,7 +112,7 @@ def tasks() -> None:
 def _read_task(settings: Settings, task_id: str) -> tuple[TaskRecord, dict[str, str], int]:
     """The record with its pending questions, its raw hash and its key's PTTL, in one round
     trip; an unknown id is an operator error (exit code 1)."""
-    keys = Keys(settings.key_prefix)
+    keys = Keys.of(settings)
     client = sync_client(settings.redis_url)
     # A ':' would name a sub-key (`<id>:inputs`), not a task.
     if task_id and ":" not in task_id:
@@ -195,7 +195,7 @@ def list_tasks(
             return None  # not a task record
         return record if all(check(record) for check in filters) else None
 
-    found, limit_reached = _collect(settings, Keys(settings.key_prefix).task(""), limit, keep)
+    found, limit_reached = _collect(settings, Keys.of(settings).task(""), limit, keep)
     found.sort(key=lambda r: r.created, reverse=True)
     if as_json:
         summaries = [_task_summary(r) for r in found]
@@ -380,7 +380,7 @@ def list_sessions(limit: int, as_json: bool) -> None:
             "idleTtlLeft_s": pttl // 1000 if pttl >= 0 else None,
         }
 
-    found, limit_reached = _collect(settings, Keys(settings.key_prefix).session(""), limit, keep)
+    found, limit_reached = _collect(settings, Keys.of(settings).session(""), limit, keep)
     found.sort(key=lambda s: s["created"] or "", reverse=True)
     if as_json:
         print_json({"sessions": found, "limit": limit, "limitReached": limit_reached})

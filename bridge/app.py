@@ -34,6 +34,7 @@ from bridge.request_state import RequestStates
 from bridge.service import TaskService
 from bridge.sessions import Sessions
 from bridge.shared.clients import async_client
+from bridge.shared.keys import Keys
 from bridge.shared.registry import Registry
 from bridge.shared.settings import Settings
 from bridge.transport import Transport
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> Starlette:
         reaper.start()
         metrics = Metrics(hub, FleetSources(publisher.queue_depth, registry.running_by_worker))
         hub.on_event = metrics.observe
+        reaper.on_error = metrics.reaper_errors.inc
         app.state.metrics = metrics
         parts = eras.Parts(
             settings=settings,
@@ -75,7 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             states=RequestStates(settings, client),
         )
         app.state.transport = Transport(settings, eras.build(parts))
-        app.state.health = Health(client, publisher)
+        app.state.health = Health(client, publisher, Keys.of(settings), reaper)
         try:
             yield
         finally:

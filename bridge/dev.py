@@ -29,6 +29,7 @@ from typing import IO
 import click
 import redis
 
+from bridge.shared.clients import shown, sync_client
 from bridge.shared.settings import Settings
 
 REDIS_HELP = """\
@@ -41,11 +42,11 @@ Start one on this machine:
 
 def redis_problem(url: str) -> str | None:
     """Why Redis at ``url`` cannot be used, or None when it answers a PING."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    client = sync_client(url)
     try:
         client.ping()
     except redis.RedisError as exc:
-        return REDIS_HELP.format(url=url, error=exc)
+        return REDIS_HELP.format(url=shown(url), error=exc)
     finally:
         client.close()
     return None
@@ -207,7 +208,7 @@ def banner(settings: Settings, url: str, flower_url: str | None) -> str:
         f"  MCP endpoint  {url}\n"
         f"  Readiness     {base}/readyz    Metrics {base}/metrics\n"
         f"  Flower        {flower}\n"
-        f"  Redis         {settings.redis_url}\n"
+        f"  Redis         {shown(settings.redis_url)}\n"
         "\n"
         "  Try a tool as a task (in another terminal):\n"
         f"    {try_it}\n"

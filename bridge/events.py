@@ -93,7 +93,7 @@ class Subscription:
 class EventHub:
     def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self.redis = client
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._task_subs: dict[str, set[Subscription]] = defaultdict(set)

@@ -1,6 +1,8 @@
-"""Probes: ``/healthz`` (the process serves) and ``/readyz`` (Redis answers and at least one
-Celery worker answers a ping). The readiness answer is cached briefly, so frequent probes
-from many places cost one check per interval."""
+"""Probes: ``/healthz`` (the process serves) and ``/readyz`` (Redis takes a write, the lease
+reaper's last pass worked, and at least one Celery worker answers a ping). A PING is not
+enough: a replica answers it, and after a failover every request would fail while the probe
+said ready. The readiness answer is cached briefly, so frequent probes from many places cost
+one check per interval."""
 
 from __future__ import annotations
 
@@ -9,22 +11,30 @@ from typing import Any
 
 import anyio.to_thread
 import redis.asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.publisher import Publisher
+from bridge.reaper import Reaper
+from bridge.shared.keys import Keys
 
 #: How long a readiness answer is reused.
 CACHE_S = 2.0
+#: Lifetime of the key the probe writes.
+PROBE_TTL_MS = 10_000
 #: How long workers get to answer the ping.
 PING_TIMEOUT_S = 1.0
 
 
 class Health:
-    def __init__(self, client: redis.asyncio.Redis, publisher: Publisher) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, publisher: Publisher, keys: Keys, reaper: Reaper
+    ) -> None:
         self.redis = client
         self.publisher = publisher
+        self.keys = keys
+        self.reaper = reaper
         self._cached: tuple[float, int, dict[str, Any]] | None = None
         self._lock = anyio.Lock()
 
@@ -43,16 +53,19 @@ class Health:
     async def _check(self) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {}
         try:
-            await self.redis.ping()
+            await self.redis.set(self.keys.probe(), "1", px=PROBE_TTL_MS)
             body["redis"] = "ok"
+        except ReadOnlyError:
+            body["redis"] = "read-only: a replica, not the primary"
         except RedisError as exc:
             body["redis"] = f"unreachable: {type(exc).__name__}"
+        body["reaper"] = "ok" if self.reaper.trouble is None else f"failing: {self.reaper.trouble}"
         try:
             replies = await anyio.to_thread.run_sync(self.publisher.ping, PING_TIMEOUT_S)
             body["workers"] = sorted(replies)
         except Exception as exc:  # the broker's own errors vary by transport
             body["workers"] = []
             body["broker"] = f"unreachable: {type(exc).__name__}"
-        ready = body["redis"] == "ok" and bool(body["workers"])
+        ready = body["redis"] == "ok" and body["reaper"] == "ok" and bool(body["workers"])
         body["status"] = "ready" if ready else "unready"
         return (200 if ready else 503), body

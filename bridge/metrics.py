@@ -99,6 +99,11 @@ class Metrics:
             "Requests answered an error because Redis failed.",
             registry=r,
         )
+        self.reaper_errors = Counter(
+            "mcp_bridge_reaper_errors",
+            "Passes of this process's lease reaper that failed (Redis unreachable, say).",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "mcp_bridge_queue_depth",
             "Tool calls waiting in the Celery queue (the fleet's: read when scraped).",

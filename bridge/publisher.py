@@ -82,8 +82,9 @@ class Publisher:
         conf = self.celery.conf
         broker = conf.broker_write_url or conf.broker_url
         return (
-            broker == settings.redis_url
-            and settings.redis_url.startswith(("redis://", "rediss://"))
+            (settings.broker_url or settings.redis_url) == settings.redis_url
+            and broker == settings.celery_broker_url
+            and settings.redis_url.startswith(("redis://", "rediss://", "sentinel://"))
             and not conf.task_routes
             and conf.task_queues is None
             and not (conf.broker_transport_options or {}).get("global_keyprefix")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from bridge.shared.errors import BridgeError
 from bridge.shared.settings import Settings
@@ -32,6 +33,11 @@ class Reaper:
         self._stopping = False
         # Reaping is held back until this (monotonic) time; see ``_run``.
         self._quiet_until = 0.0
+        #: Why the last pass failed (the error's type), or None when it did not: readiness
+        #: (``bridge.health``) reports it.
+        self.trouble: str | None = None
+        #: Called for each failed pass (the metric of failed passes).
+        self.on_error: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mcp-reaper")
@@ -61,15 +67,24 @@ class Reaper:
         while True:
             try:
                 await self.reap()
+                self.trouble = None
             except BridgeError as exc:
+                self._failed(exc)
                 # The workers could not renew their leases while Redis was away either: give
                 # them one lease period after Redis is back before their leases count.
                 self._quiet_until = time.monotonic() + self.settings.lease_s
                 log.warning("reaper cannot reach Redis (%s); retrying", exc)
-            except Exception:
+            except Exception as exc:
+                self._failed(exc)
                 log.exception("reaper pass failed; retrying")
             if self._stopping:
                 # The cancellation can be lost: Python 3.11's ``asyncio.wait_for`` (in
                 # redis-py's connect) returns a result that came with it (cpython#86296).
                 return
             await asyncio.sleep(self.settings.reaper_interval_s)
+
+    def _failed(self, exc: BaseException) -> None:
+        cause = exc.__cause__ if isinstance(exc, BridgeError) and exc.__cause__ else exc
+        self.trouble = type(cause).__name__
+        if self.on_error is not None:
+            self.on_error()

@@ -57,7 +57,7 @@ class RequestStates:
     def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
         self.settings = settings
         self.redis = client
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
 
     async def _secret(self) -> bytes:
         if self.settings.request_state_secret:

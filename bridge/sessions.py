@@ -71,7 +71,7 @@ class Session:
 class Sessions:
     def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self.redis = client
         self._open = client.register_script(source("session"))
         self._touch = client.register_script(source("touch"))

@@ -40,7 +40,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # worker's registry check (``workers.tools``).
         "task_acks_late": settings.acks_late,
         "task_reject_on_worker_lost": settings.acks_late,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": settings.celery_broker_options,
+        "result_backend_transport_options": settings.celery_backend_options,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "imports": ["workers.integration", *settings.tool_modules],

@@ -47,5 +47,5 @@ def registry() -> WorkerStore:
     pid = os.getpid()
     if _store is None or _store[0] not in (None, pid):
         current = settings()
-        _store = (pid, SyncRegistry(current, sync_client(current.redis_url)))
+        _store = (pid, SyncRegistry(current, sync_client(current.redis_url, patient=True)))
     return _store[1]

@@ -8,11 +8,17 @@ from contextlib import contextmanager
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+import redis.asyncio.sentinel
 import redis.retry
+import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from bridge.shared import topology
 from bridge.shared.errors import StoreUnavailable
+from bridge.shared.topology import shown
+
+__all__ = ["async_client", "shown", "sync_client", "translated"]
 
 #: Retries of a command whose connection failed, at most 0.1, 0.2 and 0.4 s apart (random
 #: jitter below those): enough to ride out a blip, while a request still fails within a
@@ -27,7 +33,32 @@ POOL_SIZE = 64
 POOL_WAIT_S = 5
 
 
+#: How long a client waits for a sentinel's answer (which primary is current).
+SENTINEL_TIMEOUT_S = 2
+
+
 def async_client(url: str) -> redis.asyncio.Redis:
+    found = topology.sentinels(url)
+    if found is not None:
+        # The primary as the sentinels name it now, asked again when a connection to it
+        # fails or it turns out a replica (a failover).
+        # (redis-py's Sentinel classes are not annotated.)
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            found.hosts, sentinel_kwargs=_sentinel_kwargs(found), socket_timeout=SENTINEL_TIMEOUT_S
+        )
+        client: redis.asyncio.Redis = sentinel.master_for(
+            found.master,
+            db=found.db,
+            username=found.username,
+            password=found.password,
+            max_connections=POOL_SIZE,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            health_check_interval=15,
+            retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
+        )
+        return client
     # Short timeouts: a request must fail fast when Redis is away, not hang.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
@@ -42,15 +73,48 @@ def async_client(url: str) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_pool(pool)
 
 
-def sync_client(url: str) -> redis.Redis:
+#: A worker's patience (``sync_client(patient=True)``): retries spread over ~15 s, enough to
+#: ride out a Sentinel failover or a restart. A worker holding a result has nothing better
+#: to do than wait for Redis; a bridge answering a request must fail fast instead.
+PATIENT_RETRIES = 30
+_PATIENT_BACKOFF = {"base": 0.1, "cap": 1.0}
+
+
+def sync_client(url: str, *, patient: bool = False) -> redis.Redis:
+    retries, backoff = (PATIENT_RETRIES, _PATIENT_BACKOFF) if patient else (RETRIES, _BACKOFF)
+    retry = redis.retry.Retry(ExponentialWithJitterBackoff(**backoff), retries)
+    found = topology.sentinels(url)
+    if found is not None:
+        sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            found.hosts, sentinel_kwargs=_sentinel_kwargs(found), socket_timeout=SENTINEL_TIMEOUT_S
+        )
+        client: redis.Redis = sync_sentinel.master_for(  # type: ignore[no-untyped-call]
+            found.master,
+            db=found.db,
+            username=found.username,
+            password=found.password,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            health_check_interval=15,
+            retry=retry,
+        )
+        return client
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=10,
         health_check_interval=15,
-        retry=redis.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
+        retry=retry,
     )
+
+
+def _sentinel_kwargs(found: topology.Sentinels) -> dict[str, object]:
+    kwargs: dict[str, object] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S}
+    if found.sentinel_password:
+        kwargs["password"] = found.sentinel_password
+    return kwargs
 
 
 @contextmanager

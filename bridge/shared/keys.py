@@ -35,13 +35,17 @@
 | ``{p}:owner:{owner}:asking`` | set     | session TTL after the last question; legacy tasks  |
 |                              |         | that asked: members with nothing pending are       |
 |                              |         | dropped when a GET stream reads the set            |
+| ``{p}:probe``                | string  | 10 s; written by ``/readyz`` (a replica refuses it)|
 | ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
 | ``{p}:request-state-key``    | string  | none; the random HMAC key sealing ``requestState`` |
 |                              |         | when ``request_state_secret`` is unset, made once  |
 |                              |         | by the first bridge that needs it (lost: states in |
 |                              |         | flight are refused, and a new key is made)         |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
-| ``{p}:channel``              | pub/sub | every event, to every bridge process               |
+| ``{p}:{db}:channel``         | pub/sub | every event, to every bridge process (``db``: the  |
+|                              |         | registry's database number: Redis pub/sub ignores  |
+|                              |         | databases, so deployments on two databases of one  |
+|                              |         | Redis would otherwise hear each other's events)    |
 | ``{p}:leases``               | zset    | none; task id -> lease deadline (ms, Redis clock)  |
 |                              |         | of each running tool body; entries leave when the  |
 |                              |         | body ends or the reaper fails the task             |
@@ -69,10 +73,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.shared.settings import Settings
+
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
+    #: The database of the registry's Redis (its URL's): it names the pub/sub channel.
+    database: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        return cls(settings.key_prefix, settings.redis_database)
 
     def session(self, sid: str) -> str:
         return f"{self.prefix}:session:{sid}"
@@ -127,7 +139,10 @@ class Keys:
         return f"{self.prefix}:events:{owner}"
 
     def channel(self) -> str:
-        return f"{self.prefix}:channel"
+        return f"{self.prefix}:{self.database}:channel"
+
+    def probe(self) -> str:
+        return f"{self.prefix}:probe"
 
     def leases(self) -> str:
         return f"{self.prefix}:leases"

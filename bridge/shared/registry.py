@@ -59,7 +59,7 @@ class Registry:
 
     def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self.redis = client
         self._create = client.register_script(source("create"))
         self._answer = client.register_script(source("answer"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bridge.shared import topology
 
 
 def _split_commas(value: Any) -> Any:
@@ -22,7 +25,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Where the registry, sessions and notification streams live."""
+    """Where the registry, sessions and notification streams live: ``redis://``,
+    ``rediss://`` (TLS), or a Sentinel deployment,
+    ``sentinel://[:password@]host1:26379,host2:26379/0?master=<name>``."""
     broker_url: str = ""
     """Celery broker; empty means ``redis_url``."""
     result_backend: str = ""
@@ -178,6 +183,10 @@ class Settings(BaseSettings):
     """Age after which the Redis broker hands an unacknowledged message (a late-acked call
     whose worker died, or a prefetched one) to another worker. Must exceed the longest tool
     run when ``acks_late`` is on, or a running call is delivered a second time."""
+    broker_transport_options: dict[str, Any] = {}
+    """More Celery ``broker_transport_options`` for the bridge's own app, as JSON (e.g.
+    ``{"unacked_restore_throttle": 1}``): they go over the bridge's own (the visibility
+    timeout, a Sentinel's master name). A project's app (``celery_app``) keeps its own."""
     max_runs: int = Field(3, gt=0)
     """How many times a task may be started (a redelivered message starts it again); beyond
     this it fails instead, so a call that kills its worker every time cannot loop."""
@@ -208,6 +217,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        for url in (self.redis_url, self.broker_url, self.result_backend):
+            topology.sentinels(url)  # a bad sentinel:// URL stops the process here
         if self.task_ttl_default_ms > self.task_ttl_max_ms:
             raise ValueError("task_ttl_default_ms must not exceed task_ttl_max_ms")
         if self.max_bytes_per_owner < self.max_result_bytes + self.max_argument_bytes:
@@ -218,12 +229,37 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def redis_database(self) -> int:
+        """The database number ``redis_url`` names (0 when it names none)."""
+        url = urlsplit(self.redis_url)
+        path = url.path.strip("/")
+        if path.isdigit():
+            return int(path)
+        db = parse_qs(url.query).get("db", ["0"])[0]
+        return int(db) if db.isdigit() else 0
+
+    @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        return topology.celery_url(self.broker_url or self.redis_url)
 
     @property
     def celery_result_backend(self) -> str:
-        return self.result_backend or self.redis_url
+        return topology.celery_url(self.result_backend or self.redis_url)
+
+    @property
+    def celery_broker_options(self) -> dict[str, Any]:
+        """The broker's transport options: the bridge's (the visibility timeout, a
+        Sentinel's master name) with ``broker_transport_options`` over them."""
+        options = topology.celery_options(self.broker_url or self.redis_url)
+        return {
+            "visibility_timeout": self.visibility_timeout_s,
+            **options,
+            **self.broker_transport_options,
+        }
+
+    @property
+    def celery_backend_options(self) -> dict[str, Any]:
+        return topology.celery_options(self.result_backend or self.redis_url)
 
 
 def _default(value: Any) -> str:

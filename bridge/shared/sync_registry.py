@@ -28,7 +28,7 @@ class SyncRegistry:
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys.of(settings)
         self.redis = client
         self._transition = client.register_script(source("transition"))
 

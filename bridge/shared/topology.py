@@ -1,0 +1,106 @@
+"""Where the registry's Redis is: one server (``redis://``, ``rediss://``, ``unix://``) or
+a primary found through Redis Sentinel, and how Celery is told the same.
+
+A Sentinel deployment is one URL, so that everything that takes a Redis URL takes it::
+
+    sentinel://[[user]:password@]host1:26379,host2:26379,host3:26379/0?master=mymaster
+
+``password`` (and ``user``) authenticate to the primary and its replicas; a
+``sentinel_password`` query parameter authenticates to the sentinels when they require it.
+Clients ask the sentinels for the primary and ask again after a failover (redis-py's
+``SentinelConnectionPool``, kombu's and Celery's sentinel transports), so bridges and workers
+follow the new primary by themselves."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+SCHEME = "sentinel://"
+
+
+@dataclass(frozen=True)
+class Sentinels:
+    hosts: list[tuple[str, int]]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+    sentinel_password: str | None
+
+    def celery_url(self) -> str:
+        """The same deployment as kombu's and Celery's sentinel transports take it: one
+        ``sentinel://`` URL per sentinel, joined by ``;`` (the master name goes in the
+        transport options: ``celery_options``)."""
+        auth = ""
+        if self.password is not None:
+            auth = f"{self.username or ''}:{self.password}@"
+        return ";".join(f"sentinel://{auth}{host}:{port}/{self.db}" for host, port in self.hosts)
+
+    def celery_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"master_name": self.master}
+        if self.sentinel_password:
+            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+        return options
+
+
+def sentinels(url: str) -> Sentinels | None:
+    """The Sentinel deployment ``url`` names, or None for a plain Redis URL. Raises
+    ValueError for a ``sentinel://`` URL that names no host or no master."""
+    if not url.startswith(SCHEME):
+        return None
+    rest = url[len(SCHEME) :]
+    rest, _, query = rest.partition("?")
+    userinfo, _, rest = rest.rpartition("@")
+    hosts_part, _, path = rest.partition("/")
+    params = parse_qs(query)
+    master = params.get("master", [""])[0]
+    if not master:
+        raise ValueError("a sentinel:// Redis URL needs ?master=<the primary's name>")
+    hosts = []
+    for item in filter(None, hosts_part.split(",")):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+        if not port.isdigit():
+            raise ValueError(f"a sentinel:// Redis URL has a bad host:port: {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    if not hosts:
+        raise ValueError("a sentinel:// Redis URL needs at least one host:port")
+    username, password = None, None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    db = path.strip("/")
+    return Sentinels(
+        hosts=hosts,
+        master=master,
+        db=int(db) if db.isdigit() else 0,
+        username=username,
+        password=password,
+        sentinel_password=params.get("sentinel_password", [None])[0],
+    )
+
+
+def celery_url(url: str) -> str:
+    """``url`` as Celery takes it (a Sentinel URL rewritten; any other as it is)."""
+    found = sentinels(url)
+    return found.celery_url() if found is not None else url
+
+
+def celery_options(url: str) -> dict[str, Any]:
+    """The transport options Celery needs for ``url`` (a Sentinel's master name)."""
+    if url.startswith(SCHEME) and "?" in url:
+        found = sentinels(url)
+        return found.celery_options() if found is not None else {}
+    return {}
+
+
+_PASSWORD = re.compile(r"(://[^:/@;,]*:)[^@/;]*@")
+_QUERY_SECRET = re.compile(r"((?:^|[?&])sentinel_password=)[^&]*")
+
+
+def shown(url: str) -> str:
+    """``url`` as logs, CLI output and health answers may show it: passwords masked."""
+    return _QUERY_SECRET.sub(r"\1**", _PASSWORD.sub(r"\1**@", url))

@@ -1,0 +1,101 @@
+"""Redis deployments beyond one server, built from the ``redis-server`` binary on free
+loopback ports: a primary, a replica and three sentinels (``SentinelSet``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.services import Process, RedisServer, free_port, spawn, wait_for
+
+MASTER = "mcpmaster"
+
+
+@dataclass
+class SentinelSet:
+    root: Path
+    primary: RedisServer = field(init=False)
+    replica: RedisServer = field(init=False)
+    sentinel_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
+    sentinels: list[Process] = field(default_factory=list)
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"sentinel://{hosts}/{db}?master={MASTER}"
+
+    def start(self) -> None:
+        for name in ("primary", "replica", "sentinels"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        self.primary = RedisServer(self.root / "primary")
+        self.primary.start()
+        self.replica = RedisServer(self.root / "replica")
+        self.replica.start()
+        client = redis.Redis(port=self.replica.port)
+        try:
+            client.replicaof("127.0.0.1", self.primary.port)
+            wait_for(
+                lambda: client.info("replication").get("master_link_status") == "up",
+                20,
+                "the replica's link to the primary",
+            )
+        finally:
+            client.close()
+        for port in self.sentinel_ports:
+            conf = self.root / "sentinels" / f"sentinel-{port}.conf"
+            # A sentinel rewrites its configuration file as it learns: one each, writable.
+            conf.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {self.root / 'sentinels'}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                f"sentinel failover-timeout {MASTER} 5000\n"
+                f"sentinel parallel-syncs {MASTER} 1\n"
+            )
+            log = self.root / "sentinels" / f"sentinel-{port}.log"
+            self.sentinels.append(
+                spawn("sentinel", ["redis-server", str(conf), "--sentinel"], {}, log)
+            )
+        wait_for(lambda: all(self._knows_replica(p) for p in self.sentinel_ports), 30, "sentinels")
+
+    def _knows_replica(self, port: int) -> bool:
+        try:
+            with contextlib.closing(redis.Redis(port=port, socket_connect_timeout=0.5)) as client:
+                master = client.sentinel_master(MASTER)
+        except redis.RedisError:
+            return False
+        others, replicas = master.get("num-other-sentinels", 0), master.get("num-slaves", 0)
+        return int(others) >= 2 and int(replicas) >= 1
+
+    def current_primary_port(self) -> int:
+        """The primary's port as the first sentinel that answers names it."""
+        for port in self.sentinel_ports:
+            try:
+                with contextlib.closing(redis.Redis(port=port)) as client:
+                    _, primary = client.sentinel_get_master_addr_by_name(MASTER)
+                    return int(primary)
+            except redis.RedisError:
+                continue
+        raise AssertionError("no sentinel answers")
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            proc.stop()
+        for name in ("replica", "primary"):
+            server: RedisServer | None = getattr(self, name, None)
+            if server is not None:
+                server.stop()
+
+
+@contextlib.contextmanager
+def sentinel_set(root: Path) -> Iterator[SentinelSet]:
+    topology = SentinelSet(root)
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
