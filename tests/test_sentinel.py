@@ -132,7 +132,14 @@ async def test_after_the_primary_dies_the_bridge_and_worker_follow_the_new_one(
                 ended[task_id] = (await client.wait_status(task_id, TERMINAL, timeout=120))[
                     "status"
                 ]
-            await recorder.wait_terminal(set(created + more), 30)
+            try:
+                await recorder.wait_terminal(set(created + more), 30)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}: the stream connected {recorder.connects} times, ended "
+                    f"{recorder.ends} times, {len(recorder.notices)} notifications, the last "
+                    f"{recorder.notices[-3:]}"
+                ) from None
             tg.cancel_scope.cancel()
     terminal = recorder.terminal()
     twice = [t for t, notices in terminal.items() if len(notices) > 1]
