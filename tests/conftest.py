@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,11 @@ def _own_settings_only() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         for name in outside_settings():
             patch.delenv(name)
+        # Nor the runner's terminal size: an xdist worker has COLUMNS=80 in its environment,
+        # which squeezed the operator's tables the CLI tests read (a test that wants a width
+        # sets COLUMNS itself).
+        for name in ("COLUMNS", "LINES"):
+            patch.delenv(name, raising=False)
         yield
 
 
@@ -147,6 +152,11 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("fast")
 
 
+#: Files whose tests run first: the conformance suites take longest (their module fixture
+#: runs ~50 Node scenarios in a pool), so under xdist they start while the rest run elsewhere.
+FIRST = ("test_conformance.py",)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Before ``-m`` selects: a test on the in-process app is on the fast tier whatever its
@@ -158,6 +168,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("fast") is not None and fixtures & PROCESS_FIXTURES:
             raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a process")
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
@@ -173,3 +184,36 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """A client of in-process apps and bridge processes alike."""
     async with httpx.AsyncClient(timeout=30, transport=AsyncTransport()) as client:
         yield client
+
+
+# -- the reliability figures (tests/reliability), printed at the end of the run ----------------
+
+#: The name under which a figure travels in a test's report (``user_properties``), so that
+#: under xdist the controller, not the worker that ran the test, prints it.
+FIGURE = "reliability figure"
+#: "test name: figure" lines, in the order their tests finished.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Records a figure the test measured, printed under "reliability figures" at the end."""
+
+    def record(text: str) -> None:
+        request.node.user_properties.append((FIGURE, f"{request.node.name}: {text}"))
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The teardown report carries every property the test recorded; under xdist it reaches
+    # the controller, which prints the summary.
+    if report.when == "teardown":
+        FIGURES.extend(str(value) for name, value in report.user_properties if name == FIGURE)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
