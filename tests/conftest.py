@@ -152,9 +152,24 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("fast")
 
 
-#: Files whose tests run first: the conformance suites take longest (their module fixture
-#: runs ~50 Node scenarios in a pool), so under xdist they start while the rest run elsewhere.
-FIRST = ("test_conformance.py",)
+#: The slowest files, slowest first (seconds each took in a whole run under xdist): they are
+#: collected first, in this order, so that ``scripts/test`` (``--dist loadfile
+#: --no-loadscope-reorder``) hands them out first and the run ends on short files, not on one
+#: long file that started last. Out of date, it costs time, never a result.
+SLOWEST_FIRST = (
+    "test_fuzz.py",  # 85-90: every property's examples, all in this process (CPU)
+    "test_conformance.py",  # 55-60: ~50 Node scenarios, six at a time
+    "test_cli.py",  # 40: dev stacks started and stopped
+    "test_worker_loss.py",  # 40
+    "test_cancel_race.py",  # 30-35
+    "test_bridge_loss.py",  # 20-30
+    "test_admin.py",  # 20-30: a CLI process per check
+    "test_dev.py",  # 20
+    "test_quotas.py",  # 15-20
+    "test_fairness.py",  # 18
+    "test_modern_clients.py",  # 10-18
+    "test_preauth.py",  # 15
+)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -168,7 +183,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("fast") is not None and fixtures & PROCESS_FIXTURES:
             raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a process")
-    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the rest keep their order
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    # Stable: the tests of a file, and the files not named, keep their order.
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
