@@ -12,23 +12,19 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
-import uvicorn
 
 from bridge import __version__
-from bridge import dev as dev_run
-from bridge.admin import sessions, tasks
-from bridge.app import create_app
-from bridge.caller import call_tool
-from bridge.deadlines import server_options
-from bridge.publisher import project_app
 from bridge.shared import logs
 from bridge.shared.errors import ConfigError
 from bridge.shared.settings import Settings
-from bridge.stateless_caller import call_tool_stateless
-from bridge.supervisor import Supervisor
+
+# Each command imports what it needs when it runs: the app and uvicorn, Celery and rich, httpx
+# cost a command that does not use them a few tenths of a second at every start.
+if TYPE_CHECKING:
+    import uvicorn
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -64,8 +60,13 @@ def _serve(
     settings: Settings,
     sock: socket.socket,
     log_level: str,
-    make_server: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
+    make_server: Callable[[uvicorn.Config], uvicorn.Server] | None = None,
 ) -> None:
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.deadlines import server_options
+
     try:
         app = create_app(settings)
     except ConfigError as exc:
@@ -78,7 +79,7 @@ def _serve(
         timeout_graceful_shutdown=5,
         **server_options(settings),
     )
-    server = make_server(config)
+    server = (make_server or uvicorn.Server)(config)
     host, port = sock.getsockname()[:2]
     log.info("serving http://%s:%d/mcp", f"[{host}]" if ":" in host else host, port)
     server.run(sockets=[sock])
@@ -99,14 +100,28 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The group of ``main``: the operator commands of ``bridge.admin`` are loaded when one of
+    them runs (or ``--help`` lists them), not for ``serve``, ``dev`` or ``call``."""
+
+    OPERATOR = ("sessions", "tasks")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.OPERATOR])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.OPERATOR:
+            from bridge import admin
+
+            command: click.Command = getattr(admin, cmd_name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="mcp-celery-bridge")
 def main() -> None:
     """An MCP server whose tools run as Celery tasks, and its operator commands."""
-
-
-main.add_command(tasks)
-main.add_command(sessions)
 
 
 def _server_options(command: F) -> F:
@@ -127,6 +142,8 @@ def _prepare(
     # ``celery -A`` does: an installed console script does not have it on the path.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    from bridge.publisher import project_app
+
     try:
         # Imported here too (the app factory imports it again, from the module cache), so a
         # wrong name stops the command before a port is bound or ``dev`` starts a worker.
@@ -173,6 +190,9 @@ def dev(
     host: str, port: int, log_level: str, concurrency: int, flower_port: int, no_flower: bool
 ) -> None:
     """Run a bridge, a Celery worker and Flower together; Ctrl-C stops them all."""
+    from bridge import dev as dev_run
+    from bridge.supervisor import Supervisor
+
     settings = Settings()
     problem = dev_run.redis_problem(settings.redis_url)
     if problem is not None:
@@ -242,6 +262,9 @@ def call(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="ARGUMENTS") from exc
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object", param_hint="ARGUMENTS")
+    from bridge.caller import call_tool
+    from bridge.stateless_caller import call_tool_stateless
+
     run = call_tool_stateless if protocol == "2026-07-28" else call_tool
     raise SystemExit(run(url, token, tool, parsed, as_task=not no_task))
 

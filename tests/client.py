@@ -22,7 +22,7 @@ from bridge import messages
 from bridge.messages import ACCEPT, RpcError, header_value
 from tests import schema
 from tests.inproc import async_transport
-from tests.services import eventually
+from tests.services import eventually, tls
 
 __all__ = [
     "ACCEPT",
@@ -294,7 +294,9 @@ async def connect(
     headers = {"Authorization": f"Bearer {token}"} if token else None
     # An in-process app (the fast tier) is reached through its transport, by its URL.
     transport = async_transport(url)
-    async with httpx.AsyncClient(timeout=30, headers=headers, transport=transport) as http:
+    async with httpx.AsyncClient(
+        timeout=30, headers=headers, transport=transport, verify=tls()
+    ) as http:
         client = RawClient(url, http)
         await client.initialize(version, capabilities)
         yield client

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -36,6 +36,11 @@ def _own_settings_only() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         for name in outside_settings():
             patch.delenv(name)
+        # Nor the runner's terminal size: an xdist worker has COLUMNS=80 in its environment,
+        # which squeezed the operator's tables the CLI tests read (a test that wants a width
+        # sets COLUMNS itself).
+        for name in ("COLUMNS", "LINES"):
+            patch.delenv(name, raising=False)
         yield
 
 
@@ -148,6 +153,30 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("fast")
 
 
+#: The slowest files, slowest first (seconds each took in a whole run under xdist): they are
+#: collected first, in this order, so that ``scripts/test`` (``--dist loadfile
+#: --no-loadscope-reorder``) hands them out first and the run ends on short files, not on one
+#: long file that started last. Out of date, it costs time, never a result.
+SLOWEST_FIRST = (
+    "test_fuzz.py",  # 85-90: every property's examples, all in this process (CPU)
+    "test_conformance.py",  # 55-60: ~50 Node scenarios, six at a time
+    "test_sentinel.py",  # 45: a primary, a replica, three sentinels; a failover
+    "test_cli.py",  # 40: dev stacks started and stopped
+    "test_worker_loss.py",  # 40
+    "test_cancel_race.py",  # 30-35
+    "test_bridge_loss.py",  # 20-30
+    "test_admin.py",  # 20-30: a CLI process per check
+    "test_dev.py",  # 20
+    "test_quotas.py",  # 15-20
+    "test_fairness.py",  # 18
+    "test_modern_clients.py",  # 10-18
+    "test_preauth.py",  # 15
+    "test_existing_project.py",  # 15: a Celery project's own workers
+    "test_existing_rabbitmq.py",  # 15
+    "test_existing_workflows.py",  # 15
+)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Before ``-m`` selects: a test on the in-process app is on the fast tier whatever its
@@ -159,6 +188,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("fast") is not None and fixtures & PROCESS_FIXTURES:
             raise pytest.UsageError(f"{item.nodeid} is marked fast but starts a process")
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    # Stable: the tests of a file, and the files not named, keep their order.
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +214,36 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     data, logs = tmp_path_factory.mktemp("proj-redis"), tmp_path_factory.mktemp("proj-logs")
     with project_services(data, logs) as running:
         yield running
+
+
+# -- the reliability figures (tests/reliability), printed at the end of the run ----------------
+
+#: The name under which a figure travels in a test's report (``user_properties``), so that
+#: under xdist the controller, not the worker that ran the test, prints it.
+FIGURE = "reliability figure"
+#: "test name: figure" lines, in the order their tests finished.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Records a figure the test measured, printed under "reliability figures" at the end."""
+
+    def record(text: str) -> None:
+        request.node.user_properties.append((FIGURE, f"{request.node.name}: {text}"))
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The teardown report carries every property the test recorded; under xdist it reaches
+    # the controller, which prints the summary.
+    if report.when == "teardown":
+        FIGURES.extend(str(value) for name, value in report.user_properties if name == FIGURE)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

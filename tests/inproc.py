@@ -27,7 +27,7 @@ from starlette.types import Message
 from bridge.app import create_app
 from bridge.shared import logs
 from bridge.shared.settings import Settings
-from tests.services import free_port
+from tests.services import free_port, tls
 
 #: How long a response the client closed may take to notice the disconnect (an SSE stream
 #: does at once) before its app call is cancelled.
@@ -266,7 +266,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     over the network (so one client reaches in-process apps and bridge processes alike)."""
 
     def __init__(self) -> None:
-        self._network = httpx.AsyncHTTPTransport()
+        # The suite's one SSL context: one of its own loaded the CA bundle, a seventh of the
+        # fast tier's time when every client made one.
+        self._network = httpx.AsyncHTTPTransport(verify=tls())
 
     async def aclose(self) -> None:
         await self._network.aclose()

@@ -6,10 +6,12 @@ children)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -96,6 +98,14 @@ def children(pid: int) -> list[int]:
             except (FileNotFoundError, ProcessLookupError):
                 continue  # exited meanwhile
     return sorted(found)
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """The SSL context of the suite's httpx clients (``verify=tls()``). httpx builds one per
+    client otherwise, loading the CA bundle: some 50 ms of CPU, which a loop polling a
+    starting process every 50 ms paid at each poll, beside the process it waited for."""
+    return ssl.create_default_context()
 
 
 def free_port() -> int:
@@ -302,7 +312,8 @@ class Bridge(Service):
             if not proc.alive():
                 raise AssertionError(proc.output()[-4000:])
             try:
-                return httpx.get(self.url, timeout=1).status_code in (400, 405, 406)
+                answer = httpx.get(self.url, timeout=1, verify=tls())
+                return answer.status_code in (400, 405, 406)
             except httpx.TransportError:
                 return False
 

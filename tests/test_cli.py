@@ -17,7 +17,7 @@ import pytest
 
 from bridge import __version__
 from tests.client import connect
-from tests.services import ROOT, children, free_port, pid_running, wait_for
+from tests.services import ROOT, children, free_port, pid_running, tls, wait_for
 
 
 def _cli(args: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
@@ -35,7 +35,7 @@ def _cli(args: list[str], env: dict[str, str] | None, log: Path) -> subprocess.P
 
 def _answers(url: str, auth: tuple[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2, auth=auth).status_code == 200
+        return httpx.get(url, timeout=2, auth=auth, verify=tls()).status_code == 200
     except httpx.TransportError:
         return False
 

@@ -28,8 +28,8 @@ from mcp import types
 from bridge.publisher import Publisher
 from bridge.shared.settings import Settings
 from tests import services
+from tests.existing import PROJECT, finished, sdk_session
 from tests.services import ROOT, RedisServer, bridge_server, celery_worker, eventually, pid_running
-from tests.test_existing_project import PROJECT, finished, sdk_session
 
 pytestmark = [
     pytest.mark.anyio,

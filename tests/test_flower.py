@@ -24,6 +24,7 @@ from tests.services import (
     bridge_server,
     celery_worker,
     free_port,
+    tls,
     wait_for,
 )
 from tests.services import (
@@ -62,7 +63,8 @@ def flower(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]
     def healthy() -> bool:
         assert proc.poll() is None, log.read_text()
         try:
-            return httpx.get(f"{url}/healthcheck", timeout=1).status_code == 200
+            answer = httpx.get(f"{url}/healthcheck", timeout=1, verify=tls())
+            return answer.status_code == 200
         except httpx.TransportError:
             return False
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.inproc import AppServer, app_server, settings_of, sync_transport
-from tests.services import Process, RedisServer, bridge_server, celery_worker, wait_for
+from tests.services import Process, RedisServer, bridge_server, celery_worker, tls, wait_for
 from tests.test_metrics import _samples
 
 
@@ -38,9 +38,11 @@ def test_readyz_goes_unready_when_the_worker_stops(
     with bridge_server(private, log_dir, "bridge-ready") as url:
         readyz = url.removesuffix("/mcp") + "/readyz"
         with celery_worker(private, log_dir, concurrency=1, name="ready"):
-            wait_for(lambda: httpx.get(readyz).status_code == 200, 20, "ready")
+            wait_for(lambda: httpx.get(readyz, verify=tls()).status_code == 200, 20, "ready")
         body = wait_for(
-            lambda: (r := httpx.get(readyz)).status_code == 503 and r.json(), 20, "unready"
+            lambda: (r := httpx.get(readyz, verify=tls())).status_code == 503 and r.json(),
+            20,
+            "unready",
         )
         assert body == {"redis": "ok", "reaper": "ok", "workers": [], "status": "unready"}
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.flood import NESTED, Senders, head, ping_median, raw, session, status_of
-from tests.services import bridge_server, wait_for
+from tests.services import bridge_server, tls, wait_for
 
 TOKEN = "tok-preauth"
 #: Short deadlines, so that the tests see them expire; long enough for any honest client.
@@ -169,4 +169,6 @@ def test_connections_are_bounded(env: dict[str, str], log_dir: Path) -> None:
             assert response.status_code == 503
             assert response.headers["connection"] == "close"
         # Once they are gone, requests are served again.
-        wait_for(lambda: httpx.get(url).status_code != 503, PATIENCE_S, "a served request")
+        wait_for(
+            lambda: httpx.get(url, verify=tls()).status_code != 503, PATIENCE_S, "a served request"
+        )

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests import services
+from tests.existing import sdk_session
 from tests.services import ROOT, RedisServer, free_port, spawn, wait_for
-from tests.test_existing_project import sdk_session
 
 pytestmark = pytest.mark.anyio
 
