@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.fast, pytest.mark.timeout(30)]
 BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
 
 
-def test_the_catalogue_holds_only_its_modules_tools() -> None:
+def test_the_catalogue_holds_only_its_modules_tools(caplog: pytest.LogCaptureFixture) -> None:
     name = f"stray_{uuid.uuid4().hex[:8]}"
 
     @tool(name=name)
@@ -39,8 +40,13 @@ def test_the_catalogue_holds_only_its_modules_tools() -> None:
         return "declared here, in no tool module"
 
     assert name in catalogue()  # imported in this process...
-    held = Catalogue.load(Settings(tool_modules=["workers.examples"]))
+    with caplog.at_level(logging.WARNING, logger="bridge.catalogue"):
+        held = Catalogue.load(Settings(tool_modules=["workers.examples"]))
     assert name not in held.names  # ...but no module of the settings declares it
+    # A worker would run it, but no client can call it: the start says so, by name.
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "bridge.catalogue"]
+    assert warning.startswith("tools not served (declared outside MCP_BRIDGE_TOOL_MODULES): ")
+    assert name in warning.split(": ", 1)[1].split(", ")
     assert held.names[:2] == ["echo", "sleep"]  # declaration order
     assert held.get("echo") is catalogue()["echo"]
 

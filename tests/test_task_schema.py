@@ -234,3 +234,28 @@ def test_any_text_survives_as_a_lua_string(redis_client: redis.Redis) -> None:
     # exactly that (a newline or a quote would otherwise break every script).
     for value in ["a\nb", "it's", "back\\slash", "é ✓", "\r\t\0", ""]:
         assert redis_client.eval(f"return {schema._lua_string(value)}", 0) == value
+
+
+async def test_a_change_naming_another_owner_than_the_tasks_changes_nothing(
+    stores: tuple[Registry, SyncRegistry],
+) -> None:
+    # The owner's keys come from the caller (declared KEYS, as a Cluster needs): a caller
+    # naming the wrong owner must not charge, notify or lease for that owner.
+    registry, worker = stores
+    owner, other = "session:right", "session:wrong"
+    task = await registry.create(
+        task_id="o" * 32, owner=owner, tool="echo", celery_id="c1", ttl_ms=60_000
+    )
+    assert worker.take_lease(task.id, other, "w1", "w1 (pid 1)", 60_000, 3) == (None, 0, False)
+    assert not await registry.redis.exists(registry.keys.running(other))
+    wrong = worker.transition(task.id, other, TaskStatus.COMPLETED, "done", result={"content": []})
+    assert not wrong.applied and wrong.status is TaskStatus.WORKING
+    assert not await registry.redis.exists(registry.keys.events(other))
+    assert not await registry.redis.exists(registry.keys.usage(other))
+    # The task's own owner still can.
+    assert worker.take_lease(task.id, owner, "w1", "w1 (pid 1)", 60_000, 3)[:2] == (
+        TaskStatus.WORKING,
+        1,
+    )
+    right = await registry.transition(task.id, owner, TaskStatus.COMPLETED, "done")
+    assert right.applied and right.status is TaskStatus.COMPLETED

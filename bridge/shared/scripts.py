@@ -90,5 +90,6 @@ def transition_args(
             compact(input_request[1]) if input_request else "",
             withdraw,
             settings.max_bytes_per_owner,
+            owner,
         ],
     )

@@ -164,6 +164,7 @@ class SyncRegistry:
                         f"running on {holder}",
                         self.settings.max_running_per_owner if capped else UNCAPPED,
                         2 * self.settings.task_ttl_max_ms,
+                        owner,
                     ],
                 ),
             )

@@ -15,6 +15,8 @@
 -- counted, nothing announced) while the owner already runs that many other tasks, so one
 -- owner cannot hold every worker. A member holding no lease any more (ended, or failed by
 -- the reaper) is pruned on the way, so a missed removal (transition.lua) cannot block it.
+-- ARGV[12] the owner the caller names, whose keys KEYS[3] and KEYS[4] are: taking the
+-- lease for another owner than the task's is refused as if the task were gone.
 -- Returns {status ("" when the task is gone), runs}, and when it announced the run also the
 -- task's tool and Celery id; {status, runs, "", "", "busy"} when the owner is at its cap.
 -- The event of a run names its holder (``holder``), so nothing has to parse the message.
@@ -23,6 +25,9 @@ local cur = redis.call('HGET', KEYS[1], 'status')
 if (not cur) or is_terminal(cur) then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return {cur or '', 0}
+end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[12] then
+  return {'', 0}
 end
 local runs = tonumber(redis.call('HGET', KEYS[1], 'runs') or '0')
 local now = now_ms()

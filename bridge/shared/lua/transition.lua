@@ -28,6 +28,9 @@
 --   clock, dropping that lease ("" for any other call). The reaper fails lost tasks this way,
 --   so several bridges reaping at once, or a renewal racing the reaper, change a task at
 --   most once.
+-- ARGV[17] the owner the caller names (KEYS[2], [4], [5], [7] and [8] are its keys): a call
+--   naming another owner than the task's changes nothing, so no caller can charge or notify
+--   the wrong owner.
 -- Returns {applied (0/1), status after the call ("" when the task does not exist), event id},
 -- and when applied also the task's tool, Celery id and owner (for the caller's log line).
 local now = now_ms()
@@ -43,6 +46,9 @@ if not cur then
   return {0, '', ''}
 end
 if is_terminal(cur) then
+  return {0, cur, ''}
+end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[17] then
   return {0, cur, ''}
 end
 local inputs = KEYS[3]
