@@ -98,7 +98,7 @@ def _collect(
     parse: Callable[[str, dict[str, str], int], T | None],
 ) -> tuple[list[T], bool]:
     """``bridge.scan.collect`` on a client of its own, Redis faults made operator errors."""
-    client = sync_client(settings.redis_url)
+    client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
     with _redis_errors(settings), contextlib.closing(client):
         return collect(client, key_prefix, limit, parse)
 
@@ -113,7 +113,7 @@ def _read_task(settings: Settings, task_id: str) -> tuple[TaskRecord, dict[str, 
     """The record with its pending questions, its raw hash and its key's PTTL, in one round
     trip; an unknown id is an operator error (exit code 1)."""
     keys = Keys.of(settings)
-    client = sync_client(settings.redis_url)
+    client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
     # A ':' would name a sub-key (`<id>:inputs`), not a task.
     if task_id and ":" not in task_id:
         # One MULTI: the record, its questions and its expiry as of one instant.
@@ -312,7 +312,7 @@ def _show_value(name: str, value: Any) -> str:
 
 
 async def _cancel(settings: Settings, record: TaskRecord, message: str) -> TaskRecord:
-    client = async_client(settings.redis_url)
+    client = async_client(settings.redis_url, ca_file=settings.redis_ca_file)
     publisher = Publisher(settings)
     try:
         registry = Registry(settings, client)

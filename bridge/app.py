@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = async_client(settings.redis_url)
+        client = async_client(settings.redis_url, ca_file=settings.redis_ca_file)
         publisher = Publisher(settings, project)
         hub = EventHub(settings, client)
         hub.start()

@@ -194,7 +194,7 @@ def dev(
     from bridge.supervisor import Supervisor
 
     settings = Settings()
-    problem = dev_run.redis_problem(settings.redis_url)
+    problem = dev_run.redis_problem(settings.redis_url, settings.redis_ca_file)
     if problem is not None:
         click.echo(problem, err=True)
         raise SystemExit(1)

@@ -40,9 +40,9 @@ Start one on this machine:
 (or: docker run -d -p 127.0.0.1:6379:6379 redis:7), or point MCP_BRIDGE_REDIS_URL at yours."""
 
 
-def redis_problem(url: str) -> str | None:
+def redis_problem(url: str, ca_file: str = "") -> str | None:
     """Why Redis at ``url`` cannot be used, or None when it answers a PING."""
-    client = sync_client(url)
+    client = sync_client(url, ca_file=ca_file)
     try:
         client.ping()
     except redis.RedisError as exc:

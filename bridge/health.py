@@ -59,6 +59,8 @@ class Health:
             body["redis"] = "read-only: a replica, not the primary"
         except RedisError as exc:
             body["redis"] = f"unreachable: {type(exc).__name__}"
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                body["redis"] += ": its TLS certificate is not trusted (MCP_BRIDGE_REDIS_CA_FILE)"
         body["reaper"] = "ok" if self.reaper.trouble is None else f"failing: {self.reaper.trouble}"
         try:
             replies = await anyio.to_thread.run_sync(self.publisher.ping, PING_TIMEOUT_S)

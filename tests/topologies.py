@@ -1,9 +1,11 @@
 """Redis deployments beyond one server, built from the ``redis-server`` binary on free
-loopback ports: a primary, a replica and three sentinels (``SentinelSet``)."""
+loopback ports: a primary, a replica and three sentinels (``SentinelSet``); a server that
+speaks only TLS (``TlsRedis``)."""
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,3 +101,77 @@ def sentinel_set(root: Path) -> Iterator[SentinelSet]:
         yield topology
     finally:
         topology.stop()
+
+
+@dataclass
+class TlsRedis:
+    """A redis-server that speaks only TLS, its certificate (for 127.0.0.1) signed by a CA of
+    the test's own, made with the openssl command."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._certificates()
+        command = ["redis-server", "--port", "0", "--tls-port", str(self.port)]
+        command += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command += ["--tls-cert-file", str(self.root / "server.crt")]
+        command += ["--tls-key-file", str(self.root / "server.key")]
+        command += ["--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no"]
+        self.proc = spawn("redis-tls", command, {}, self.root / "redis.log")
+
+        def answers() -> bool:
+            assert self.proc is not None and self.proc.alive(), self.root / "redis.log"
+            try:
+                with contextlib.closing(
+                    redis.Redis(
+                        host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.ca)
+                    )
+                ) as client:
+                    return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, 10, f"the TLS redis-server on port {self.port}")
+
+    def _certificates(self) -> None:
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=self.root, check=True, capture_output=True)
+
+        openssl(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=mcp-test-ca", "-keyout", "ca.key", "-out", "ca.crt",
+        )  # fmt: skip
+        openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr",
+        )  # fmt: skip
+        (self.root / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        openssl(
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-out", "server.crt", "-extfile", "san.cnf",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+@contextlib.contextmanager
+def tls_redis(root: Path) -> Iterator[TlsRedis]:
+    server = TlsRedis(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -45,6 +45,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "imports": ["workers.integration", *settings.tool_modules],
+        **settings.celery_tls,
     }
 
 

@@ -47,5 +47,6 @@ def registry() -> WorkerStore:
     pid = os.getpid()
     if _store is None or _store[0] not in (None, pid):
         current = settings()
-        _store = (pid, SyncRegistry(current, sync_client(current.redis_url, patient=True)))
+        client = sync_client(current.redis_url, patient=True, ca_file=current.redis_ca_file)
+        _store = (pid, SyncRegistry(current, client))
     return _store[1]

@@ -66,7 +66,8 @@ def book() -> Flows:
     global _book
     if _book is None or _book[0] != os.getpid():
         settings = runtime.settings()
-        _book = (os.getpid(), Flows(settings, sync_client(settings.redis_url)))
+        client = sync_client(settings.redis_url, patient=True, ca_file=settings.redis_ca_file)
+        _book = (os.getpid(), Flows(settings, client))
     return _book[1]
 
 

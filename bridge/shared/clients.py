@@ -37,7 +37,13 @@ POOL_WAIT_S = 5
 SENTINEL_TIMEOUT_S = 2
 
 
-def async_client(url: str) -> redis.asyncio.Redis:
+def _tls(url: str, ca_file: str) -> dict[str, str]:
+    # redis-py checks a rediss:// server's certificate against the system's CA store by
+    # default; a private CA is added by file.
+    return {"ssl_ca_certs": ca_file} if ca_file and url.startswith("rediss://") else {}
+
+
+def async_client(url: str, *, ca_file: str = "") -> redis.asyncio.Redis:
     found = topology.sentinels(url)
     if found is not None:
         # The primary as the sentinels name it now, asked again when a connection to it
@@ -62,6 +68,7 @@ def async_client(url: str) -> redis.asyncio.Redis:
     # Short timeouts: a request must fail fast when Redis is away, not hang.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
+        **_tls(url, ca_file),
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT_S,
         decode_responses=True,
@@ -80,7 +87,7 @@ PATIENT_RETRIES = 30
 _PATIENT_BACKOFF = {"base": 0.1, "cap": 1.0}
 
 
-def sync_client(url: str, *, patient: bool = False) -> redis.Redis:
+def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> redis.Redis:
     retries, backoff = (PATIENT_RETRIES, _PATIENT_BACKOFF) if patient else (RETRIES, _BACKOFF)
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(**backoff), retries)
     found = topology.sentinels(url)
@@ -102,6 +109,7 @@ def sync_client(url: str, *, patient: bool = False) -> redis.Redis:
         return client
     return redis.Redis.from_url(
         url,
+        **_tls(url, ca_file),
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=10,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     """Where the registry, sessions and notification streams live: ``redis://``,
     ``rediss://`` (TLS), or a Sentinel deployment,
     ``sentinel://[:password@]host1:26379,host2:26379/0?master=<name>``."""
+    redis_ca_file: str = ""
+    """The CA certificate (PEM file) that signed a ``rediss://`` Redis's certificate, for the
+    registry, the broker and the result backend alike; empty: the system's CA store. The
+    certificate is always checked, by the bridge and by Celery."""
     broker_url: str = ""
     """Celery broker; empty means ``redis_url``."""
     result_backend: str = ""
@@ -256,6 +261,18 @@ class Settings(BaseSettings):
             **options,
             **self.broker_transport_options,
         }
+
+    @property
+    def celery_tls(self) -> dict[str, Any]:
+        """Celery's TLS settings for ``rediss://`` broker and backend URLs: certificates
+        checked (against ``redis_ca_file`` or the system's CA store), never skipped."""
+        tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_file or None}
+        found: dict[str, Any] = {}
+        if self.celery_broker_url.startswith("rediss://"):
+            found["broker_use_ssl"] = tls
+        if self.celery_result_backend.startswith("rediss://"):
+            found["redis_backend_use_ssl"] = tls
+        return found
 
     @property
     def celery_backend_options(self) -> dict[str, Any]:
