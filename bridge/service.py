@@ -101,6 +101,9 @@ class TaskService:
         task_id = task_id or new_task_id()
         celery_id = str(uuid.uuid4())
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
+        if declared.workflow:
+            # The worker follows the canvas whose result id the task returns.
+            headers["mcp_workflow"] = "1"
         inline = self.publisher.inline
         message = b""
         if inline:

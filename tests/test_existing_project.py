@@ -29,7 +29,14 @@ async def test_the_tools_are_the_projects_tasks_with_schemas_from_their_signatur
 ) -> None:
     async with sdk_session(project.url) as (session, _):
         tools = {t.name: t for t in (await session.list_tools()).tools}
-    assert set(tools) == {"build_report", "fetch_rate", "render_pdf", "survey", "add_numbers"}
+    assert set(tools) == {
+        "build_report",
+        "fetch_rate",
+        "render_pdf",
+        "start_pipeline",
+        "survey",
+        "add_numbers",
+    }
     report = tools["build_report"]
     assert report.description == "Build a report of `rows` rows, reporting progress as it goes."
     assert report.inputSchema["properties"]["rows"] == {"title": "Rows", "type": "integer"}

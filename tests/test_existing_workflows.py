@@ -100,3 +100,21 @@ async def test_cancel_stops_every_started_part_and_no_later_part_starts(
         assert set(started_parts(project, task_id)) == set(parts)
         task = await session.experimental.get_task(task_id)
     assert task.status == "cancelled"
+
+
+async def test_a_task_declared_a_workflow_is_followed_to_its_canvas_end(project: Project) -> None:
+    # proj.tasks.start_pipeline returns chain(add, double, double).apply_async().id; exposed
+    # with workflow=True, the MCP task is the chain, not the id.
+    async with sdk_session(project.url) as (session, seen):
+        created = await session.experimental.call_tool_as_task(
+            "start_pipeline", {"start": 5}, meta={"progressToken": "pipeline"}
+        )
+        task = await finished(session, created.task.taskId)
+        assert task.status == "completed", task
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+        await eventually(lambda: (3.0, 3.0, "3 of 3 parts done") in seen.progress, 10, "3/3")
+    assert result.isError is not True, result
+    text = result.content[0]
+    assert isinstance(text, types.TextContent) and text.text == "24"  # ((5 + 1) x 2) x 2

@@ -43,6 +43,7 @@ def declare(
     task_support: TaskSupport = "optional",
     input_schema: dict[str, Any] | None = None,
     module: str = "",
+    workflow: bool = False,
 ) -> Tool:
     """Register ``task`` (a task object, or the name of one) as the MCP tool ``name``."""
     if isinstance(task, str):
@@ -74,6 +75,7 @@ def declare(
         task_name=task_name,
         schema=input_schema,
         module=module,
+        workflow=workflow,
     )
     add(declared)
     return declared
@@ -86,6 +88,7 @@ def expose(
     description: str | None = None,
     task_support: TaskSupport = "optional",
     input_schema: dict[str, Any] | None = None,
+    workflow: bool = False,
 ) -> Tool:
     """Serve the existing Celery task ``task`` as an MCP tool, from a tool module.
 
@@ -93,7 +96,9 @@ def expose(
     (``"proj.tasks.build_report"`` or ``"proj.tasks:build_report"``), or, with
     ``input_schema`` given, just its Celery name: then nothing is imported and the bridge
     needs none of the task's code. ``name`` defaults to the task name's last part;
-    ``description`` to the task's docstring."""
+    ``description`` to the task's docstring. ``workflow``: the task starts a canvas and
+    returns the id of its result (``chain(...).apply_async().id``, a chord's id, or a list
+    of ids); the MCP task is then that canvas (``docs/workflows.md``)."""
     caller = sys._getframe(1).f_globals.get("__name__", "")
     return declare(
         task,
@@ -102,6 +107,7 @@ def expose(
         task_support=task_support,
         input_schema=input_schema,
         module=str(caller),
+        workflow=workflow,
     )
 
 

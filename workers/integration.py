@@ -164,7 +164,8 @@ def _end(
         context._current.reset(run.token)
     if run.skip:
         return
-    if workflows.root_ended(run.task_id, run.owner, task_id, state, retval):
+    declared_workflow = bool(task is not None and getattr(task.request, "mcp_workflow", None))
+    if workflows.root_ended(run.task_id, run.owner, task_id, state, retval, declared_workflow):
         return  # replaced by, or returned, a canvas: its parts end the MCP task
     if state != SUCCESS or isinstance(retval, Retry):
         return  # failures and retries have their own signals (``workers.signals``, above)

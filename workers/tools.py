@@ -67,6 +67,9 @@ class Tool:
     schema: dict[str, Any] | None = None
     #: The module that declared the tool (the catalogue serves the configured modules').
     module: str = ""
+    #: A bridged task declared as a workflow: it starts a canvas and returns the id of its
+    #: result (``chain(...).apply_async().id``), and the MCP task follows that canvas.
+    workflow: bool = False
 
     @property
     def bridged(self) -> bool:
@@ -209,6 +212,7 @@ def tool(
     description: str | None = None,
     task_support: TaskSupport = "optional",
     time_limit: float | None = None,
+    workflow: bool = False,
 ) -> Callable[[F], F]: ...
 def tool(
     func: F | None = None,
@@ -217,9 +221,12 @@ def tool(
     description: str | None = None,
     task_support: TaskSupport = "optional",
     time_limit: float | None = None,
+    workflow: bool = False,
 ) -> F | Callable[[F], F]:
     """Declare ``func`` as an MCP tool run by Celery workers; ``time_limit`` (seconds)
-    overrides the ``tool_time_limit_s`` setting for it."""
+    overrides the ``tool_time_limit_s`` setting for it. Over an existing Celery task,
+    ``workflow`` says the task returns the result id of a canvas it started
+    (``workers.bridged.expose``)."""
     if time_limit is not None and not time_limit > 0:
         raise ValueError("time_limit must be a positive number of seconds")
 
@@ -234,8 +241,11 @@ def tool(
                 description=description,
                 task_support=task_support,
                 module=str(getattr(func, "__module__", "")),
+                workflow=workflow,
             )
             return func
+        if workflow:
+            raise ValueError("workflow applies to an existing Celery task, not a function")
         model, takes_model = model_for(func)
         declared = Tool(
             name=name or func.__name__,

@@ -172,14 +172,18 @@ def _part_ends(
         _announce(mcp_id, owner, tally)
 
 
-def root_ended(mcp_id: str, owner: str, celery_id: str, state: Any, retval: Any) -> bool:
+def root_ended(
+    mcp_id: str, owner: str, celery_id: str, state: Any, retval: Any, declared: bool = False
+) -> bool:
     """Called by ``workers.integration`` at the end of a bridged run: whether the run
     started a workflow, which now has the MCP task (its lease released, the final parts
-    named)."""
+    named). A task ``declared`` a workflow returns the id (or ids) of its canvas's result."""
     started = celery_id in _roots
     _roots.discard(celery_id)
     if state == SUCCESS and isinstance(retval, ResultBase):
         finals = _final_ids(retval)
+    elif state == SUCCESS and declared and started and _ids(retval):
+        finals = _ids(retval)
     elif state == IGNORED and started:
         finals = [celery_id]  # replaced: the last part runs under the run's own id
     else:
@@ -194,6 +198,15 @@ def root_ended(mcp_id: str, owner: str, celery_id: str, state: Any, retval: Any)
     except BridgeError:
         log.exception("could not record the workflow of MCP task %s", mcp_id)
     return True
+
+
+def _ids(value: Any) -> list[str]:
+    """The result ids a task declared a workflow returned (one id, or a list of them)."""
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) and v for v in value):
+        return [str(v) for v in value]
+    return []
 
 
 def _no_finals(mcp_id: str) -> None:

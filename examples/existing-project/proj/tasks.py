@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from celery import chord, shared_task
+from celery import chain, chord, shared_task
 
 from proj.celery import app
 
@@ -49,6 +49,12 @@ def add(x: int, y: int) -> int:
 @app.task
 def double(x: int) -> int:
     return 2 * x
+
+
+@app.task
+def start_pipeline(start: int) -> str:
+    """Run the number pipeline on `start` (three chained tasks); returns the chain's id."""
+    return str(chain(add.s(start, 1), double.s(), double.s()).apply_async().id)
 
 
 @app.task
