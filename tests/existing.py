@@ -27,27 +27,29 @@ KEY_PREFIX = "proj-test:"
 class Project:
     url: str
     env: dict[str, str]
-    broker: redis.Redis
     #: The bridge's registry (its database of the private Redis).
     registry: redis.Redis
 
 
 @contextlib.contextmanager
-def project_services(data: Path, logs: Path) -> Iterator[Project]:
+def project_services(data: Path, logs: Path, broker_url: str = "") -> Iterator[Project]:
+    """A private Redis (the registry and the result backend; the project's broker too,
+    with a key prefix, unless ``broker_url`` names another), the project's own workers (one
+    on its default queue, one on ``pdf``) and a bridge publishing through its app."""
     server = RedisServer(data)
     server.start()
     env = {
         **services.test_env(server.url),
         "MCP_BRIDGE_CELERY_APP": "proj",
         "MCP_BRIDGE_TOOL_MODULES": "proj.mcp_tools",
-        "PROJ_BROKER_URL": server.database(1),
+        "PROJ_BROKER_URL": broker_url or server.database(1),
         "PROJ_RESULT_BACKEND": server.database(2),
-        "PROJ_KEY_PREFIX": KEY_PREFIX,
         "PROJ_PDF_QUEUE": "pdf",
         # This checkout's bridge and workers packages, whatever the venv was installed from.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    broker = redis.Redis.from_url(server.database(1))
+    if not broker_url:
+        env["PROJ_KEY_PREFIX"] = KEY_PREFIX
     registry = redis.Redis.from_url(server.url, decode_responses=True)
     try:
         with contextlib.ExitStack() as stack:
@@ -56,9 +58,8 @@ def project_services(data: Path, logs: Path) -> Iterator[Project]:
                 celery_worker(env, logs, 1, app="proj", name="pdf", queues="pdf", cwd=PROJECT)
             )
             url = stack.enter_context(bridge_server(env, logs, "bridge-proj", cwd=PROJECT))
-            yield Project(url, env, broker, registry)
+            yield Project(url, env, registry)
     finally:
-        broker.close()
         registry.close()
         server.stop()
 
@@ -103,3 +104,38 @@ async def finished(
 
     result: types.GetTaskResult = await eventually(ended, timeout, f"task {task_id} ends")
     return result
+
+
+async def running_pid(seen: Seen) -> int:
+    """The pool process running the session's task, from its "running on <worker> (pid N)"
+    status notification."""
+    holder = await eventually(
+        lambda: next(
+            (s.statusMessage for s in seen.statuses if "(pid " in (s.statusMessage or "")), None
+        ),
+        10,
+        "the running on ... status",
+    )
+    return int(str(holder).rsplit("(pid ", 1)[1].rstrip(")"))
+
+
+async def report_with_progress(url: str, rows: int) -> None:
+    """``build_report`` of ``rows`` rows as a task: its ``update_state`` progress arrives as
+    MCP progress, one notification a row in order, and its return value is the result."""
+    async with sdk_session(url) as (session, seen):
+        created = await session.experimental.call_tool_as_task(
+            "build_report", {"rows": rows, "delay": 0.06}, meta={"progressToken": "rows"}
+        )
+        task = await finished(session, created.task.taskId)
+        assert task.status == "completed", task
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+        await eventually(lambda: len(seen.progress) >= rows, 10, f"{rows} progress reports")
+    assert seen.progress == [
+        (float(i), float(rows), f"row {i} of {rows}") for i in range(1, rows + 1)
+    ]
+    assert result.isError is not True
+    assert result.structuredContent is not None
+    assert result.structuredContent["rows"] == rows
+    assert len(str(result.structuredContent["checksum"])) == 16

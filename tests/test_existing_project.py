@@ -11,10 +11,18 @@ import hashlib
 
 import anyio
 import pytest
+import redis
 from celery import Celery
 from mcp import types
 
-from tests.existing import KEY_PREFIX, Project, finished, sdk_session
+from tests.existing import (
+    KEY_PREFIX,
+    Project,
+    finished,
+    report_with_progress,
+    running_pid,
+    sdk_session,
+)
 from tests.services import eventually, pid_running
 
 pytestmark = [
@@ -49,21 +57,7 @@ async def test_the_tools_are_the_projects_tasks_with_schemas_from_their_signatur
 async def test_update_state_progress_becomes_mcp_progress_and_the_return_value_the_result(
     project: Project,
 ) -> None:
-    async with sdk_session(project.url) as (session, seen):
-        created = await session.experimental.call_tool_as_task(
-            "build_report", {"rows": 5, "delay": 0.06}, meta={"progressToken": "rows"}
-        )
-        task = await finished(session, created.task.taskId)
-        assert task.status == "completed", task
-        result = await session.experimental.get_task_result(
-            created.task.taskId, types.CallToolResult
-        )
-        await eventually(lambda: len(seen.progress) >= 5, 10, "five progress notifications")
-    assert seen.progress == [(float(i), 5.0, f"row {i} of 5") for i in range(1, 6)]
-    assert result.isError is not True
-    assert result.structuredContent is not None
-    assert result.structuredContent["rows"] == 5
-    assert len(str(result.structuredContent["checksum"])) == 16
+    await report_with_progress(project.url, 5)
 
 
 async def test_a_retry_keeps_the_task_working_and_says_so_then_it_completes(
@@ -136,15 +130,7 @@ async def test_cancel_terminates_the_running_task_in_its_pool_process(project: P
         )
         task_id = created.task.taskId
         await eventually(lambda: seen.progress, 20, "the report's first progress")
-        holder = await eventually(
-            lambda: next(
-                (s.statusMessage for s in seen.statuses if "(pid " in (s.statusMessage or "")),
-                None,
-            ),
-            10,
-            "the running on ... status",
-        )
-        pid = int(str(holder).rsplit("(pid ", 1)[1].rstrip(")"))
+        pid = await running_pid(seen)
         await session.experimental.cancel_task(task_id)
         task = await finished(session, task_id)
         assert task.status == "cancelled"
@@ -168,7 +154,8 @@ def test_calls_not_from_the_bridge_run_as_before(project: Project) -> None:
     finally:
         app.close()
     # The broker's keys are the project's, prefixed as its configuration says.
-    keys = [k.decode() for k in project.broker.scan_iter("*")]
+    with redis.Redis.from_url(project.env["PROJ_BROKER_URL"]) as broker:
+        keys = [k.decode() for k in broker.scan_iter("*")]
     assert keys and all(k.startswith(KEY_PREFIX) for k in keys), keys
 
 

@@ -10,26 +10,28 @@ fails these tests with the reason, rather than skipping them."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import anyio
 import httpx
 import pytest
 from celery import Celery
-from mcp import types
 
 from bridge.publisher import Publisher
 from bridge.shared.settings import Settings
-from tests import services
-from tests.existing import PROJECT, finished, sdk_session
-from tests.services import ROOT, RedisServer, bridge_server, celery_worker, eventually, pid_running
+from tests.existing import (
+    Project,
+    finished,
+    project_services,
+    report_with_progress,
+    running_pid,
+    sdk_session,
+)
+from tests.services import eventually, pid_running
 
 pytestmark = [
     pytest.mark.anyio,
@@ -68,51 +70,15 @@ def vhost() -> Iterator[str]:
         _rabbitmqctl("delete_vhost", name)
 
 
-@dataclass
-class Project:
-    url: str
-    env: dict[str, str]
-
-
 @pytest.fixture(scope="module")
 def project(vhost: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    server = RedisServer(tmp_path_factory.mktemp("rabbit-redis"))
-    server.start()
-    logs = tmp_path_factory.mktemp("rabbit-logs")
-    env = {
-        **services.test_env(server.url),
-        "MCP_BRIDGE_CELERY_APP": "proj",
-        "MCP_BRIDGE_TOOL_MODULES": "proj.mcp_tools",
-        "PROJ_BROKER_URL": vhost,
-        "PROJ_RESULT_BACKEND": server.database(2),
-        "PROJ_PDF_QUEUE": "pdf",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(celery_worker(env, logs, app="proj", name="proj", cwd=PROJECT))
-            stack.enter_context(
-                celery_worker(env, logs, 1, app="proj", name="pdf", queues="pdf", cwd=PROJECT)
-            )
-            url = stack.enter_context(bridge_server(env, logs, "bridge-rabbit", cwd=PROJECT))
-            yield Project(url, env)
-    finally:
-        server.stop()
+    data, logs = tmp_path_factory.mktemp("rabbit-redis"), tmp_path_factory.mktemp("rabbit-logs")
+    with project_services(data, logs, broker_url=vhost) as running:
+        yield running
 
 
 async def test_progress_notifications_and_the_result_over_amqp(project: Project) -> None:
-    async with sdk_session(project.url) as (session, seen):
-        created = await session.experimental.call_tool_as_task(
-            "build_report", {"rows": 4, "delay": 0.05}, meta={"progressToken": "rows"}
-        )
-        task = await finished(session, created.task.taskId)
-        assert task.status == "completed", task
-        result = await session.experimental.get_task_result(
-            created.task.taskId, types.CallToolResult
-        )
-        await eventually(lambda: len(seen.progress) >= 4, 10, "four progress notifications")
-    assert seen.progress == [(float(i), 4.0, f"row {i} of 4") for i in range(1, 5)]
-    assert result.structuredContent is not None and result.structuredContent["rows"] == 4
+    await report_with_progress(project.url, 4)
 
 
 async def test_task_routes_send_render_pdf_to_the_pdf_worker_over_amqp(project: Project) -> None:
@@ -130,15 +96,7 @@ async def test_cancel_terminates_the_pool_process_over_amqp(project: Project) ->
         )
         task_id = created.task.taskId
         await eventually(lambda: seen.progress, 20, "the report's first progress")
-        holder = await eventually(
-            lambda: next(
-                (s.statusMessage for s in seen.statuses if "(pid " in (s.statusMessage or "")),
-                None,
-            ),
-            10,
-            "the running on ... status",
-        )
-        pid = int(str(holder).rsplit("(pid ", 1)[1].rstrip(")"))
+        pid = await running_pid(seen)
         assert pid_running(pid)
         await session.experimental.cancel_task(task_id)
         task = await finished(session, task_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -33,6 +34,15 @@ POOL_SIZE = 64
 POOL_WAIT_S = 5
 
 
+#: Every client's connections: short timeouts, so a request fails fast when Redis is away
+#: rather than hang; a health check before reusing a connection idle for 15 s.
+_CONNECTION: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "health_check_interval": 15,
+}
+
 #: How long a client waits for a sentinel's answer (which primary is current).
 SENTINEL_TIMEOUT_S = 2
 
@@ -58,23 +68,16 @@ def async_client(url: str, *, ca_file: str = "") -> redis.asyncio.Redis:
             username=found.username,
             password=found.password,
             max_connections=POOL_SIZE,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=10,
-            health_check_interval=15,
+            **_CONNECTION,
             retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
         )
         return client
-    # Short timeouts: a request must fail fast when Redis is away, not hang.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         **_tls(url, ca_file),
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT_S,
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=15,
+        **_CONNECTION,
         retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
     )
     return redis.asyncio.Redis.from_pool(pool)
@@ -100,20 +103,14 @@ def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> redis.
             db=found.db,
             username=found.username,
             password=found.password,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=10,
-            health_check_interval=15,
+            **_CONNECTION,
             retry=retry,
         )
         return client
     return redis.Redis.from_url(
         url,
         **_tls(url, ca_file),
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=15,
+        **_CONNECTION,
         retry=retry,
     )
 
