@@ -58,7 +58,8 @@ async def test_tasks_list_filters_and_json(
     async with connect(bridge) as client:
         echo = await finished(client, "echo", {"text": "listed"}, "completed")
         failed = await finished(client, "fail", {"message": "boom"}, "failed")
-        sleeping = (await client.create_task("sleep", {"seconds": 30}))["taskId"]
+        # Long enough to outlast the checks on a loaded machine; cancelled at the end.
+        sleeping = (await client.create_task("sleep", {"seconds": 600}))["taskId"]
         owner = owner_of(client)
         try:
             mine = await cli_json(env, "tasks", "list", "--owner", owner)
