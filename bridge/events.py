@@ -1,13 +1,16 @@
-"""Task events: one Redis pub/sub listener per bridge process fans out to the open SSE
+"""Task events: one Redis pub/sub listener per bridge process (``bridge.listener``), subscribed
+to the channels of the owners this process holds something of, fans out to the open SSE
 streams of this process through bounded queues, and wakes local waiters (``tasks/result``,
-plain tool calls).
+plain tool calls). Each consumer names the owner whose events it needs, and is registered
+only once Redis confirmed that owner's subscription: what it reads after that (a stream's
+backlog, the registry) and the events it then receives leave no gap.
 
 Every announced transition is also in the owner's Redis Stream (``Keys.events``); its entry
 id is the SSE event id, so a client that reconnects with ``Last-Event-ID`` is replayed from
 the stream whichever process it reaches. A subscriber whose queue fills is dropped (its
 stream ends) rather than letting memory grow: it resumes with ``Last-Event-ID``. So does
-every open stream when the listener's connection to Redis breaks, even one redis-py mends
-on its own: pub/sub does not replay what was published meanwhile, the stream does.
+every open stream when the listener's connection to Redis breaks: pub/sub does not replay
+what was published meanwhile, the stream does.
 """
 
 from __future__ import annotations
@@ -23,10 +26,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import redis.asyncio
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import Connection, ConnectionPool
-from redis.exceptions import RedisError
 
+from bridge.listener import Listener
 from bridge.shared.clients import translated
 from bridge.shared.keys import Keys
 from bridge.shared.records import TaskRecord
@@ -49,21 +50,6 @@ def valid_event_id(value: str) -> bool:
 def _order(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq)
-
-
-class _Listener(PubSub):
-    """A pub/sub connection that says when redis-py reconnected it behind our back."""
-
-    def __init__(self, pool: ConnectionPool, on_reconnect: Callable[[], None]) -> None:
-        super().__init__(pool, ignore_subscribe_messages=True)
-        self._on_reconnect = on_reconnect
-
-    async def on_connect(self, connection: Connection) -> None:
-        if self.channels:
-            # Subscribed before, so this is a reconnect: redis-py re-subscribes silently,
-            # and whatever was published in between never reaches this process.
-            self._on_reconnect()
-        await super().on_connect(connection)
 
 
 @dataclass(frozen=True)
@@ -98,47 +84,37 @@ class EventHub:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._task_subs: dict[str, set[Subscription]] = defaultdict(set)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self.listener = Listener(client, self.keys, self._dispatch, self._end_all)
         #: Called with every task event heard (the metrics of this process).
         self.on_event: Callable[[Event], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mcp-event-hub")
+        self.listener.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            # ``wait``: see ``Reaper.stop``; and the loop below ends on its own should the
-            # cancellation be lost (cpython#86296).
-            await asyncio.wait({self._task})
+        await self.listener.stop()
         self._end_all()
 
-    async def _run(self) -> None:
-        backoff = 0.1
-        while self._task is None or not self._task.cancelling():
-            pubsub = _Listener(self.redis.connection_pool, self._reconnected)
-            try:
-                await pubsub.subscribe(self.keys.channel())
-                backoff = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        self._dispatch(message["data"])
-            except (RedisError, OSError) as exc:
-                log.warning("event listener lost Redis (%s); streams end, retrying", exc)
-                # Open streams may have missed events: end them so clients resume with
-                # Last-Event-ID; wake waiters so they re-read the registry.
-                self._end_all()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def hold(self, owner: str) -> None:
+        """Hear ``owner``'s events from the moment this returns until ``release``
+        (``Listener.hold``); for a consumer of its own (the metrics' tasks in flight)."""
+        await self.listener.hold(owner)
 
-    def _reconnected(self) -> None:
-        log.warning("event listener reconnected to Redis; open streams end and resume")
-        self._end_all()
+    def release(self, owner: str) -> None:
+        self.listener.release(owner)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, owners: frozenset[str]) -> AsyncIterator[None]:
+        held: list[str] = []
+        try:
+            for owner in sorted(owners):
+                await self.listener.hold(owner)
+                held.append(owner)
+            yield
+        finally:
+            for owner in held:
+                self.listener.release(owner)
 
     def _end_all(self) -> None:
         for subs in [*self._subs.values(), *self._task_subs.values()]:
@@ -165,7 +141,7 @@ class EventHub:
         other sessions of the same principal keep theirs."""
         message = json.dumps({"close": owner, "session": session})
         with translated():
-            await self.redis.publish(self.keys.channel(), message)
+            await self.redis.publish(self.keys.owner_channel(owner), message)
 
     def _dispatch(self, raw: str) -> None:
         try:
@@ -201,7 +177,8 @@ class EventHub:
         )
         self._subs[owner].add(sub)
         try:
-            yield sub
+            async with self._holding(frozenset({owner})):
+                yield sub
         finally:
             subs = self._subs.get(owner)
             if subs is not None:
@@ -210,12 +187,16 @@ class EventHub:
                     del self._subs[owner]
 
     @contextlib.asynccontextmanager
-    async def subscribe_tasks(self, task_ids: frozenset[str]) -> AsyncIterator[Subscription]:
+    async def subscribe_tasks(
+        self, task_ids: frozenset[str], owners: frozenset[str]
+    ) -> AsyncIterator[Subscription]:
+        """Events of ``task_ids``, whose owners are among ``owners``."""
         sub = Subscription("", asyncio.Queue(self.settings.subscriber_queue_size), False, task_ids)
         for task_id in task_ids:
             self._task_subs[task_id].add(sub)
         try:
-            yield sub
+            async with self._holding(owners):
+                yield sub
         finally:
             for task_id in task_ids:
                 subs = self._task_subs.get(task_id)
@@ -267,12 +248,14 @@ class EventHub:
 
     # -- waiters ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def watch(self, task_id: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever ``task_id`` changes; register before reading the record."""
+    async def watch(self, task_id: str, owner: str) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever ``task_id`` (of ``owner``) changes; enter it before reading
+        the record."""
         waiter = asyncio.Event()
         self._waiters[task_id].add(waiter)
         try:
-            yield waiter
+            async with self._holding(frozenset({owner})):
+                yield waiter
         finally:
             waiters = self._waiters.get(task_id)
             if waiters is not None:
@@ -285,3 +268,11 @@ class EventHub:
             sub for subs in [*self._subs.values(), *self._task_subs.values()] for sub in subs
         }
         return len(streams)
+
+    def channel_count(self) -> int:
+        """Owners whose events this process hears (``Listener.channel_count``)."""
+        return self.listener.channel_count()
+
+    def hears(self, owner: str) -> bool:
+        """Whether this process listens to ``owner``'s events (or is subscribing)."""
+        return self.listener.hears(owner)

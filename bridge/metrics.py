@@ -2,9 +2,10 @@
 
 Each replica exports its own figures; sum them across replicas. Counters of finished tasks
 and the duration histograms count the tasks *this process created*, as it learns their end
-from the event channel every process hears, so a task is counted once in the sum however
-many replicas there are. Labels: ``tool``, ``era`` (legacy | modern), ``status``
-(completed | failed | cancelled).
+from their owner's event channel (which this process listens to while it has tasks of that
+owner in flight), so a task is counted once in the sum however many replicas there are.
+Labels: ``tool``, ``era`` (legacy | modern), ``status`` (completed | failed | cancelled).
+The notification lag is of the events this process hears.
 
 The fleet's figures (queue depth, tasks running per worker) are read when scraped and are
 the same on every replica: take one replica's (max), do not sum them.
@@ -120,13 +121,37 @@ class Metrics:
             "Scrapes that could not read the queue depth or the running tasks.",
             registry=r,
         )
-        # task id -> (tool, created at (monotonic), started yet)
-        self._mine: dict[str, tuple[str, float, bool]] = {}
+        self.channels = Gauge(
+            "mcp_bridge_event_channels",
+            "Owners whose task events this process listens to (streams, waiters, its tasks "
+            "in flight).",
+            registry=r,
+        )
+        self.channels.set_function(hub.channel_count)
+        self.hub = hub
+        # task id -> (tool, created at (monotonic), started yet, owner)
+        self._mine: dict[str, tuple[str, float, bool, str]] = {}
+        self._swept = time.monotonic()
 
-    def task_created(self, task_id: str, tool: str, era: str) -> None:
+    def task_created(self, task_id: str, tool: str, era: str, owner: str) -> None:
+        """Count a task this process created; the caller holds ``owner``'s events for it
+        (``EventHub.hold``), released here when the task ends or is forgotten."""
         self.created.labels(tool, era).inc()
-        self._mine[task_id] = (tool, time.monotonic(), False)
+        self._mine[task_id] = (tool, time.monotonic(), False, owner)
         self.in_flight.set(len(self._mine))
+        if time.monotonic() - self._swept > FORGET_AFTER_S / 24:
+            self._forget_stale()
+
+    def _forget_stale(self) -> None:
+        """Drop the tasks whose end was missed (``FORGET_AFTER_S``), and their owners."""
+        now = self._swept = time.monotonic()
+        for task_id, (_, created, _, _) in list(self._mine.items()):
+            if now - created > FORGET_AFTER_S:
+                self._forget(task_id)
+
+    def _forget(self, task_id: str) -> None:
+        _, _, _, owner = self._mine.pop(task_id)
+        self.hub.release(owner)
 
     def observe(self, event: Event) -> None:
         """Called by the event hub for every task event it hears."""
@@ -134,17 +159,17 @@ class Metrics:
         mine = self._mine.get(event.task.id)
         if mine is None:
             return
-        tool, created, started = mine
+        tool, created, started, owner = mine
         now = time.monotonic()
         if not started and event.task.holder:  # the event of a run's start names its holder
             self.queue_wait.labels(tool).observe(now - created)
-            self._mine[event.task.id] = (tool, created, True)
+            self._mine[event.task.id] = (tool, created, True, owner)
         if event.task.status.terminal:
-            del self._mine[event.task.id]
+            self._forget(event.task.id)
             self.finished.labels(tool, event.task.status.value).inc()
             self.duration.labels(tool).observe(now - created)
         elif now - created > FORGET_AFTER_S:
-            del self._mine[event.task.id]
+            self._forget(event.task.id)
         self.in_flight.set(len(self._mine))
 
     async def sample_fleet(self) -> None:

@@ -117,11 +117,12 @@ class SessionQuestions:
         return messages + self.delivery.withdrawals(record)
 
 
-async def task_questions(tasks: TaskService, task_id: str) -> AsyncIterator[dict[str, Any]]:
+async def task_questions(tasks: TaskService, task: TaskRecord) -> AsyncIterator[dict[str, Any]]:
     """Until the task ends: its pending questions, each once, and their withdrawals."""
     delivery = Delivery()
+    task_id = task.id
     while True:
-        async with tasks.subscribe(frozenset({task_id})) as sub:
+        async with tasks.subscribe(frozenset({task_id}), frozenset({task.owner})) as sub:
             # Read after subscribing, so no question falls between the read and the events.
             record = await tasks.current(task_id)
             while record is not None and not record.status.terminal:

@@ -113,12 +113,16 @@ class Rounds:
                     "The call this requestState continues is no longer known: call the tool "
                     "again without requestState"
                 )
-            async with self.tasks.subscribe(frozenset({task_id})) as events:
+            async with self.tasks.subscribe(
+                frozenset({task_id}), frozenset({record.owner})
+            ) as events:
                 found = await self._follow(record, events, answers, on_change)
         else:
             task_id = new_task_id()
             elicitation = call.client_capabilities.get("elicitation")
-            async with self.tasks.subscribe(frozenset({task_id})) as events:
+            async with self.tasks.subscribe(
+                frozenset({task_id}), frozenset({call.owner})
+            ) as events:
                 # Subscribed before the call is queued: no change can come before we listen.
                 record = await self.tasks.start(
                     call.owner,
@@ -147,7 +151,9 @@ class Rounds:
         try:
             found = await self._watch(record.id, events, answers, on_change)
             while found is None:  # the event stream broke (Redis lost): subscribe again
-                async with self.tasks.subscribe(frozenset({record.id})) as again:
+                async with self.tasks.subscribe(
+                    frozenset({record.id}), frozenset({record.owner})
+                ) as again:
                     found = await self._watch(record.id, again, answers, on_change)
             return found
         except asyncio.CancelledError:

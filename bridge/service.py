@@ -108,29 +108,38 @@ class TaskService:
         message = b""
         if inline:
             message = self.publisher.inline_message(declared, celery_id, arguments, headers)
-        record = await self.registry.create(
-            task_id=task_id,
-            owner=owner,
-            tool=declared.name,
-            celery_id=celery_id,
-            ttl_ms=ttl,
-            hidden=hidden,
-            listed=listed,
-            message="queued",
-            progress_token=progress_token,
-            can_ask=can_ask,
-            era=era,
-            queue=self.publisher.queue if inline else "",
-            celery_message=message,
-        )
-        if not inline:
-            try:
-                await self.publisher.publish(declared, celery_id, arguments, headers)
-            except BridgeError as exc:
-                await self._unpublished(record, exc)
-                raise
         if self.metrics is not None:
-            self.metrics.task_created(record.id, declared.name, era)
+            # The metrics follow the task to its end: its owner's events are heard from
+            # before it exists, so not even its first event can be missed.
+            await self.hub.hold(owner)
+        try:
+            record = await self.registry.create(
+                task_id=task_id,
+                owner=owner,
+                tool=declared.name,
+                celery_id=celery_id,
+                ttl_ms=ttl,
+                hidden=hidden,
+                listed=listed,
+                message="queued",
+                progress_token=progress_token,
+                can_ask=can_ask,
+                era=era,
+                queue=self.publisher.queue if inline else "",
+                celery_message=message,
+            )
+            if not inline:
+                try:
+                    await self.publisher.publish(declared, celery_id, arguments, headers)
+                except BridgeError as exc:
+                    await self._unpublished(record, exc)
+                    raise
+        except BaseException:
+            if self.metrics is not None:
+                self.hub.release(owner)
+            raise
+        if self.metrics is not None:
+            self.metrics.task_created(record.id, declared.name, era, owner)
         logs.annotate(task=task_id, celery_id=celery_id)
         return record
 
@@ -191,7 +200,7 @@ class TaskService:
         goes away (cancellation of this coroutine), the work is cancelled: nobody could fetch
         it."""
         task_id = new_task_id()
-        async with self.subscribe(frozenset({task_id})) as events:
+        async with self.subscribe(frozenset({task_id}), frozenset({owner})) as events:
             # Subscribed before the call is queued: no report can come before we listen.
             record = await self.start(
                 owner,
@@ -232,7 +241,7 @@ class TaskService:
                 if final.status.terminal:
                     return final
             # Not following changes (or the event stream broke): wait for the end.
-            return await self.wait_terminal(record.id)
+            return await self.wait_terminal(record)
         except asyncio.CancelledError:
             await asyncio.shield(self.cancel(record, "the client disconnected"))
             raise
@@ -281,9 +290,12 @@ class TaskService:
         """One page of ``owner``'s listed tasks, in creation order, after position ``after``."""
         return await self.registry.list_page(owner, after, self.settings.page_size)
 
-    def subscribe(self, task_ids: frozenset[str]) -> AbstractAsyncContextManager[Subscription]:
-        """The changes of these tasks, from now on, as announced by the workers."""
-        return self.hub.subscribe_tasks(task_ids)
+    def subscribe(
+        self, task_ids: frozenset[str], owners: frozenset[str]
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """The changes of these tasks (whose owners are among ``owners``), from now on, as
+        announced by the workers."""
+        return self.hub.subscribe_tasks(task_ids, owners)
 
     # -- questions -------------------------------------------------------------------------
     async def pending(self, owner: str) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
@@ -335,9 +347,11 @@ class TaskService:
         if parts.waiting:
             await self.publisher.revoke(parts.waiting, terminate=False)
 
-    async def wait_terminal(self, task_id: str) -> TaskRecord:
+    async def wait_terminal(self, task: TaskRecord) -> TaskRecord:
+        """``task`` (as found earlier) once it has ended."""
+        task_id = task.id
         while True:
-            async with self.hub.watch(task_id) as changed:
+            async with self.hub.watch(task_id, task.owner) as changed:
                 record = await self.registry.get(task_id)
                 if record is None:
                     raise InvalidParams(f"Task not found: {task_id}")

@@ -211,7 +211,7 @@ class LegacyMethods:
         try:
             if call.session is not None and can_elicit(call.session):
                 record = await self.tasks.find(call, string(params, "taskId"))
-                async for message in task_questions(self.tasks, record.id):
+                async for message in task_questions(self.tasks, record):
                     yield message
             reply = {
                 "jsonrpc": "2.0",
@@ -252,7 +252,7 @@ class LegacyMethods:
 
     async def tasks_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         record = await self._owned(call, params)
-        final = await self.tasks.wait_terminal(record.id)
+        final = await self.tasks.wait_terminal(record)
         audit("task.result", call, task=record.id, status=final.status)
         return _payload(final, related=True)
 

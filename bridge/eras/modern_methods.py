@@ -226,13 +226,14 @@ class ModernMethods:
         return _with_meta({})
 
     # -- subscriptions/listen --------------------------------------------------------------
-    async def listen_filter(self, call: Call, params: dict[str, Any]) -> list[str]:
+    async def listen_filter(self, call: Call, params: dict[str, Any]) -> dict[str, str]:
         """The task ids a ``subscriptions/listen`` request may follow (the acknowledged
-        subset); raises before the stream opens."""
+        subset, in the request's order), each with its owner; raises before the stream
+        opens."""
         notifications = obj(params.get("notifications"), "notifications", required=True)
         task_ids = notifications.get("taskIds")
         if task_ids is None:
-            return []
+            return {}
         if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
             raise InvalidParams("notifications.taskIds must be an array of strings")
         if not self.declares_tasks(call):
@@ -246,18 +247,19 @@ class ModernMethods:
                 {"limit": "listen-task-ids", "max": most},
             )
         found = await self.tasks.find_many(call, unique)
-        return [task_id for task_id, record in zip(unique, found, strict=True) if record]
+        return {task_id: r.owner for task_id, r in zip(unique, found, strict=True) if r}
 
-    async def listen(self, call: Call, task_ids: list[str]) -> AsyncIterator[dict[str, Any]]:
+    async def listen(self, call: Call, tasks: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         """The messages of a listen stream: the acknowledgement, each task's current state,
         then every change, until the client closes the stream or the bridge stops."""
         meta = {META_SUBSCRIPTION: call.request_id}
+        task_ids = list(tasks)
         yield {
             "jsonrpc": "2.0",
             "method": "notifications/subscriptions/acknowledged",
             "params": {"_meta": meta, "notifications": {"taskIds": task_ids} if task_ids else {}},
         }
-        async with self.tasks.subscribe(frozenset(task_ids)) as sub:
+        async with self.tasks.subscribe(frozenset(task_ids), frozenset(tasks.values())) as sub:
             for task_id in task_ids:
                 record = await self.tasks.current(task_id)
                 if record is not None:

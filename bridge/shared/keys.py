@@ -42,10 +42,18 @@
 |                              |         | by the first bridge that needs it (lost: states in |
 |                              |         | flight are refused, and a new key is made)         |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
-| ``{p}:{db}:channel``         | pub/sub | every event, to every bridge process (``db``: the  |
-|                              |         | registry's database number: Redis pub/sub ignores  |
-|                              |         | databases, so deployments on two databases of one  |
-|                              |         | Redis would otherwise hear each other's events)    |
+| ``{p}:{db}:events:{owner}``  | pub/sub | the owner's task events and the closing of its     |
+|                              |         | sessions' GET streams, to the bridge processes     |
+|                              |         | holding something of that owner (a stream, a       |
+|                              |         | waiter, a task in flight they created: bridge.     |
+|                              |         | listener). ``db``: the registry's database number: |
+|                              |         | Redis pub/sub ignores databases, so deployments on |
+|                              |         | two databases of one Redis would otherwise hear    |
+|                              |         | each other's events                                |
+| ``{p}:{db}:channel``         | pub/sub | nothing now; every bridge process stays subscribed |
+|                              |         | (it keeps the listener in pub/sub mode, and hears  |
+|                              |         | the events of workers of the previous version,     |
+|                              |         | which published every event here, in an upgrade)   |
 | ``{p}:leases``               | zset    | none; task id -> lease deadline (ms, Redis clock)  |
 |                              |         | of each running tool body; entries leave when the  |
 |                              |         | body ends or the reaper fails the task             |
@@ -140,6 +148,9 @@ class Keys:
 
     def channel(self) -> str:
         return f"{self.prefix}:{self.database}:channel"
+
+    def owner_channel(self, owner: str) -> str:
+        return f"{self.prefix}:{self.database}:events:{owner}"
 
     def probe(self) -> str:
         return f"{self.prefix}:probe"

@@ -82,7 +82,7 @@ EVENT_EXTRAS: dict[str, str] = {
     "holder": "``<worker> (pid <n>)`` of the run this event announces as started",
 }
 
-#: An event, as published on ``Keys.channel`` to every bridge: ``{owner, id, task}`` where
+#: An event, as published on ``Keys.owner_channel`` of its owner: ``{owner, id, task}`` where
 #: ``id`` is its entry id in the owner's stream ("" when the task is not listed). The
 #: stream entry holds the task's JSON under ``STREAM_FIELD``.
 STREAM_FIELD = "task"
@@ -162,7 +162,8 @@ local function task_view(key)
 end
 -- Announce ``task`` (a task_view and what the change adds) of ``owner``: appended to
 -- ``stream`` (about ``maxlen`` entries, kept ``ttl_ms``) when ``listed``, and published on
--- ``channel`` to every bridge. Returns the stream entry id ('' when none) and the task JSON.
+-- ``channel`` (the owner's: the bridges holding something of it). Returns the stream entry
+-- id ('' when none) and the task JSON.
 local function announce(task, owner, listed, stream, maxlen, ttl_ms, channel)
   local body = cjson.encode(task)
   local event_id = ''

@@ -81,7 +81,7 @@ def transition_args(
             worker,
             settings.stream_maxlen,
             settings.session_ttl_s * 1000,
-            keys.channel(),
+            keys.owner_channel(owner),
             "1" if only_if_changed else "0",
             repr(float(progress[0])) if progress is not None else "",
             repr(float(progress[1])) if progress and progress[1] is not None else "",

@@ -160,7 +160,7 @@ class SyncRegistry:
                         worker,
                         self.settings.stream_maxlen,
                         self.settings.session_ttl_s * 1000,
-                        self.keys.channel(),
+                        self.keys.owner_channel(owner),
                         f"running on {holder}",
                         self.settings.max_running_per_owner if capped else UNCAPPED,
                         2 * self.settings.task_ttl_max_ms,

@@ -7,7 +7,7 @@
 -- Taking the lease also starts the run in the record, announced like a transition (the
 -- worker's first registry call does both, one round trip): KEYS[3] the owner's event
 -- stream; ARGV[5] worker name  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
--- ARGV[8] pub/sub channel  ARGV[9] status message. Questions an earlier run left pending
+-- ARGV[8] the owner's pub/sub channel  ARGV[9] status message. Questions an earlier run left pending
 -- (KEYS[5], the task's pending inputs) died with it: they are withdrawn (named in the
 -- event, as transition.lua does).
 -- KEYS[4] the owner's running tasks (zset: task id -> start ms)  ARGV[10] most tasks the
