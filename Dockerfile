@@ -1,7 +1,7 @@
 # One image for every role; the command picks it (see docker-compose.yml):
 #   bridge:  mcp-celery-bridge serve --host 0.0.0.0 --port 8000
-#   worker:  celery -A workers worker -P prefork -c 2 -E -l info
-#   Flower:  celery -A workers flower --address=0.0.0.0 --port=5555
+#   worker:  celery -A mcp_celery_bridge.workers worker -P prefork -c 2 -E -l info
+#   Flower:  celery -A mcp_celery_bridge.workers flower --address=0.0.0.0 --port=5555
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -150,7 +150,7 @@ def code_state() -> str:
 
 
 def settings_lines(services: Services, sizes: Sizes, runs: int) -> list[str]:
-    from bridge.shared.settings import Settings
+    from mcp_celery_bridge.bridge.shared.settings import Settings
 
     s = Settings()
     worker = worker_line("workers")

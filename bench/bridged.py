@@ -35,13 +35,13 @@ from celery import Celery
 from celery.app.trace import build_tracer
 
 from bench.procs import cpu_ticks
-from bridge.publisher import Publisher, project_app
-from bridge.shared.clients import async_client
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.publisher import Publisher, project_app
+from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers.bridged import declare
+from mcp_celery_bridge.workers.tools import Tool
 from tests.services import Process, RedisServer, celery_worker, children
-from workers.bridged import declare
-from workers.tools import Tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ROOT / "examples" / "existing-project"
@@ -207,7 +207,7 @@ def tracer_cost(calls: int = 50_000) -> None:
         return _traced_us(build_tracer(task.name, task, app=app, eager=False), calls)
 
     without = traced()
-    importlib.import_module("workers.integration")
+    importlib.import_module("mcp_celery_bridge.workers.integration")
     with_it = traced()
     print(f"\n3. Celery's tracer, {calls} proj.tasks.add in process")
     print(f"without integration {without:.1f} µs, with {with_it:.1f} µs per task")

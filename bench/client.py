@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge import messages
-from bridge.messages import RpcError
+from mcp_celery_bridge.bridge import messages
+from mcp_celery_bridge.bridge.messages import RpcError
 
 PATH = "/mcp"
 VERSION = messages.LEGACY_VERSION

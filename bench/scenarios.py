@@ -27,7 +27,7 @@ from bench.client import Connection, Session, Stream, parse_time
 from bench.seed import seed_owner
 from bench.services import REDIS_PORT, REDIS_URL, ROOT, Services
 from bench.stats import Result, Row, ms, percentile
-from bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.keys import Keys
 
 HOST = "127.0.0.1"
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -9,9 +9,9 @@ import secrets
 import sys
 import uuid
 
-from bridge.shared.clients import async_client
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 #: Creates in flight at once.
 CONCURRENCY = 64

@@ -88,7 +88,7 @@ class Services:
             "MCP_BRIDGE_REDIS_URL": REDIS_URL,
             "MCP_BRIDGE_KEY_PREFIX": self.prefix,
             "MCP_BRIDGE_QUEUE": self.queue,
-            "MCP_BRIDGE_TOOL_MODULES": "workers.examples,bench.tools",
+            "MCP_BRIDGE_TOOL_MODULES": "mcp_celery_bridge.workers.examples,bench.tools",
         }
 
     def raw_env(self) -> dict[str, str]:
@@ -137,7 +137,7 @@ class Services:
         client.close()
 
     def _start_worker(self, app: str, name: str, control_exchange: str) -> Process:
-        env = self.bridge_env() if app == "workers" else self.raw_env()
+        env = self.bridge_env() if app == "mcp_celery_bridge.workers" else self.raw_env()
         worker = celery_worker(
             env,
             self.log_dir,

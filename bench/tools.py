@@ -5,7 +5,7 @@ created first and all finish afterwards."""
 from __future__ import annotations
 
 from bench.gate import gate_client, wait_gate
-from workers.tools import tool
+from mcp_celery_bridge.workers.tools import tool
 
 
 @tool(task_support="required")

@@ -20,21 +20,29 @@ import redis
 from pydantic import ValidationError
 from rich.text import Text
 
-from bridge.audit import audit_operator
-from bridge.audit import log as audit_log
-from bridge.console import ago, console, iso, print_fields, print_json, print_table, span
-from bridge.events import EventHub
-from bridge.publisher import Publisher
-from bridge.scan import collect
-from bridge.service import TaskService
-from bridge.shared import logs
-from bridge.shared.clients import async_client, shown, sync_client
-from bridge.shared.errors import BridgeError
-from bridge.shared.keys import Keys
-from bridge.shared.logs import printable
-from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.audit import audit_operator
+from mcp_celery_bridge.bridge.audit import log as audit_log
+from mcp_celery_bridge.bridge.console import (
+    ago,
+    console,
+    iso,
+    print_fields,
+    print_json,
+    print_table,
+    span,
+)
+from mcp_celery_bridge.bridge.events import EventHub
+from mcp_celery_bridge.bridge.publisher import Publisher
+from mcp_celery_bridge.bridge.scan import collect
+from mcp_celery_bridge.bridge.service import TaskService
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.clients import async_client, shown, sync_client
+from mcp_celery_bridge.bridge.shared.errors import BridgeError
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.logs import printable
+from mcp_celery_bridge.bridge.shared.records import TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 #: How long ``tasks show`` waits for workers to answer ``inspect().active()``.
 INSPECT_TIMEOUT_S = 1.0

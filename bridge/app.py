@@ -18,26 +18,26 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import eras
-from bridge.auth import Authenticator
-from bridge.catalogue import Catalogue
-from bridge.deadlines import BodyDeadline
-from bridge.events import EventHub
-from bridge.guard import HostOriginGuard
-from bridge.headers import TrimmedHeaders
-from bridge.health import Health
-from bridge.metrics import FleetSources, Metrics
-from bridge.pipeline import mcp_pipeline
-from bridge.publisher import Publisher, project_app
-from bridge.reaper import Reaper
-from bridge.request_state import RequestStates
-from bridge.service import TaskService
-from bridge.sessions import Sessions
-from bridge.shared.clients import async_client
-from bridge.shared.keys import Keys
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
-from bridge.transport import Transport
+from mcp_celery_bridge.bridge import eras
+from mcp_celery_bridge.bridge.auth import Authenticator
+from mcp_celery_bridge.bridge.catalogue import Catalogue
+from mcp_celery_bridge.bridge.deadlines import BodyDeadline
+from mcp_celery_bridge.bridge.events import EventHub
+from mcp_celery_bridge.bridge.guard import HostOriginGuard
+from mcp_celery_bridge.bridge.headers import TrimmedHeaders
+from mcp_celery_bridge.bridge.health import Health
+from mcp_celery_bridge.bridge.metrics import FleetSources, Metrics
+from mcp_celery_bridge.bridge.pipeline import mcp_pipeline
+from mcp_celery_bridge.bridge.publisher import Publisher, project_app
+from mcp_celery_bridge.bridge.reaper import Reaper
+from mcp_celery_bridge.bridge.request_state import RequestStates
+from mcp_celery_bridge.bridge.service import TaskService
+from mcp_celery_bridge.bridge.sessions import Sessions
+from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.transport import Transport
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 

@@ -9,8 +9,8 @@ import logging
 import socket
 from typing import Any
 
-from bridge.calls import Call
-from bridge.shared import logs
+from mcp_celery_bridge.bridge.calls import Call
+from mcp_celery_bridge.bridge.shared import logs
 
 log = logging.getLogger("bridge.audit")
 

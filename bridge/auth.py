@@ -13,9 +13,9 @@ from typing import Any
 
 import jwt
 
-from bridge.jwks import KeySet
-from bridge.shared.errors import Unauthorized
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.jwks import KeySet
+from mcp_celery_bridge.bridge.shared.errors import Unauthorized
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

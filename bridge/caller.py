@@ -16,7 +16,7 @@ from typing import Any
 import click
 import httpx
 
-from bridge import forms, messages
+from mcp_celery_bridge.bridge import forms, messages
 
 VERSION = messages.LEGACY_VERSION
 TERMINAL = ("completed", "failed", "cancelled")

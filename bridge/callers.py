@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from bridge.auth import Principal
-from bridge.sessions import Session, Sessions
+from mcp_celery_bridge.bridge.auth import Principal
+from mcp_celery_bridge.bridge.sessions import Session, Sessions
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"

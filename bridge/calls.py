@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.sessions import Session
+from mcp_celery_bridge.bridge.sessions import Session
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from bridge import param_headers
-from bridge.cursors import decode_cursor, encode_cursor
-from bridge.shared.errors import InvalidParams
-from bridge.shared.results import tool_error
-from bridge.shared.settings import Settings
-from workers.tools import Tool, catalogue
+from mcp_celery_bridge.bridge import param_headers
+from mcp_celery_bridge.bridge.cursors import decode_cursor, encode_cursor
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams
+from mcp_celery_bridge.bridge.shared.results import tool_error
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers.tools import Tool, catalogue
 
 log = logging.getLogger(__name__)
 

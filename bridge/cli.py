@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
-from bridge import __version__
-from bridge.shared import logs
-from bridge.shared.errors import ConfigError
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge import __version__
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.errors import ConfigError
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 # Each command imports what it needs when it runs: the app and uvicorn, Celery and rich, httpx
 # cost a command that does not use them a few tenths of a second at every start.
@@ -64,8 +64,8 @@ def _serve(
 ) -> None:
     import uvicorn
 
-    from bridge.app import create_app
-    from bridge.deadlines import server_options
+    from mcp_celery_bridge.bridge.app import create_app
+    from mcp_celery_bridge.bridge.deadlines import server_options
 
     try:
         app = create_app(settings)
@@ -111,7 +111,7 @@ class _Commands(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.OPERATOR:
-            from bridge import admin
+            from mcp_celery_bridge.bridge import admin
 
             command: click.Command = getattr(admin, cmd_name)
             return command
@@ -142,7 +142,7 @@ def _prepare(
     # ``celery -A`` does: an installed console script does not have it on the path.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from bridge.publisher import project_app
+    from mcp_celery_bridge.bridge.publisher import project_app
 
     try:
         # Imported here too (the app factory imports it again, from the module cache), so a
@@ -190,8 +190,8 @@ def dev(
     host: str, port: int, log_level: str, concurrency: int, flower_port: int, no_flower: bool
 ) -> None:
     """Run a bridge, a Celery worker and Flower together; Ctrl-C stops them all."""
-    from bridge import dev as dev_run
-    from bridge.supervisor import Supervisor
+    from mcp_celery_bridge.bridge import dev as dev_run
+    from mcp_celery_bridge.bridge.supervisor import Supervisor
 
     settings = Settings()
     problem = dev_run.redis_problem(settings.redis_url, settings.redis_ca_file)
@@ -262,8 +262,8 @@ def call(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="ARGUMENTS") from exc
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object", param_hint="ARGUMENTS")
-    from bridge.caller import call_tool
-    from bridge.stateless_caller import call_tool_stateless
+    from mcp_celery_bridge.bridge.caller import call_tool
+    from mcp_celery_bridge.bridge.stateless_caller import call_tool_stateless
 
     run = call_tool_stateless if protocol == "2026-07-28" else call_tool
     raise SystemExit(run(url, token, tool, parsed, as_task=not no_task))

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bridge.shared.logs import printable
+from mcp_celery_bridge.bridge.shared.logs import printable
 
 
 def console() -> Console:

@@ -7,7 +7,7 @@ import base64
 import binascii
 from typing import Any
 
-from bridge.shared.errors import InvalidParams
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams
 
 
 def encode_cursor(kind: str, value: int) -> str:

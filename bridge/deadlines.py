@@ -30,8 +30,8 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from bridge.shared.errors import INVALID_REQUEST, HttpError
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.errors import INVALID_REQUEST, HttpError
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 TIMEOUT = 408
 

@@ -29,8 +29,8 @@ from typing import IO
 import click
 import redis
 
-from bridge.shared.clients import shown, sync_client
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.clients import shown, sync_client
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 REDIS_HELP = """\
 Redis does not answer at {url}: {error}
@@ -138,12 +138,12 @@ def start(
     return Child(name, popen, pump, ready)
 
 
-def _celery(*args: str, app: str = "workers") -> list[str]:
+def _celery(*args: str, app: str = "mcp_celery_bridge.workers") -> list[str]:
     return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
 def worker_command(
-    concurrency: int, log_level: str, *options: str, app: str = "workers"
+    concurrency: int, log_level: str, *options: str, app: str = "mcp_celery_bridge.workers"
 ) -> list[str]:
     """A prefork Celery worker of ``app`` (with task events, as the app configures them
     anyway); ``options`` are more ``celery worker`` options. The tests and the benchmark

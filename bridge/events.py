@@ -27,12 +27,12 @@ from typing import cast
 
 import redis.asyncio
 
-from bridge.listener import Listener
-from bridge.shared.clients import translated
-from bridge.shared.keys import Keys
-from bridge.shared.records import TaskRecord
-from bridge.shared.schema import STREAM_FIELD
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.listener import Listener
+from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.records import TaskRecord
+from mcp_celery_bridge.bridge.shared.schema import STREAM_FIELD
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.jsonrpc import JsonResponse, error_body, error_response
-from bridge.shared.errors import BridgeError, HttpError, StoreUnavailable
+from mcp_celery_bridge.bridge.jsonrpc import JsonResponse, error_body, error_response
+from mcp_celery_bridge.bridge.shared.errors import BridgeError, HttpError, StoreUnavailable
 
 #: An era's HTTP status for an exception answered as a JSON-RPC error.
 StatusPolicy = Callable[[BaseException], int]

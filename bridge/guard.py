@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.faults import Answering, fault_response
-from bridge.shared.errors import HttpError
+from mcp_celery_bridge.bridge.faults import Answering, fault_response
+from mcp_celery_bridge.bridge.shared.errors import HttpError
 
 #: Paths served whatever the Host: liveness probes come from orchestrators by pod address,
 #: and ``/healthz`` answers nothing but "ok". ``/readyz`` (worker names) and ``/metrics``

@@ -15,9 +15,9 @@ from redis.exceptions import ReadOnlyError, RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.publisher import Publisher
-from bridge.reaper import Reaper
-from bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.publisher import Publisher
+from mcp_celery_bridge.bridge.reaper import Reaper
+from mcp_celery_bridge.bridge.shared.keys import Keys
 
 #: How long a readiness answer is reused.
 CACHE_S = 2.0

@@ -17,8 +17,13 @@ from typing import Any
 import anyio.to_thread
 from starlette.responses import JSONResponse
 
-from bridge.shared import logs
-from bridge.shared.errors import INTERNAL_ERROR, PARSE_ERROR, HttpError, JsonRpcError
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.errors import (
+    INTERNAL_ERROR,
+    PARSE_ERROR,
+    HttpError,
+    JsonRpcError,
+)
 
 log = logging.getLogger("bridge.transport")
 

@@ -33,8 +33,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from bridge.shared.errors import StoreUnavailable
-from bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
+from mcp_celery_bridge.bridge.shared.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.events import Event, EventHub
-from bridge.shared.errors import BridgeError
+from mcp_celery_bridge.bridge.events import Event, EventHub
+from mcp_celery_bridge.bridge.shared.errors import BridgeError
 
 log = logging.getLogger(__name__)
 

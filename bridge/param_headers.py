@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.shared.errors import HeaderMismatch
+from mcp_celery_bridge.bridge.shared.errors import HeaderMismatch
 
 ANNOTATION = "x-mcp-header"
 #: An HTTP field name's characters (RFC 9110 ``token``).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.shared.errors import InvalidParams
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams
 
 
 def obj(value: Any, name: str, *, required: bool = False) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.auth import Authenticator, Principal
-from bridge.faults import Faults
-from bridge.shared import logs
-from bridge.shared.errors import HttpError
+from mcp_celery_bridge.bridge.auth import Authenticator, Principal
+from mcp_celery_bridge.bridge.faults import Faults
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.errors import HttpError
 
 #: One line per HTTP request, with the MCP fields other modules ``annotate``.
 request_log = logging.getLogger("bridge.requests")

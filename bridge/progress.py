@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bridge.calls import Call
-from bridge.shared.records import TaskRecord
+from mcp_celery_bridge.bridge.calls import Call
+from mcp_celery_bridge.bridge.shared.records import TaskRecord
 
 
 def progress_token(params: dict[str, Any]) -> str | int | None:

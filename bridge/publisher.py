@@ -23,10 +23,10 @@ from celery import Celery
 from celery.app.utils import find_app
 from kombu.exceptions import KombuError, OperationalError
 
-from bridge.shared.errors import ConfigError, DispatchError
-from bridge.shared.settings import Settings
-from workers.app import celery_config
-from workers.tools import Tool, kwargs_repr
+from mcp_celery_bridge.bridge.shared.errors import ConfigError, DispatchError
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers.app import celery_config
+from mcp_celery_bridge.workers.tools import Tool, kwargs_repr
 
 
 def project_app(settings: Settings) -> Celery | None:

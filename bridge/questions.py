@@ -16,9 +16,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.service import WAIT_RECHECK_S, TaskService
-from bridge.shared.records import TaskRecord
-from bridge.shared.schema import input_request_id
+from mcp_celery_bridge.bridge.service import WAIT_RECHECK_S, TaskService
+from mcp_celery_bridge.bridge.shared.records import TaskRecord
+from mcp_celery_bridge.bridge.shared.schema import input_request_id
 
 RELATED_TASK = "io.modelcontextprotocol/related-task"
 

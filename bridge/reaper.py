@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from bridge.shared.errors import BridgeError
-from bridge.shared.settings import Settings
-from bridge.shared.store import TaskStore
+from mcp_celery_bridge.bridge.shared.errors import BridgeError
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.store import TaskStore
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import redis.asyncio
 
-from bridge.shared.clients import translated
-from bridge.shared.errors import InvalidParams
-from bridge.shared.keys import Keys
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 #: Longer states are refused unread: a sealed one is about 250 characters.
 MAX_STATE_CHARS = 2_048

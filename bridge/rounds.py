@@ -34,13 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.calls import Call
-from bridge.events import Subscription
-from bridge.request_state import RequestStates
-from bridge.service import WAIT_RECHECK_S, TaskService, new_task_id
-from bridge.shared.errors import InvalidParams
-from bridge.shared.records import TaskRecord, TaskStatus
-from workers.tools import Tool
+from mcp_celery_bridge.bridge.calls import Call
+from mcp_celery_bridge.bridge.events import Subscription
+from mcp_celery_bridge.bridge.request_state import RequestStates
+from mcp_celery_bridge.bridge.service import WAIT_RECHECK_S, TaskService, new_task_id
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams
+from mcp_celery_bridge.bridge.shared.records import TaskRecord, TaskStatus
+from mcp_celery_bridge.workers.tools import Tool
 
 #: After the first question nobody answered, how long to wait for more before answering:
 #: a tool asking from several threads asks within milliseconds, and its questions then

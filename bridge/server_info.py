@@ -4,7 +4,7 @@ them: ``bridge.eras``.)"""
 
 from __future__ import annotations
 
-from bridge import __version__
+from mcp_celery_bridge.bridge import __version__
 
 SERVER_INFO = {"name": "mcp-celery-bridge", "version": __version__}
 INSTRUCTIONS = (

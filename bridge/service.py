@@ -18,17 +18,22 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from bridge.audit import audit
-from bridge.calls import Call
-from bridge.events import EventHub, Subscription
-from bridge.metrics import Metrics
-from bridge.publisher import Publisher
-from bridge.shared import logs
-from bridge.shared.errors import BridgeError, InvalidParams, JsonRpcError, execution_error
-from bridge.shared.records import Page, TaskRecord, TaskStatus
-from bridge.shared.settings import Settings
-from bridge.shared.store import TaskStore
-from workers.tools import Tool
+from mcp_celery_bridge.bridge.audit import audit
+from mcp_celery_bridge.bridge.calls import Call
+from mcp_celery_bridge.bridge.events import EventHub, Subscription
+from mcp_celery_bridge.bridge.metrics import Metrics
+from mcp_celery_bridge.bridge.publisher import Publisher
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.errors import (
+    BridgeError,
+    InvalidParams,
+    JsonRpcError,
+    execution_error,
+)
+from mcp_celery_bridge.bridge.shared.records import Page, TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.store import TaskStore
+from mcp_celery_bridge.workers.tools import Tool
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from bridge.shared.clients import translated
-from bridge.shared.errors import InternalError, LimitExceeded
-from bridge.shared.keys import Keys
-from bridge.shared.schema import refusal
-from bridge.shared.scripts import source
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.errors import InternalError, LimitExceeded
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.schema import refusal
+from mcp_celery_bridge.bridge.shared.scripts import source
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 #: The client capabilities a session keeps: what the bridge reads (``elicitation``, and the
 #: client's ``tasks`` support, which says what it can run as a task), each reduced to the

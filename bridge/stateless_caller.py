@@ -17,8 +17,8 @@ from typing import Any
 import click
 import httpx
 
-from bridge import forms, messages
-from bridge.caller import TERMINAL, exchange, status_line, texts
+from mcp_celery_bridge.bridge import forms, messages
+from mcp_celery_bridge.bridge.caller import TERMINAL, exchange, status_line, texts
 
 
 class StatelessClient:

@@ -14,8 +14,8 @@ from typing import Any
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from bridge.calls import Call, Handler
-from bridge.jsonrpc import error_response
+from mcp_celery_bridge.bridge.calls import Call, Handler
+from mcp_celery_bridge.bridge.jsonrpc import error_response
 
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 #: Handlers answering on a stream run as tasks of their own; the loop keeps only weak

@@ -25,7 +25,7 @@ from types import FrameType
 
 import uvicorn
 
-from bridge.dev import Child
+from mcp_celery_bridge.bridge.dev import Child
 
 INTERRUPT = "interrupt"
 

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bridge.eras import Era
-from bridge.faults import answering
-from bridge.jsonrpc import Message, read
-from bridge.shared import logs
-from bridge.shared.errors import INVALID_REQUEST, HttpError
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.eras import Era
+from mcp_celery_bridge.bridge.faults import answering
+from mcp_celery_bridge.bridge.jsonrpc import Message, read
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.errors import INVALID_REQUEST, HttpError
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 #: Every HTTP method some era serves.
 ALLOWED = "GET, POST, DELETE"

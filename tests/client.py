@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import httpx
 
-from bridge import messages
-from bridge.messages import ACCEPT, RpcError, header_value
+from mcp_celery_bridge.bridge import messages
+from mcp_celery_bridge.bridge.messages import ACCEPT, RpcError, header_value
 from tests import schema
 from tests.inproc import async_transport
 from tests.services import eventually, tls

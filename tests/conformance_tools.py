@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers import InputTimeout, InputUnavailable, current, tool
+from mcp_celery_bridge import InputTimeout, InputUnavailable, current, tool
 
 #: A 1x1 red PNG and a tiny 8 kHz WAV, the smallest media the content scenarios accept.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"

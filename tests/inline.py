@@ -26,10 +26,10 @@ from celery.signals import task_unknown
 from celery.worker.request import Request
 from kombu.message import Message
 
-import workers.signals  # noqa: F401  (connects the handlers a worker imports at start)
-from bridge.shared.settings import Settings
-from workers import runtime
-from workers.app import app, celery_config
+import mcp_celery_bridge.workers.signals  # noqa: F401  (connects the handlers a worker imports at start)
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers import runtime
+from mcp_celery_bridge.workers.app import app, celery_config
 
 log = logging.getLogger(__name__)
 

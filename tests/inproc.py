@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 from starlette.types import Message
 
-from bridge.app import create_app
-from bridge.shared import logs
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.app import create_app
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.services import free_port, tls
 
 #: How long a response the client closed may take to notice the disconnect (an SSE stream

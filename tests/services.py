@@ -25,7 +25,7 @@ import anyio
 import httpx
 import redis
 
-from bridge.dev import stop_group, worker_command
+from mcp_celery_bridge.bridge.dev import stop_group, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +120,7 @@ def test_env(redis_url: str) -> dict[str, str]:
         "MCP_BRIDGE_REDIS_URL": redis_url,
         "MCP_BRIDGE_KEY_PREFIX": f"mcpt-{run}",
         "MCP_BRIDGE_QUEUE": f"mcpt-{run}",
-        "MCP_BRIDGE_TOOL_MODULES": "workers.examples,tests.tools",
+        "MCP_BRIDGE_TOOL_MODULES": "mcp_celery_bridge.workers.examples,tests.tools",
         "MCP_BRIDGE_POLL_INTERVAL_MS": "500",
         # The tests open sessions without deleting them, all unauthenticated (so counted
         # together): the limit is tested on bridges of its own (tests/test_quotas.py).
@@ -255,7 +255,7 @@ def celery_worker(
     concurrency: int = 2,
     name: str | None = None,
     *,
-    app: str = "workers",
+    app: str = "mcp_celery_bridge.workers",
     log_level: str = "info",
     ready: Callable[[Process], bool] | None = None,
     queues: str = "",
@@ -302,7 +302,14 @@ class Bridge(Service):
         return self.proc.pid
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "bridge.cli", "serve", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "mcp_celery_bridge.bridge.cli",
+            "serve",
+            "--port",
+            str(self.port),
+        ]
         command += ["--log-level", self.log_level]
         log = self.log_dir / f"{self.name}.log"
         proc = spawn(self.name, command, self.env, log, append=self.proc is not None, cwd=self.cwd)

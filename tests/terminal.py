@@ -77,7 +77,15 @@ def in_terminal(args: list[str], env: dict[str, str] | None = None) -> Iterator[
     (its whole process group) if still running at the end."""
     parent, child = os.openpty()
     popen = subprocess.Popen(
-        [sys.executable, "-c", _WITH_TERMINAL, sys.executable, "-m", "bridge.cli", *args],
+        [
+            sys.executable,
+            "-c",
+            _WITH_TERMINAL,
+            sys.executable,
+            "-m",
+            "mcp_celery_bridge.bridge.cli",
+            *args,
+        ],
         cwd=ROOT,
         env=env,
         stdin=child,

@@ -25,7 +25,7 @@ async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     """``python -m bridge.cli ARGS`` with the test settings (never raises on exit codes)."""
     with anyio.fail_after(30):
         result = await anyio.run_process(
-            [sys.executable, "-m", "bridge.cli", *args],
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args],
             cwd=ROOT,
             env={**os.environ, **env},
             check=False,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from celery import Celery, shared_task
 
-from bridge.catalogue import declared_in
-from workers import bridged, expose, tool
-from workers.tools import _catalogue
+from mcp_celery_bridge.bridge.catalogue import declared_in
+from mcp_celery_bridge.workers import bridged, expose, tool
+from mcp_celery_bridge.workers.tools import _catalogue
 
 pytestmark = pytest.mark.fast
 

@@ -78,7 +78,7 @@ def test_an_operator_cancel_ends_call_without_an_error(bridge: str, env: dict[st
             line.split()[1] for line in tty.text().splitlines() if line.startswith("task ")
         )
         subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "tasks", "cancel", task_id],
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "tasks", "cancel", task_id],
             cwd=ROOT,
             check=True,
             capture_output=True,

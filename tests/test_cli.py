@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from bridge import __version__
+from mcp_celery_bridge.bridge import __version__
 from tests.client import connect
 from tests.services import ROOT, children, free_port, pid_running, tls, wait_for
 
@@ -24,7 +24,7 @@ def _cli(args: list[str], env: dict[str, str] | None, log: Path) -> subprocess.P
     """``mcp-celery-bridge ARGS`` in its own process group, output to ``log``."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", *args],
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -110,7 +110,7 @@ def test_dev_runs_bridge_worker_and_flower_and_ctrl_c_stops_them(
 @pytest.mark.timeout(30)
 def test_dev_says_how_to_start_redis_when_none_answers(env: dict[str, str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "dev", "--port", str(free_port())],
+        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "dev", "--port", str(free_port())],
         cwd=ROOT,
         env={**os.environ, **env, "MCP_BRIDGE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
         capture_output=True,
@@ -127,7 +127,7 @@ def test_dev_says_how_to_start_redis_when_none_answers(env: dict[str, str]) -> N
 def test_call_prints_a_failed_task_and_exits_1(bridge: str) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "call", *args, "--url", bridge],
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "call", *args, "--url", bridge],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -196,7 +196,7 @@ def test_ctrl_c_on_call_cancels_its_task(bridge: str, tmp_path: Path) -> None:
 def test_version() -> None:
     for flag in ("--version", "-V"):
         result = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", flag],
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", flag],
             cwd=ROOT,
             capture_output=True,
             text=True,

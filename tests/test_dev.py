@@ -17,9 +17,9 @@ import anyio
 import pytest
 import redis.asyncio
 
-from bridge.reaper import Reaper
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.reaper import Reaper
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import RawClient, connect
 from tests.services import children, free_port, pid_running, wait_for
 from tests.terminal import in_terminal

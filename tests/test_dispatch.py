@@ -19,22 +19,22 @@ import pytest
 import redis
 import redis.asyncio
 
-from bridge.catalogue import Catalogue
-from bridge.eras import modern_methods as modern
-from bridge.events import EventHub
-from bridge.publisher import Publisher
-from bridge.service import TaskService
-from bridge.shared.clients import async_client
-from bridge.shared.errors import DispatchError, LimitExceeded
-from bridge.shared.records import TaskRecord
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.catalogue import Catalogue
+from mcp_celery_bridge.bridge.eras import modern_methods as modern
+from mcp_celery_bridge.bridge.events import EventHub
+from mcp_celery_bridge.bridge.publisher import Publisher
+from mcp_celery_bridge.bridge.service import TaskService
+from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.errors import DispatchError, LimitExceeded
+from mcp_celery_bridge.bridge.shared.records import TaskRecord
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers import examples
+from mcp_celery_bridge.workers.tools import Tool, catalogue
 from tests import schema
 from tests.client import connect
 from tests.inline import InlineWorker
 from tests.services import RedisServer, bridge_server, celery_worker
-from workers import examples
-from workers.tools import Tool, catalogue
 
 
 def echo_tool() -> Tool:

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from celery import Celery
 
-from bridge.publisher import Publisher
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.publisher import Publisher
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.existing import (
     Project,
     finished,

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from mcp import types
 
-from bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests.existing import Project, finished, sdk_session
 from tests.services import eventually, pid_running
 

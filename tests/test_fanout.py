@@ -13,9 +13,9 @@ import anyio
 import pytest
 import redis
 
-from bridge.events import Event, EventHub
-from bridge.metrics import Metrics
-from bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.events import Event, EventHub
+from mcp_celery_bridge.bridge.metrics import Metrics
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests.client import RawClient, connect, next_status
 from tests.inproc import AppServer
 from tests.services import eventually

@@ -47,7 +47,7 @@ def flower(env: dict[str, str], log_dir: Path, worker: Process) -> Iterator[str]
                 "-m",
                 "celery",
                 "-A",
-                "workers",
+                "mcp_celery_bridge.workers",
                 "flower",
                 "--address=127.0.0.1",
                 f"--port={port}",

@@ -23,8 +23,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bridge.auth import Authenticator
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.auth import Authenticator
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.jwks import Provider, publishing
 from tests.services import ROOT, Process, bridge_server, free_port
 
@@ -176,7 +176,7 @@ def test_jwt_mode_refuses_to_start_without_an_audience(env: dict[str, str]) -> N
     with pytest.raises(ValueError, match="AUDIENCE"):
         Authenticator(Settings(jwt_key=settings["MCP_BRIDGE_JWT_KEY"]))
     result = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "serve", "--port", str(free_port())],
         cwd=ROOT,
         env={**env, **settings, "PATH": "/usr/bin:/bin"},
         capture_output=True,

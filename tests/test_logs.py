@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from bridge.shared import logs
+from mcp_celery_bridge.bridge.shared import logs
 from tests.client import RpcError, connect
 from tests.inproc import AppServer
 from tests.services import Process
@@ -208,7 +208,7 @@ def test_a_worker_in_json_mode_starts_with_json_lines_only(worker: Process) -> N
     plain = [line for line in startup if line.strip() and not line.startswith("{")]
     assert plain == [], plain
     entries = [json.loads(line) for line in startup if line.startswith("{")]
-    (banner,) = [e for e in entries if e["logger"] == "workers.app"]
+    (banner,) = [e for e in entries if e["logger"] == "mcp_celery_bridge.workers.app"]
     assert banner["message"].endswith("starting") and banner["pool"].endswith("prefork")
     assert "mcp.echo" in banner["tasks"] and banner["queues"]
     assert banner["broker"].startswith("redis://")

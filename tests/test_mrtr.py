@@ -15,9 +15,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from bridge.request_state import RequestStates
-from bridge.shared.errors import InvalidParams
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.request_state import RequestStates
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import ModernClient, RpcError, connect
 
 pytestmark = pytest.mark.anyio

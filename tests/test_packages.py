@@ -27,16 +27,31 @@ def _imported(*modules: str) -> list[str]:
 
 
 def test_a_worker_imports_no_http_server_and_only_the_shared_bridge() -> None:
-    loaded = _imported("workers.app", "workers.signals", "workers.examples")
+    loaded = _imported(
+        "mcp_celery_bridge.workers.app",
+        "mcp_celery_bridge.workers.signals",
+        "mcp_celery_bridge.workers.examples",
+    )
     assert [m for m in loaded if m.split(".")[0] in HTTP_SIDE] == []
-    bridge = [m for m in loaded if m == "bridge" or m.startswith("bridge.")]
+    bridge = [m for m in loaded if m == "bridge" or m.startswith("mcp_celery_bridge.bridge.")]
     assert bridge and all(
-        m in ("bridge", "bridge.shared") or m.startswith("bridge.shared.") for m in bridge
+        m in ("bridge", "mcp_celery_bridge.bridge.shared")
+        or m.startswith("mcp_celery_bridge.bridge.shared.")
+        for m in bridge
     ), bridge
 
 
 def test_the_shared_package_stands_alone() -> None:
-    loaded = _imported("bridge.shared.registry", "bridge.shared.settings", "bridge.shared.logs")
-    outside = [m for m in loaded if m.startswith("bridge.") and not m.startswith("bridge.shared")]
+    loaded = _imported(
+        "mcp_celery_bridge.bridge.shared.registry",
+        "mcp_celery_bridge.bridge.shared.settings",
+        "mcp_celery_bridge.bridge.shared.logs",
+    )
+    outside = [
+        m
+        for m in loaded
+        if m.startswith("mcp_celery_bridge.bridge.")
+        and not m.startswith("mcp_celery_bridge.bridge.shared")
+    ]
     assert outside == []
     assert "celery" not in loaded

@@ -20,7 +20,7 @@ import pytest
 import redis
 from httpx_sse import EventSource
 
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import ModernClient, RpcError, connect
 from tests.inline import InlineWorker
 from tests.inproc import AsyncTransport, app_server, settings_of

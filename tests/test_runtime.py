@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.shared.settings import Settings
-from bridge.shared.sync_registry import SyncRegistry
-from workers import runtime
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.sync_registry import SyncRegistry
+from mcp_celery_bridge.workers import runtime
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 

@@ -25,7 +25,7 @@ from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from bridge.messages import Event, EventParser
+from mcp_celery_bridge.bridge.messages import Event, EventParser
 from tests import schema
 from tests.services import Process, children, pid_running
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge import eras
-from bridge.catalogue import Catalogue
-from bridge.eras.legacy import answered_in_band
-from bridge.eras.modern import http_status
-from bridge.faults import Answering, fault_response, transport_status
-from bridge.shared.errors import (
+from mcp_celery_bridge.bridge import eras
+from mcp_celery_bridge.bridge.catalogue import Catalogue
+from mcp_celery_bridge.bridge.eras.legacy import answered_in_band
+from mcp_celery_bridge.bridge.eras.modern import http_status
+from mcp_celery_bridge.bridge.faults import Answering, fault_response, transport_status
+from mcp_celery_bridge.bridge.shared.errors import (
     HeaderMismatch,
     InvalidMeta,
     InvalidParams,
@@ -25,8 +25,8 @@ from bridge.shared.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from bridge.shared.settings import Settings
-from workers.tools import catalogue, tool
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers.tools import catalogue, tool
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(30)]
 BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
@@ -40,11 +40,13 @@ def test_the_catalogue_holds_only_its_modules_tools(caplog: pytest.LogCaptureFix
         return "declared here, in no tool module"
 
     assert name in catalogue()  # imported in this process...
-    with caplog.at_level(logging.WARNING, logger="bridge.catalogue"):
-        held = Catalogue.load(Settings(tool_modules=["workers.examples"]))
+    with caplog.at_level(logging.WARNING, logger="mcp_celery_bridge.bridge.catalogue"):
+        held = Catalogue.load(Settings(tool_modules=["mcp_celery_bridge.workers.examples"]))
     assert name not in held.names  # ...but no module of the settings declares it
     # A worker would run it, but no client can call it: the start says so, by name.
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "bridge.catalogue"]
+    [warning] = [
+        r.getMessage() for r in caplog.records if r.name == "mcp_celery_bridge.bridge.catalogue"
+    ]
     assert warning.startswith("tools not served (declared outside MCP_BRIDGE_TOOL_MODULES): ")
     assert name in warning.split(": ", 1)[1].split(", ")
     assert held.names[:2] == ["echo", "sleep"]  # declaration order
@@ -56,7 +58,7 @@ def test_the_transport_imports_no_era() -> None:
     imported = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert not any(m.startswith("bridge.eras.") for m in imported), imported
+    assert not any(m.startswith("mcp_celery_bridge.bridge.eras.") for m in imported), imported
 
 
 def test_the_eras_are_registered_with_their_versions() -> None:

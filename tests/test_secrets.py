@@ -7,8 +7,8 @@ import sys
 import anyio
 import pytest
 
-from bridge import dev
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge import dev
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.services import ROOT, free_port
 
 SECRET = "s3cret-pa55"
@@ -23,7 +23,7 @@ def _url() -> str:
 async def test_the_operator_cli_masks_the_password_when_redis_is_unreachable() -> None:
     with anyio.fail_after(30):
         done = await anyio.run_process(
-            [sys.executable, "-m", "bridge.cli", "tasks", "list"],
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "tasks", "list"],
             cwd=ROOT,
             env={"MCP_BRIDGE_REDIS_URL": _url(), "PATH": "/usr/bin:/bin"},
             check=False,

@@ -213,7 +213,7 @@ def test_refuses_a_non_loopback_address_without_authentication(env: dict[str, st
         [
             sys.executable,
             "-m",
-            "bridge.cli",
+            "mcp_celery_bridge.bridge.cli",
             "serve",
             "--host",
             "0.0.0.0",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.shared.settings import reference
+from mcp_celery_bridge.bridge.shared.settings import reference
 from tests.services import ROOT
 
 pytestmark = pytest.mark.fast

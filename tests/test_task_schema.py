@@ -15,26 +15,26 @@ import pytest
 import redis
 import redis.asyncio
 
-from bridge.shared import schema
-from bridge.shared.clients import async_client
-from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.shared.registry import Registry
-from bridge.shared.schema import TaskStatus as SchemaStatus
-from bridge.shared.scripts import source
-from bridge.shared.settings import Settings
-from bridge.shared.sync_registry import SyncRegistry
+from mcp_celery_bridge.bridge.shared import schema
+from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.records import TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.schema import TaskStatus as SchemaStatus
+from mcp_celery_bridge.bridge.shared.scripts import source
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.sync_registry import SyncRegistry
 
 pytestmark = [pytest.mark.fast, pytest.mark.anyio, pytest.mark.timeout(30)]
 
 SCRIPTS = sorted(
     p.name.removesuffix(".lua")
-    for p in files("bridge.shared").joinpath("lua").iterdir()
+    for p in files("mcp_celery_bridge.bridge.shared").joinpath("lua").iterdir()
     if p.name.endswith(".lua")
 )
 
 
 def _lua(name: str) -> str:
-    return files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
+    return files("mcp_celery_bridge.bridge.shared").joinpath("lua", f"{name}.lua").read_text()
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

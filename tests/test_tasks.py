@@ -16,9 +16,9 @@ import anyio
 import pytest
 import redis
 
-from bridge.shared.clients import sync_client
-from bridge.shared.records import TaskStatus
-from bridge.shared.sync_registry import SyncRegistry
+from mcp_celery_bridge.bridge.shared.clients import sync_client
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.bridge.shared.sync_registry import SyncRegistry
 from tests.client import TERMINAL, RawClient, RpcError, connect, list_all, running_pid
 from tests.inline import inline_worker
 from tests.inproc import app_server, settings_of

@@ -23,10 +23,10 @@ import pydantic
 import pytest
 import redis
 
-from bridge.publisher import Publisher, project_app
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.publisher import Publisher, project_app
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers.tools import Tool
 from tests.services import ROOT, Process, RedisServer, free_port, spawn, wait_for
-from workers.tools import Tool
 
 pytestmark = pytest.mark.anyio
 
@@ -171,7 +171,14 @@ def start_failure(command: str, celery_app: str, cwd: Path, redis_url: str) -> s
         "MCP_BRIDGE_REDIS_URL": redis_url,
         "PYTHONPATH": str(ROOT),
     }
-    args = [sys.executable, "-m", "bridge.cli", command, "--port", str(free_port())]
+    args = [
+        sys.executable,
+        "-m",
+        "mcp_celery_bridge.bridge.cli",
+        command,
+        "--port",
+        str(free_port()),
+    ]
     done = subprocess.run(
         args + (["--no-flower"] if command == "dev" else []),
         cwd=cwd,

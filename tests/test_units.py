@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from bridge import param_headers
-from bridge.cursors import decode_cursor as _decode_cursor
-from bridge.cursors import encode_cursor as _encode_cursor
-from bridge.events import valid_event_id
-from bridge.guard import matches
-from bridge.jsonrpc import parse
-from bridge.shared.errors import HttpError, InvalidParams
-from bridge.shared.settings import Settings
-from bridge.timestamps import iso
+from mcp_celery_bridge.bridge import param_headers
+from mcp_celery_bridge.bridge.cursors import decode_cursor as _decode_cursor
+from mcp_celery_bridge.bridge.cursors import encode_cursor as _encode_cursor
+from mcp_celery_bridge.bridge.events import valid_event_id
+from mcp_celery_bridge.bridge.guard import matches
+from mcp_celery_bridge.bridge.jsonrpc import parse
+from mcp_celery_bridge.bridge.shared.errors import HttpError, InvalidParams
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.timestamps import iso
+from mcp_celery_bridge.workers.tools import catalogue, to_call_tool_result, tool
 from tests.schema import check
-from workers.tools import catalogue, to_call_tool_result, tool
 
 pytestmark = pytest.mark.fast
 
@@ -176,11 +176,11 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_comma_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCP_BRIDGE_ALLOWED_HOSTS", " a.example:* , b.example:8000,,[::1]:* ")
     monkeypatch.setenv("MCP_BRIDGE_ALLOWED_ORIGINS", "https://app.example,http://localhost:*")
-    monkeypatch.setenv("MCP_BRIDGE_TOOL_MODULES", "workers.examples,tests.tools")
+    monkeypatch.setenv("MCP_BRIDGE_TOOL_MODULES", "mcp_celery_bridge.workers.examples,tests.tools")
     settings = Settings()
     assert settings.allowed_hosts == ["a.example:*", "b.example:8000", "[::1]:*"]
     assert settings.allowed_origins == ["https://app.example", "http://localhost:*"]
-    assert settings.tool_modules == ["workers.examples", "tests.tools"]
+    assert settings.tool_modules == ["mcp_celery_bridge.workers.examples", "tests.tools"]
 
 
 def test_settings_single_item_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,7 +369,7 @@ def test_invalid_event_ids(value: str) -> None:
 
 
 def test_task_ids_are_long_url_safe_and_never_look_like_options() -> None:
-    from bridge.service import new_task_id
+    from mcp_celery_bridge.bridge.service import new_task_id
 
     ids = {new_task_id() for _ in range(5000)}
     assert len(ids) == 5000

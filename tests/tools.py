@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from workers.tools import tool
+from mcp_celery_bridge.workers.tools import tool
 
 
 @tool(task_support="required")
@@ -39,7 +39,7 @@ def structured(n: int) -> dict[str, int]:
 @tool(task_support="optional")
 def nap(seconds: float) -> str:
     """Sleep `seconds` in small steps, stopping when cancelled (an optional-task tool)."""
-    from workers.context import current
+    from mcp_celery_bridge.workers.context import current
 
     ctx = current()
     deadline = time.monotonic() + seconds
@@ -58,7 +58,7 @@ def blob(size: int) -> str:
 @tool(task_support="optional")
 def tick(steps: int, seconds: float) -> str:
     """Report `steps` progress steps over `seconds` (an optional-task tool with progress)."""
-    from workers.context import current
+    from mcp_celery_bridge.workers.context import current
 
     ctx = current()
     for done in range(1, steps + 1):
@@ -73,7 +73,7 @@ def ask_two(first: str, second: str, timeout: float = 60.0, second_timeout: floa
     each answer, report progress ("1 of 2 answered", then "2 of 2 answered")."""
     import threading
 
-    from workers.context import InputTimeout, current
+    from mcp_celery_bridge.workers.context import InputTimeout, current
 
     ctx = current()
     schema = {"type": "object", "properties": {"text": {"type": "string"}}}
@@ -104,7 +104,7 @@ def ask_two(first: str, second: str, timeout: float = 60.0, second_timeout: floa
 @tool(task_support="optional")
 def ask_once(question: str, timeout: float = 30.0) -> str:
     """Ask `question` (a text answer) and return the answer, or what happened instead."""
-    from workers.context import InputTimeout, InputUnavailable, current
+    from mcp_celery_bridge.workers.context import InputTimeout, InputUnavailable, current
 
     schema = {"type": "object", "properties": {"text": {"type": "string"}}}
     try:
@@ -161,7 +161,7 @@ def ask_many(questions: list[str], together: bool = False, timeout: float = 30.0
     or all at once from as many threads when `together`; return the answers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from workers.context import InputTimeout, current
+    from mcp_celery_bridge.workers.context import InputTimeout, current
 
     ctx = current()
     schema = {"type": "object", "properties": {"text": {"type": "string"}}}

@@ -10,9 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workers.app import app
-    from workers.bridged import expose
-    from workers.context import (
+    from mcp_celery_bridge.workers.app import app
+    from mcp_celery_bridge.workers.bridged import expose
+    from mcp_celery_bridge.workers.context import (
         Answer,
         InputTimeout,
         InputUnavailable,
@@ -20,20 +20,20 @@ if TYPE_CHECKING:
         ToolContext,
         current,
     )
-    from workers.tools import Tool, catalogue, tool
+    from mcp_celery_bridge.workers.tools import Tool, catalogue, tool
 
 _HOMES = {
-    "app": "workers.app",
-    "expose": "workers.bridged",
-    "Answer": "workers.context",
-    "InputTimeout": "workers.context",
-    "InputUnavailable": "workers.context",
-    "TaskCancelled": "workers.context",
-    "ToolContext": "workers.context",
-    "current": "workers.context",
-    "Tool": "workers.tools",
-    "catalogue": "workers.tools",
-    "tool": "workers.tools",
+    "app": "mcp_celery_bridge.workers.app",
+    "expose": "mcp_celery_bridge.workers.bridged",
+    "Answer": "mcp_celery_bridge.workers.context",
+    "InputTimeout": "mcp_celery_bridge.workers.context",
+    "InputUnavailable": "mcp_celery_bridge.workers.context",
+    "TaskCancelled": "mcp_celery_bridge.workers.context",
+    "ToolContext": "mcp_celery_bridge.workers.context",
+    "current": "mcp_celery_bridge.workers.context",
+    "Tool": "mcp_celery_bridge.workers.tools",
+    "catalogue": "mcp_celery_bridge.workers.tools",
+    "tool": "mcp_celery_bridge.workers.tools",
 }
 
 __all__ = [

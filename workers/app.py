@@ -11,9 +11,9 @@ from celery import Celery
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
 from kombu.utils.url import maybe_sanitize_url
 
-from bridge.shared import logs
-from bridge.shared.settings import Settings
-from workers import runtime
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.workers import runtime
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": settings.celery_backend_options,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "imports": ["workers.integration", *settings.tool_modules],
+        "imports": ["mcp_celery_bridge.workers.integration", *settings.tool_modules],
         **settings.celery_tls,
     }
 

@@ -27,7 +27,7 @@ from celery import Task
 from celery.local import Proxy
 from celery.utils.imports import symbol_by_name
 
-from workers.tools import TaskSupport, Tool, add, model_for
+from mcp_celery_bridge.workers.tools import TaskSupport, Tool, add, model_for
 
 
 def is_task(value: Any) -> bool:

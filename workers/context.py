@@ -13,8 +13,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from bridge.shared.records import TaskStatus
-from workers import monitor, runtime
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.workers import monitor, runtime
 
 
 class TaskCancelled(Ignore):

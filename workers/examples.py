@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from workers.context import current
-from workers.tools import tool
+from mcp_celery_bridge.workers.context import current
+from mcp_celery_bridge.workers.tools import tool
 
 
 @tool(task_support="optional")

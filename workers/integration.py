@@ -38,11 +38,11 @@ from celery.exceptions import Ignore, Retry
 from celery.signals import task_postrun, task_prerun, task_retry
 from celery.states import READY_STATES, SUCCESS
 
-from bridge.shared.errors import BridgeError, execution_error
-from bridge.shared.records import TaskStatus
-from workers import context, monitor, runtime, signals, workflows
-from workers.lease import Heartbeat
-from workers.tools import record_result, to_call_tool_result
+from mcp_celery_bridge.bridge.shared.errors import BridgeError, execution_error
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.workers import context, monitor, runtime, signals, workflows
+from mcp_celery_bridge.workers.lease import Heartbeat
+from mcp_celery_bridge.workers.tools import record_result, to_call_tool_result
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import logging
 import threading
 from types import TracebackType
 
-from bridge.shared.errors import BridgeError
-from bridge.shared.store import WorkerStore
+from mcp_celery_bridge.bridge.shared.errors import BridgeError
+from mcp_celery_bridge.bridge.shared.store import WorkerStore
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from bridge.shared.records import TaskStatus
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 
-from bridge.shared.clients import sync_client
-from bridge.shared.settings import Settings
-from bridge.shared.store import WorkerStore
-from bridge.shared.sync_registry import SyncRegistry
+from mcp_celery_bridge.bridge.shared.clients import sync_client
+from mcp_celery_bridge.bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.store import WorkerStore
+from mcp_celery_bridge.bridge.shared.sync_registry import SyncRegistry
 
 _settings: Settings | None = None
 #: (pid that made it, the store), or a handed store (pid None), used in any process.

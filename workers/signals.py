@@ -22,10 +22,10 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_revoked, task_unknown
 
-from bridge.shared.errors import BridgeError, ToolFailed, execution_error
-from bridge.shared.records import TaskStatus
-from workers import monitor, runtime
-from workers.tools import error_result, failure_message
+from mcp_celery_bridge.bridge.shared.errors import BridgeError, ToolFailed, execution_error
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.workers import monitor, runtime
+from mcp_celery_bridge.workers.tools import error_result, failure_message
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from celery.signals import worker_init
 from celery.utils.saferepr import saferepr
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from bridge.shared.errors import ToolFailed, execution_error
-from bridge.shared.records import TaskStatus
-from bridge.shared.results import tool_error
-from workers import context, monitor, runtime
-from workers.lease import Heartbeat
+from mcp_celery_bridge.bridge.shared.errors import ToolFailed, execution_error
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.bridge.shared.results import tool_error
+from mcp_celery_bridge.workers import context, monitor, runtime
+from mcp_celery_bridge.workers.lease import Heartbeat
 
 TaskSupport = Literal["forbidden", "optional", "required"]
 
@@ -232,7 +232,7 @@ def tool(
 
     def register(func: F) -> F:
         # Here, not at the top: ``workers.bridged`` builds on this module's Tool.
-        from workers import bridged
+        from mcp_celery_bridge.workers import bridged
 
         if bridged.is_task(func):
             bridged.declare(

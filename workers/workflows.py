@@ -40,12 +40,17 @@ from celery.signals import (
 )
 from celery.states import IGNORED, SUCCESS
 
-from bridge.shared.clients import sync_client
-from bridge.shared.errors import BridgeError, execution_error
-from bridge.shared.flows import Flows, Tally
-from bridge.shared.records import TaskStatus
-from workers import runtime
-from workers.tools import error_result, failure_message, record_result, to_call_tool_result
+from mcp_celery_bridge.bridge.shared.clients import sync_client
+from mcp_celery_bridge.bridge.shared.errors import BridgeError, execution_error
+from mcp_celery_bridge.bridge.shared.flows import Flows, Tally
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.workers import runtime
+from mcp_celery_bridge.workers.tools import (
+    error_result,
+    failure_message,
+    record_result,
+    to_call_tool_result,
+)
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.catalogue import Catalogue
-from bridge.eras.legacy import LegacyEra
-from bridge.eras.modern import ModernEra
-from bridge.events import EventHub
-from bridge.jsonrpc import Message
-from bridge.request_state import RequestStates
-from bridge.service import TaskService
-from bridge.sessions import Sessions
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.catalogue import Catalogue
+from mcp_celery_bridge.bridge.eras.legacy import LegacyEra
+from mcp_celery_bridge.bridge.eras.modern import ModernEra
+from mcp_celery_bridge.bridge.events import EventHub
+from mcp_celery_bridge.bridge.jsonrpc import Message
+from mcp_celery_bridge.bridge.request_state import RequestStates
+from mcp_celery_bridge.bridge.service import TaskService
+from mcp_celery_bridge.bridge.sessions import Sessions
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.callers import SESSION_HEADER, VERSION_HEADER, find_session
-from bridge.calls import Call
-from bridge.eras.legacy_methods import (
+from mcp_celery_bridge.bridge.callers import SESSION_HEADER, VERSION_HEADER, find_session
+from mcp_celery_bridge.bridge.calls import Call
+from mcp_celery_bridge.bridge.eras.legacy_methods import (
     ERA,
     LEGACY_VERSIONS,
     LegacyMethods,
@@ -31,24 +31,24 @@ from bridge.eras.legacy_methods import (
     status_notification,
     task_progress,
 )
-from bridge.events import valid_event_id
-from bridge.faults import answering, transport_status
-from bridge.jsonrpc import JsonResponse, Message
-from bridge.pipeline import accepts, principal
-from bridge.questions import SessionQuestions
-from bridge.sessions import Session
-from bridge.shared import logs
-from bridge.shared.errors import (
+from mcp_celery_bridge.bridge.events import valid_event_id
+from mcp_celery_bridge.bridge.faults import answering, transport_status
+from mcp_celery_bridge.bridge.jsonrpc import JsonResponse, Message
+from mcp_celery_bridge.bridge.pipeline import accepts, principal
+from mcp_celery_bridge.bridge.questions import SessionQuestions
+from mcp_celery_bridge.bridge.sessions import Session
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.errors import (
     LIMIT_EXCEEDED,
     BridgeError,
     HttpError,
     InvalidParams,
     MethodNotFound,
 )
-from bridge.streams import SSE_HEADERS, CountedStream, sse, streamed_answer
+from mcp_celery_bridge.bridge.streams import SSE_HEADERS, CountedStream, sse, streamed_answer
 
 if TYPE_CHECKING:
-    from bridge.eras import Parts
+    from mcp_celery_bridge.bridge.eras import Parts
 
 log = logging.getLogger(__name__)
 

@@ -8,22 +8,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from bridge.audit import audit
-from bridge.calls import Call, Handler
-from bridge.catalogue import Catalogue
-from bridge.cursors import decode_cursor, encode_cursor
-from bridge.jsonrpc import error_response
-from bridge.params import obj, string
-from bridge.progress import progress_notification, progress_reporter, progress_token
-from bridge.questions import RELATED_TASK, Delivery, task_questions
-from bridge.server_info import INSTRUCTIONS, SERVER_INFO
-from bridge.service import TaskService
-from bridge.sessions import Session, Sessions
-from bridge.shared.errors import InvalidParams, JsonRpcError, MethodNotFound
-from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.shared.results import outcome
-from bridge.shared.schema import parse_input_request_id
-from bridge.timestamps import iso
+from mcp_celery_bridge.bridge.audit import audit
+from mcp_celery_bridge.bridge.calls import Call, Handler
+from mcp_celery_bridge.bridge.catalogue import Catalogue
+from mcp_celery_bridge.bridge.cursors import decode_cursor, encode_cursor
+from mcp_celery_bridge.bridge.jsonrpc import error_response
+from mcp_celery_bridge.bridge.params import obj, string
+from mcp_celery_bridge.bridge.progress import (
+    progress_notification,
+    progress_reporter,
+    progress_token,
+)
+from mcp_celery_bridge.bridge.questions import RELATED_TASK, Delivery, task_questions
+from mcp_celery_bridge.bridge.server_info import INSTRUCTIONS, SERVER_INFO
+from mcp_celery_bridge.bridge.service import TaskService
+from mcp_celery_bridge.bridge.sessions import Session, Sessions
+from mcp_celery_bridge.bridge.shared.errors import InvalidParams, JsonRpcError, MethodNotFound
+from mcp_celery_bridge.bridge.shared.records import TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.results import outcome
+from mcp_celery_bridge.bridge.shared.schema import parse_input_request_id
+from mcp_celery_bridge.bridge.timestamps import iso
 
 #: Versions negotiated with ``initialize`` (sessions), newest first.
 LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")

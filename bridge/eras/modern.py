@@ -21,13 +21,18 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.callers import SESSION_HEADER, VERSION_HEADER, find_session
-from bridge.eras.modern_methods import ERA, MODERN_VERSIONS, TASK_METHODS, ModernMethods
-from bridge.faults import answering
-from bridge.jsonrpc import JsonResponse, Message
-from bridge.pipeline import accepts, principal
-from bridge.sessions import Session
-from bridge.shared.errors import (
+from mcp_celery_bridge.bridge.callers import SESSION_HEADER, VERSION_HEADER, find_session
+from mcp_celery_bridge.bridge.eras.modern_methods import (
+    ERA,
+    MODERN_VERSIONS,
+    TASK_METHODS,
+    ModernMethods,
+)
+from mcp_celery_bridge.bridge.faults import answering
+from mcp_celery_bridge.bridge.jsonrpc import JsonResponse, Message
+from mcp_celery_bridge.bridge.pipeline import accepts, principal
+from mcp_celery_bridge.bridge.sessions import Session
+from mcp_celery_bridge.bridge.shared.errors import (
     HeaderMismatch,
     HttpError,
     InvalidMeta,
@@ -36,10 +41,10 @@ from bridge.shared.errors import (
     MissingCapability,
     UnsupportedVersion,
 )
-from bridge.streams import sse, streamed_answer
+from mcp_celery_bridge.bridge.streams import sse, streamed_answer
 
 if TYPE_CHECKING:
-    from bridge.eras import Parts
+    from mcp_celery_bridge.bridge.eras import Parts
 
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"

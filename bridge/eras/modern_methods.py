@@ -9,25 +9,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from bridge import param_headers
-from bridge.audit import audit
-from bridge.calls import Call, Handler
-from bridge.catalogue import Catalogue
-from bridge.params import obj, string
-from bridge.progress import progress_reporter
-from bridge.request_state import RequestStates
-from bridge.rounds import Rounds
-from bridge.server_info import INSTRUCTIONS, SERVER_INFO
-from bridge.service import TaskService
-from bridge.shared.errors import (
+from mcp_celery_bridge.bridge import param_headers
+from mcp_celery_bridge.bridge.audit import audit
+from mcp_celery_bridge.bridge.calls import Call, Handler
+from mcp_celery_bridge.bridge.catalogue import Catalogue
+from mcp_celery_bridge.bridge.params import obj, string
+from mcp_celery_bridge.bridge.progress import progress_reporter
+from mcp_celery_bridge.bridge.request_state import RequestStates
+from mcp_celery_bridge.bridge.rounds import Rounds
+from mcp_celery_bridge.bridge.server_info import INSTRUCTIONS, SERVER_INFO
+from mcp_celery_bridge.bridge.service import TaskService
+from mcp_celery_bridge.bridge.shared.errors import (
     InvalidParams,
     JsonRpcError,
     MethodNotFound,
     MissingCapability,
 )
-from bridge.shared.records import TaskRecord, TaskStatus
-from bridge.shared.results import outcome
-from bridge.timestamps import iso
+from mcp_celery_bridge.bridge.shared.records import TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.results import outcome
+from mcp_celery_bridge.bridge.timestamps import iso
 
 #: Versions spoken statelessly, with per-request ``_meta``.
 MODERN_VERSIONS = ("2026-07-28",)

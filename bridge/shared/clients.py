@@ -15,9 +15,9 @@ import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
-from bridge.shared import topology
-from bridge.shared.errors import StoreUnavailable
-from bridge.shared.topology import shown
+from mcp_celery_bridge.bridge.shared import topology
+from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
+from mcp_celery_bridge.bridge.shared.topology import shown
 
 __all__ = ["async_client", "shown", "sync_client", "translated"]
 

@@ -12,11 +12,11 @@ from typing import Any, cast
 
 import redis
 
-from bridge.shared.clients import translated
-from bridge.shared.keys import Keys
-from bridge.shared.records import TaskStatus
-from bridge.shared.scripts import source
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.records import TaskStatus
+from mcp_celery_bridge.bridge.shared.scripts import source
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 
 @dataclass(frozen=True)

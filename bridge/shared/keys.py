@@ -81,7 +81,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.shared.schema import TaskStatus
+from mcp_celery_bridge.bridge.shared.schema import TaskStatus
 
 __all__ = ["Outcome", "Page", "TaskRecord", "TaskStatus"]
 

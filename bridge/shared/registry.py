@@ -18,15 +18,15 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from bridge.shared import logs
-from bridge.shared.clients import translated
-from bridge.shared.errors import InternalError, LimitExceeded, execution_error
-from bridge.shared.flows import Parts, parts
-from bridge.shared.keys import Keys
-from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
-from bridge.shared.schema import refusal
-from bridge.shared.scripts import compact, logged, source, transition_args
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.errors import InternalError, LimitExceeded, execution_error
+from mcp_celery_bridge.bridge.shared.flows import Parts, parts
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.schema import refusal
+from mcp_celery_bridge.bridge.shared.scripts import compact, logged, source, transition_args
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 
 def _record(reply: list[list[str]]) -> TaskRecord | None:

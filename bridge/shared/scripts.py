@@ -10,18 +10,21 @@ import logging
 from importlib.resources import files
 from typing import Any
 
-from bridge.shared import logs
-from bridge.shared.keys import Keys
-from bridge.shared.records import Outcome, TaskStatus
-from bridge.shared.schema import lua_prelude
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.records import Outcome, TaskStatus
+from mcp_celery_bridge.bridge.shared.schema import lua_prelude
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 
 @functools.cache
 def source(name: str) -> str:
     """The text of script ``name`` as it is loaded into Redis: the schema's Lua prelude,
     then the script."""
-    return lua_prelude() + files("bridge.shared").joinpath("lua", f"{name}.lua").read_text()
+    return (
+        lua_prelude()
+        + files("mcp_celery_bridge.bridge.shared").joinpath("lua", f"{name}.lua").read_text()
+    )
 
 
 def compact(value: Any) -> str:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bridge.shared import topology
+from mcp_celery_bridge.bridge.shared import topology
 
 
 def _split_commas(value: Any) -> Any:
@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     """Prefix of every Redis key the bridge writes (see ``bridge.shared.keys``)."""
     queue: str = "mcp"
     """Celery queue the bridge publishes tool calls to and workers consume."""
-    tool_modules: Annotated[list[str], NoDecode] = ["workers.examples"]
+    tool_modules: Annotated[list[str], NoDecode] = ["mcp_celery_bridge.workers.examples"]
     """Modules that declare tools with ``@workers.tool`` or ``workers.expose`` (imported from
     the current directory too, as ``celery -A`` imports)."""
     celery_app: str = ""

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from bridge.shared.flows import Parts
-from bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.flows import Parts
+from mcp_celery_bridge.bridge.shared.records import Outcome, Page, TaskRecord, TaskStatus
 
 
 class TaskStore(Protocol):

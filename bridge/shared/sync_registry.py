@@ -12,12 +12,12 @@ from typing import Any, cast
 
 import redis
 
-from bridge.shared import logs
-from bridge.shared.clients import translated
-from bridge.shared.keys import Keys
-from bridge.shared.records import Outcome, TaskRecord, TaskStatus
-from bridge.shared.scripts import logged, source, transition_args
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared import logs
+from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.records import Outcome, TaskRecord, TaskStatus
+from mcp_celery_bridge.bridge.shared.scripts import logged, source, transition_args
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 #: The per-owner cap of a run taken without one (``take_lease(capped=False)``).
 UNCAPPED = 2**31

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import redis
 
-from bridge.shared.clients import async_client
-from bridge.shared.registry import Registry
-from bridge.shared.settings import Settings
+from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.registry import Registry
+from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
 from tests.reliability.harness import figure_time
 from tests.services import celery_worker, eventually, parent_pid, running_bridge

@@ -14,4 +14,4 @@ broker_transport_options = {
     "global_keyprefix": os.environ.get("PROJ_KEY_PREFIX", ""),
 }
 task_routes = {"proj.tasks.render_pdf": {"queue": os.environ.get("PROJ_PDF_QUEUE", "pdf")}}
-imports = ["proj.tasks", "workers.integration"]
+imports = ["proj.tasks", "mcp_celery_bridge.workers.integration"]

@@ -1,7 +1,7 @@
 """The tools the bridge serves (MCP_BRIDGE_TOOL_MODULES=proj.mcp_tools): existing tasks,
 named here, their code unchanged."""
 
-from workers import expose
+from mcp_celery_bridge import expose
 
 expose("proj.tasks.build_report", task_support="required")
 expose("proj.tasks.fetch_rate", task_support="optional")
