@@ -10,9 +10,12 @@ WORKDIR /app
 # Dependencies first, in a layer of their own: a change to the code reinstalls only the
 # project itself. (Empty packages stand in for the code while they install.)
 COPY pyproject.toml README.md ./
-RUN mkdir bridge workers && touch bridge/__init__.py workers/__init__.py \
+RUN mkdir mcp_celery_bridge && touch mcp_celery_bridge/__init__.py \
     && pip install --no-cache-dir '.[flower]' && pip uninstall -y -q mcp-celery-bridge \
-    && rm -r bridge workers
+    && rm -r mcp_celery_bridge
+# mcp_celery_bridge/ holds symlinks to bridge/ and workers/ (the installed package has the
+# files): the three together.
+COPY mcp_celery_bridge ./mcp_celery_bridge
 COPY bridge ./bridge
 COPY workers ./workers
 # The flower extra, so the same image runs Flower.

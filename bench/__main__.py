@@ -153,7 +153,7 @@ def settings_lines(services: Services, sizes: Sizes, runs: int) -> list[str]:
     from mcp_celery_bridge.bridge.shared.settings import Settings
 
     s = Settings()
-    worker = worker_line("workers")
+    worker = worker_line("mcp_celery_bridge.workers")
     raw = worker_line("bench.rawcelery")
     return [
         code_state(),

@@ -122,7 +122,9 @@ class Services:
         client.close()
         from bench import rawcelery
 
-        self.worker = self._start_worker("workers", f"bench-w-{self.run_id}", "celery")
+        self.worker = self._start_worker(
+            "mcp_celery_bridge.workers", f"bench-w-{self.run_id}", "celery"
+        )
         self.raw_worker = self._start_worker(
             "bench.rawcelery", f"bench-raw-{self.run_id}", rawcelery.CONTROL
         )

@@ -1,4 +1,4 @@
-"""mcp-celery-bridge: the HTTP/MCP side."""
+"""mcp-celery-bridge: the HTTP/MCP side, ``mcp_celery_bridge.bridge``."""
 
 from mcp_celery_bridge.bridge.shared.settings import Settings
 

@@ -199,7 +199,7 @@ def banner(settings: Settings, url: str, flower_url: str | None) -> str:
     if os.path.basename(sys.argv[0]) == "mcp-celery-bridge":
         program = shlex.quote(os.path.abspath(sys.argv[0]))
     else:
-        program = f"{shlex.quote(sys.executable)} -m bridge.cli"
+        program = f"{shlex.quote(sys.executable)} -m mcp_celery_bridge.bridge.cli"
     token = " --token YOUR_TOKEN" if settings.auth_enabled else ""
     flower = flower_url or "not installed (pip install 'mcp-celery-bridge[flower]')"
     try_it = f"{program} call sleep '{{\"seconds\": 5}}' --url {url}{token}"

@@ -53,6 +53,11 @@ class _Start:
 
 
 _END = object()
+
+#: The loggers an in-process app raises to INFO: the named channels (``bridge.requests``,
+#: ``bridge.transitions``, ``bridge.audit``) and the modules' own (``__name__``).
+_OURS = ("bridge", "mcp_celery_bridge")
+
 Emit = Callable[[object], None]
 
 
@@ -84,11 +89,12 @@ class AppServer:
         self._handler.setFormatter(logs.formatter(settings.log_format, self._handler.stream))
         self._handler.addFilter(logs.no_results)
         self._handler.addFilter(lambda record: _serving.get() is self)
-        self._level = logging.getLogger("bridge").level
+        self._levels = {name: logging.getLogger(name).level for name in _OURS}
 
     def start(self) -> None:
         logging.getLogger().addHandler(self._handler)
-        logging.getLogger("bridge").setLevel(logging.INFO)
+        for name in _OURS:
+            logging.getLogger(name).setLevel(logging.INFO)
         self._thread.start()
         self._ready.result(timeout=30)
         _servers[self.netloc] = self
@@ -98,7 +104,8 @@ class AppServer:
         if self.loop is not None and self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
-        logging.getLogger("bridge").setLevel(self._level)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
         logging.getLogger().removeHandler(self._handler)
         self._handler.close()
 

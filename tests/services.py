@@ -291,6 +291,9 @@ class Bridge(Service):
     port: int = field(default_factory=free_port)
     proc: Process | None = None
     cwd: Path = ROOT
+    #: How ``serve`` is started: ``python -m`` with this interpreter unless given (the
+    #: installed ``mcp-celery-bridge`` script, say).
+    program: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -302,15 +305,8 @@ class Bridge(Service):
         return self.proc.pid
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "mcp_celery_bridge.bridge.cli",
-            "serve",
-            "--port",
-            str(self.port),
-        ]
-        command += ["--log-level", self.log_level]
+        program = self.program or (sys.executable, "-m", "mcp_celery_bridge.bridge.cli")
+        command = [*program, "serve", "--port", str(self.port), "--log-level", self.log_level]
         log = self.log_dir / f"{self.name}.log"
         proc = spawn(self.name, command, self.env, log, append=self.proc is not None, cwd=self.cwd)
         self.proc = proc
@@ -334,10 +330,11 @@ def running_bridge(
     name: str = "bridge",
     log_level: str = "info",
     cwd: Path = ROOT,
+    program: tuple[str, ...] = (),
 ) -> Iterator[Bridge]:
-    """A started ``Bridge`` (``serve`` in ``cwd``), stopped at the end; its log must hold no
-    traceback."""
-    bridge = Bridge(env, log_dir, name, log_level, cwd=cwd)
+    """A started ``Bridge`` (``serve`` in ``cwd``, by ``program``: see ``Bridge``), stopped
+    at the end; its log must hold no traceback."""
+    bridge = Bridge(env, log_dir, name, log_level, cwd=cwd, program=program)
     bridge.start()
     try:
         yield bridge

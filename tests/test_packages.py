@@ -1,5 +1,6 @@
 """The package boundary: a worker imports ``workers`` and ``bridge.shared``, never the HTTP
-side of the bridge."""
+side of the bridge; and nothing of ours is imported under the short names ``bridge`` or
+``workers``, which belong to the project (issue 12, item 6)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ def test_a_worker_imports_no_http_server_and_only_the_shared_bridge() -> None:
         "mcp_celery_bridge.workers.examples",
     )
     assert [m for m in loaded if m.split(".")[0] in HTTP_SIDE] == []
-    bridge = [m for m in loaded if m == "bridge" or m.startswith("mcp_celery_bridge.bridge.")]
+    bridge = [
+        m
+        for m in loaded
+        if m == "mcp_celery_bridge.bridge" or m.startswith("mcp_celery_bridge.bridge.")
+    ]
     assert bridge and all(
-        m in ("bridge", "mcp_celery_bridge.bridge.shared")
+        m in ("mcp_celery_bridge.bridge", "mcp_celery_bridge.bridge.shared")
         or m.startswith("mcp_celery_bridge.bridge.shared.")
         for m in bridge
     ), bridge
@@ -55,3 +60,14 @@ def test_the_shared_package_stands_alone() -> None:
     ]
     assert outside == []
     assert "celery" not in loaded
+
+
+def test_nothing_is_imported_under_the_short_names() -> None:
+    loaded = _imported(
+        "mcp_celery_bridge.bridge.app",
+        "mcp_celery_bridge.bridge.cli",
+        "mcp_celery_bridge.workers.app",
+        "mcp_celery_bridge.workers.integration",
+        "mcp_celery_bridge.workers.examples",
+    )
+    assert [m for m in loaded if m.split(".")[0] in ("bridge", "workers")] == []

@@ -15,5 +15,6 @@ def test_the_docs_list_every_setting_as_the_model_declares_it() -> None:
     documented = readme.split("<!-- settings:begin -->\n")[1].split("<!-- settings:end -->")[0]
     assert documented == reference(), (
         "docs/operations.md's settings table is stale: paste the output of "
-        "`python -c 'from bridge.shared.settings import reference; print(reference())'`"
+        "`python -c 'from mcp_celery_bridge.bridge.shared.settings import reference; "
+        "print(reference())'`"
     )

@@ -1,8 +1,10 @@
-"""mcp-celery-bridge: the Celery side. ``celery -A workers worker`` finds ``app`` here.
+"""mcp-celery-bridge: the Celery side, ``mcp_celery_bridge.workers``. ``celery -A
+mcp_celery_bridge.workers worker`` finds ``app`` here.
 
 The names below are imported when first used, so that a project's worker importing only
-``workers.integration`` never creates this package's own Celery app (a Celery app made
-later becomes the process's current app, which ``@shared_task`` proxies resolve to)."""
+``mcp_celery_bridge.workers.integration`` never creates this package's own Celery app (a
+Celery app made later becomes the process's current app, which ``@shared_task`` proxies
+resolve to)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The bridge inside a project's own workers: one line makes ``celery -A proj worker`` run
 the MCP calls of its existing tasks (``workers.bridged``), their bodies unchanged::
 
-    import workers.integration  # in proj/celery.py, or
-    imports = ["workers.integration"]  # in the Celery configuration
+    import mcp_celery_bridge.workers.integration  # in proj/celery.py, or
+    imports = ["mcp_celery_bridge.workers.integration"]  # in the Celery configuration
 
 A run of a task the bridge published (its message carries the MCP headers) takes the MCP
 task's lease and sets the tool context before the body runs (``task_prerun``), so the body
-may also use ``workers.current()``; a task cancelled meanwhile is not run at all
+may also use ``mcp_celery_bridge.current()``; a task cancelled meanwhile is not run at all
 (``before_start``). Then:
 
 - ``self.update_state(state="PROGRESS", meta={"current": 3, "total": 10})`` (as Celery's

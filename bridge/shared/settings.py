@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     queue: str = "mcp"
     """Celery queue the bridge publishes tool calls to and workers consume."""
     tool_modules: Annotated[list[str], NoDecode] = ["mcp_celery_bridge.workers.examples"]
-    """Modules that declare tools with ``@workers.tool`` or ``workers.expose`` (imported from
-    the current directory too, as ``celery -A`` imports)."""
+    """Modules that declare tools with ``@mcp_celery_bridge.tool`` or
+    ``mcp_celery_bridge.expose`` (imported from the current directory too, as ``celery -A``
+    imports)."""
     celery_app: str = ""
     """A project's own Celery app, as ``celery -A`` takes it (``proj``, ``proj.celery:app``):
     the bridge publishes through it, so its broker, transport options, routes, queues and

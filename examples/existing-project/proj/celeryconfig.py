@@ -1,5 +1,6 @@
 """The project's Celery configuration. The one line for the bridge is ``imports``'s
-``workers.integration``: it lets these workers run the MCP calls of the tasks below."""
+``mcp_celery_bridge.workers.integration``: it lets these workers run the MCP calls of the
+tasks below."""
 
 import os
 
