@@ -53,7 +53,7 @@ from proj.celery import app
 
 # The benchmark's switch, in place of the example's own ``imports``.
 app.conf.imports = ["proj.tasks"] + (
-    ["workers.integration"] if os.environ["BENCH_INTEGRATION"] == "on" else []
+    ["mcp_celery_bridge.workers.integration"] if os.environ["BENCH_INTEGRATION"] == "on" else []
 )
 """
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     """A project's own Celery app, as ``celery -A`` takes it (``proj``, ``proj.celery:app``):
     the bridge publishes through it, so its broker, transport options, routes, queues and
     serializer apply, and ``broker_url``, ``result_backend`` and ``queue`` do not. Empty:
-    the bridge's own app (``celery -A workers worker``)."""
+    the bridge's own app (``celery -A mcp_celery_bridge.workers worker``)."""
     log_format: Literal["auto", "json", "text"] = "auto"
     """Log lines of the bridge and the workers: ``json`` (one object per line), ``text``, or
     ``auto``: text on a terminal, JSON otherwise."""
