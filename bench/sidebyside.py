@@ -5,7 +5,10 @@ End-to-end latency is taken three ways, each where the server offers it:
 - ``notify``: create -> the ``completed`` ``notifications/tasks/status`` on the session's
   GET stream (2025-11-25 servers);
 - ``result``: create -> a blocking ``tasks/result`` sent right after the create answered
-  (2025-11-25; FastMCP 3 answers it with an error while the task works, so it has none);
+  (2025-11-25). FastMCP 3 does not block: while the task works it answers -32602 "Task
+  not completed yet"; the series stops at the first such answer and the server is shown
+  with none. A FastMCP 3 series that completes means every task had already ended when
+  its create was answered, so it measures the create, not a wait;
 - ``poll``: create -> the first ``tasks/get`` that says ``completed``, polled back to back
   (the only way a 2026-07-28 client without ``subscriptions/listen`` learns the end:
   FastMCP 4 has no task notifications).
