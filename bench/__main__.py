@@ -1,19 +1,27 @@
 """``python -m bench all|<scenario> [--quick] [--runs N] [--out PATH]``: start the services,
 run the scenarios (each at least twice, bridge and raw Celery in the same run), and write
-the results as markdown (bench/RESULTS.md for ``all``)."""
+the results as markdown (bench/RESULTS.md for ``all``). ``python -m bench peers-setup``
+only makes the peers' venvs (``bench/peer.py``), which ``all`` and ``peers`` make when
+missing.
+
+Unless ``BENCH_REDIS_URL`` names a Redis database to use, the run gets a private
+redis-server of its own (database 9), started here and stopped at the end: the benchmark
+flushes its database, and no one else's may be touched."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import profile, scenarios
+from bench import peer, profile, scenarios, sidebyside
 from bench.report import write
 from bench.scenarios import QUICK, Context, Sizes
 from bench.services import (
@@ -34,6 +42,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context, int], Result]]] = {
     "list": ("5. Listing at scale", scenarios.listing),
     "streams": ("6. Streams at scale", scenarios.streams),
     "registry": ("7. Registry cost", scenarios.registry_cost),
+    "peers": ("8. The peers, side by side", sidebyside.peers),
 }
 
 METHODS: dict[str, list[str]] = {
@@ -118,6 +127,26 @@ METHODS: dict[str, list[str]] = {
         "INFO commandstats deltas are reported as a cross-check only: they are "
         "server-wide.",
     ],
+    "peers": [
+        "The servers a user would pick instead of the bridge, each serving the same `echo` "
+        "tool as a task, each from its own venv (`.venv-peers/<peer>`, pinned in "
+        "`bench/peers/<peer>.txt`, server in `bench/peers/<peer>_server.py`), started once "
+        "for all runs: FastMCP 3 with Docket tasks (2025-11-25), FastMCP 4 with "
+        "fastmcp-tasks (2026-07-28, io.modelcontextprotocol/tasks), the official Python "
+        "SDK's experimental tasks (in memory). Each is one uvicorn process, log level "
+        "warning; FastMCP's Docket worker runs inside it (its default) and keeps its state "
+        "in the run's Redis database; the bridge keeps its Celery worker (prefork, 2 "
+        "children). Driven by the same lean client (`bench/client.py`; 2026-07-28 requests "
+        "by `bench/modern.py`) in the same run. End-to-end, sequentially: "
+        "create -> `completed` notification on the GET stream; create -> blocking "
+        "`tasks/result` sent as soon as the create answered; create -> first `tasks/get` "
+        "saying completed, polled back to back (the way left to a 2026-07-28 client of "
+        "FastMCP 4, which sends no task notifications; the bridge is measured that way "
+        "too, in both eras). Raw Celery: `apply_async().get()`. Throughput: N tasks, the "
+        "suite's 16 clients each creating its share one after another; the clock stops at "
+        "the last completion (notification; by tasks/get polling for FastMCP 4); raw "
+        "Celery publishes from one thread and joins. Ratios are bridge / other, per way.",
+    ],
 }
 
 
@@ -178,7 +207,7 @@ def settings_lines(services: Services, sizes: Sizes, runs: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("scenario", choices=["all", *SCENARIOS])
+    parser.add_argument("scenario", choices=["all", "peers-setup", *SCENARIOS])
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
@@ -186,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.scenario == "peers-setup":
+        for p in peer.PEERS:
+            peer.ensure_venv(p)
+        return 0
+    if "BENCH_REDIS_URL" not in os.environ:
+        return _with_private_redis(argv if argv is not None else sys.argv[1:])
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     out: Path = args.out or (
         HERE / "RESULTS.md" if args.scenario == "all" else HERE / f"RESULTS-{args.scenario}.md"
@@ -249,6 +284,22 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
     print(f"wrote {out} in {(time.monotonic() - started) / 60:.1f} min", flush=True)
     return 1 if failed else 0
+
+
+def _with_private_redis(argv: list[str]) -> int:
+    """Run this command again in a child process, on a private redis-server's database 9."""
+    from tests.services import RedisServer
+
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+    server.start()
+    print(f"private redis-server on port {server.port}", flush=True)
+    try:
+        env = {**os.environ, "BENCH_REDIS_URL": server.database(9)}
+        return subprocess.run(
+            [sys.executable, "-m", "bench", *argv], cwd=HERE.parent, env=env
+        ).returncode
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

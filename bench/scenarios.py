@@ -45,6 +45,8 @@ class Sizes:
     list_reps: int = 200
     streams: tuple[int, ...] = (100, 1_000, 5_000)
     registry_tasks: int = 200
+    peer_e2e: int = 200
+    peer_throughput: int = 2000
 
 
 QUICK = Sizes(
@@ -56,6 +58,8 @@ QUICK = Sizes(
     list_reps=50,
     streams=(50, 200, 500),
     registry_tasks=40,
+    peer_e2e=50,
+    peer_throughput=400,
 )
 
 

@@ -138,6 +138,11 @@ class Services:
         client.flushdb()
         client.close()
 
+    def adopt(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` when the services stop (before the workers): for processes a
+        scenario starts and keeps for every run, such as the peer servers."""
+        self._workers.callback(stop)
+
     def _start_worker(self, app: str, name: str, control_exchange: str) -> Process:
         env = self.bridge_env() if app == "mcp_celery_bridge.workers" else self.raw_env()
         worker = celery_worker(
