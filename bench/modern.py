@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from bench.client import Connection
-from bridge import messages
-from bridge.messages import RpcError
+from mcp_celery_bridge.bridge import messages
+from mcp_celery_bridge.bridge.messages import RpcError
 
 
 class ModernClient:

@@ -31,7 +31,7 @@ from bench.modern import ModernClient
 from bench.peer import PEERS, Peer, ensure_venv, installed, start_server
 from bench.scenarios import Context
 from bench.stats import Result, ms, percentile
-from bridge.messages import RpcError
+from mcp_celery_bridge.bridge.messages import RpcError
 from tests.services import free_port
 
 HOST = "127.0.0.1"
