@@ -205,6 +205,14 @@ class EventHub:
                     if not subs:
                         del self._task_subs[task_id]
 
+    async def _latest(self, owner: str) -> str:
+        with translated():
+            newest = cast(
+                list[tuple[str, dict[str, str]]],
+                await self.redis.xrevrange(self.keys.events(owner), count=1),
+            )
+        return newest[0][0] if newest else "0-0"
+
     async def replay(self, owner: str, after: str) -> AsyncIterator[Event]:
         """Events of ``owner`` after the event id ``after`` (exclusive), oldest first, read
         ``replay_page_events`` at a time: a resume from ``0-0`` of a long stream holds one
@@ -231,6 +239,11 @@ class EventHub:
     ) -> AsyncIterator[Event]:
         """Live events of ``owner``, preceded by those after ``last_event_id`` when given;
         each once, in stream order."""
+        if last_event_id is None:
+            # "From now on" starts at the owner's latest event, read before subscribing: the
+            # owner's channel may take a round trip to subscribe, and what is published
+            # meanwhile is replayed from the stream rather than lost.
+            last_event_id = await self._latest(owner)
         async with self.subscribe(owner, session) as sub:
             last = last_event_id
             if last is not None:

@@ -7,9 +7,8 @@ nobody of an owner neither receives nor decodes that owner's events.
 stream's backlog or the registry after it misses nothing published since. A channel nobody
 holds any more is unsubscribed after ``LINGER_S`` (an owner whose tasks come one after
 another is not subscribed again for each). The deployment-wide ``Keys.channel`` stays
-subscribed: it keeps the connection in pub/sub mode (redis-py would otherwise health-check
-it with a PING read, which must not race the reader), and it carries what bridges and
-workers of the previous version publish during an upgrade.
+subscribed (nothing is published there): it keeps the connection in pub/sub mode (redis-py
+would otherwise health-check it with a PING read, which must not race the reader).
 
 This loop owns reconnection: the connection's retries are off, so every failure ends in
 ``on_lost`` (streams end and resume with ``Last-Event-ID``, waiters re-read the registry)
@@ -40,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: A channel nobody holds is unsubscribed after this long.
 LINGER_S = 5.0
+#: Least time between two looks for channels to unsubscribe.
+SWEEP_EVERY_S = 1.0
 #: How long ``hold`` waits for Redis to confirm a subscription (the listener may be
 #: reconnecting) before the caller is told the store is unavailable.
 CONFIRM_TIMEOUT_S = 10.0
@@ -86,6 +87,7 @@ class Listener:
         self._channels: dict[str, _Channel] = {}  # by channel name
         self._pubsub: PubSub | None = None
         self._lock = asyncio.Lock()  # one sender of (UN)SUBSCRIBE at a time
+        self._swept = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -197,9 +199,13 @@ class Listener:
                 channel.confirmed.set_result(None)
 
     async def _sweep(self, pubsub: PubSub) -> None:
-        """Unsubscribe the channels nobody has held for ``LINGER_S``. Under the lock, so a
-        holder coming now either keeps the channel or subscribes it again after this."""
+        """Unsubscribe the channels nobody has held for ``LINGER_S``, looked for at most once
+        a second (a scan per message would cost a CPU at thousands of channels). Under the
+        lock, so a holder coming now either keeps the channel or subscribes it again after."""
         now = time.monotonic()
+        if now - self._swept < SWEEP_EVERY_S:
+            return
+        self._swept = now
         if not any(self._idle(c, now) for c in self._channels.values()):
             return
         async with self._lock:

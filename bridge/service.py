@@ -337,9 +337,13 @@ class TaskService:
             started = bool(final.worker)
             try:
                 await self.publisher.revoke(record.celery_id, terminate=started)
-                await self._revoke_parts(record)
             except BridgeError:
                 log.warning("revoke of %s not broadcast; the worker check drops it", record.id)
+            try:
+                # On its own: a failed broadcast for the root must not spare started parts.
+                await self._revoke_parts(record)
+            except BridgeError:
+                log.warning("revoke of the parts of %s not broadcast", record.id)
         return final
 
     async def _revoke_parts(self, record: TaskRecord) -> None:

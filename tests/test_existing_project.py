@@ -41,6 +41,7 @@ async def test_the_tools_are_the_projects_tasks_with_schemas_from_their_signatur
         "build_report",
         "fetch_rate",
         "render_pdf",
+        "publish_report",
         "start_pipeline",
         "survey",
         "add_numbers",

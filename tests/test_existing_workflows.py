@@ -118,3 +118,18 @@ async def test_a_task_declared_a_workflow_is_followed_to_its_canvas_end(project:
     assert result.isError is not True, result
     text = result.content[0]
     assert isinstance(text, types.TextContent) and text.text == "24"  # ((5 + 1) x 2) x 2
+
+
+async def test_a_task_sent_on_the_side_is_no_part_of_the_call(project: Project) -> None:
+    # publish_report sends notify.delay() first (it fails at once, on another pool process),
+    # then works for a second: the call completes with its own result, untouched by it.
+    async with sdk_session(project.url) as (session, _):
+        created = await session.experimental.call_tool_as_task("publish_report", {"rows": 10})
+        task = await finished(session, created.task.taskId)
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+    assert task.status == "completed", task
+    assert result.structuredContent == {"rows": 10}
+    flow = Keys(project.env["MCP_BRIDGE_KEY_PREFIX"]).flow(created.task.taskId)
+    assert not project.registry.exists(flow)  # nothing recorded as a part

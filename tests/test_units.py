@@ -7,6 +7,7 @@ import re
 import string
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from mcp_celery_bridge.bridge.events import valid_event_id
 from mcp_celery_bridge.bridge.guard import matches
 from mcp_celery_bridge.bridge.jsonrpc import parse
 from mcp_celery_bridge.bridge.shared.errors import HttpError, InvalidParams
+from mcp_celery_bridge.bridge.shared.scripts import compact
 from mcp_celery_bridge.bridge.shared.settings import Settings
 from mcp_celery_bridge.bridge.timestamps import iso
 from mcp_celery_bridge.workers.tools import catalogue, to_call_tool_result, tool
@@ -227,6 +229,19 @@ def test_result_of_a_dict_has_structured_content() -> None:
     result = to_call_tool_result({"n": 3, "name": "é"})
     assert result["structuredContent"] == {"n": 3, "name": "é"}
     assert result["content"] == [{"type": "text", "text": '{"n": 3, "name": "é"}'}]
+    check("CallToolResult", result)
+
+
+def test_a_dict_with_values_json_lacks_is_stored_as_their_text() -> None:
+    # A Celery task's JSON serializer takes these; the stored result must be JSON too.
+    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    result = to_call_tool_result({"when": when, "amount": Decimal("1.50"), "id": uuid.UUID(int=1)})
+    assert result["structuredContent"] == {
+        "when": "2025-01-02 03:04:05+00:00",
+        "amount": "1.50",
+        "id": "00000000-0000-0000-0000-000000000001",
+    }
+    assert compact(result)  # storable as the registry stores it
     check("CallToolResult", result)
 
 

@@ -26,6 +26,7 @@ whose message has no MCP headers costs a header lookup per run, nothing more.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -42,7 +43,12 @@ from mcp_celery_bridge.bridge.shared.errors import BridgeError, execution_error
 from mcp_celery_bridge.bridge.shared.records import TaskStatus
 from mcp_celery_bridge.workers import context, monitor, runtime, signals, workflows
 from mcp_celery_bridge.workers.lease import Heartbeat
-from mcp_celery_bridge.workers.tools import record_result, to_call_tool_result
+from mcp_celery_bridge.workers.tools import (
+    error_result,
+    failure_message,
+    record_result,
+    to_call_tool_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +179,15 @@ def _end(
         record_result(run.task_id, run.owner, to_call_tool_result(retval))
     except BridgeError:
         log.exception("could not store the result of MCP task %s", run.task_id)
+    except Exception as exc:
+        # A return value the bridge cannot store: the call fails saying so, rather than
+        # staying working until its lease runs out.
+        log.exception("could not store the result of MCP task %s", run.task_id)
+        message = f"the tool's result could not be stored: {failure_message(exc)}"
+        with contextlib.suppress(BridgeError):
+            runtime.registry().transition(
+                run.task_id, run.owner, TaskStatus.FAILED, message, result=error_result(message)
+            )
 
 
 def _update_state(

@@ -196,7 +196,9 @@ def to_call_tool_result(value: Any) -> dict[str, Any]:
     text = json.dumps(value, ensure_ascii=False, default=str)
     result: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
     if isinstance(value, dict):
-        result["structuredContent"] = value
+        # As JSON: a datetime, Decimal or UUID (which Celery's own JSON encodes) becomes its
+        # text, as in the text block, so the stored result is always JSON.
+        result["structuredContent"] = json.loads(text)
     return result
 
 

@@ -101,10 +101,14 @@ def _publishing(
     flow = flow_of(task)
     if flow is None:
         return
-    headers[HEADER] = list(flow)
     part = str(headers.get("id") or "")
-    found = [(part, sender not in COMPOSITE)] if part else []
     embed = body[2] if isinstance(body, list | tuple) and len(body) > 2 else None
+    if flow[2] == str(task.request.id) and not _canvas(sender, headers, embed, part, flow[2]):
+        # A plain task the bridged run sends on the side (``send_email.delay()``): not part
+        # of its work; it runs as Celery runs it, untouched.
+        return
+    headers[HEADER] = list(flow)
+    found = [(part, sender not in COMPOSITE)] if part else []
     if isinstance(embed, dict):
         for key in ("chain", "chord", "callbacks"):  # not errbacks: they run on failure only
             found.extend(_embedded(embed.get(key)))
@@ -114,6 +118,17 @@ def _publishing(
         book().add(flow[0], found)
     except BridgeError:
         log.exception("could not record the parts of MCP task %s", flow[0])
+
+
+def _canvas(sender: str, headers: dict[str, Any], embed: Any, part: str, root: str) -> bool:
+    """Whether a message the root run publishes belongs to a canvas it starts: a canvas
+    task, a message carrying the rest of a chain, a chord or callbacks, a group member, or
+    the replacement of the run itself (``Task.replace``)."""
+    if sender in COMPOSITE or headers.get("group_id") or part == root:
+        return True
+    if int(headers.get("replaced_task_nesting") or 0) > 0:
+        return True
+    return isinstance(embed, dict) and any(embed.get(k) for k in ("chain", "chord", "callbacks"))
 
 
 def _embedded(value: Any) -> list[tuple[str, bool]]:

@@ -6,6 +6,7 @@ from mcp_celery_bridge import expose
 expose("proj.tasks.build_report", task_support="required")
 expose("proj.tasks.fetch_rate", task_support="optional")
 expose("proj.tasks.render_pdf")
+expose("proj.tasks.publish_report")
 # A task that starts a canvas and returns its id, declared a workflow: the MCP task follows
 # the chain to its end.
 expose("proj.tasks.start_pipeline", workflow=True)
