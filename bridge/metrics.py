@@ -133,14 +133,23 @@ class Metrics:
         self._mine: dict[str, tuple[str, float, bool, str]] = {}
         self._swept = time.monotonic()
 
-    def task_created(self, task_id: str, tool: str, era: str, owner: str) -> None:
-        """Count a task this process created; the caller holds ``owner``'s events for it
+    def follow(self, task_id: str, tool: str, owner: str) -> None:
+        """Follow a task this process is about to create, before it exists (so not even a
+        fast task's end can come first); the caller holds ``owner``'s events for it
         (``EventHub.hold``), released here when the task ends or is forgotten."""
-        self.created.labels(tool, era).inc()
         self._mine[task_id] = (tool, time.monotonic(), False, owner)
         self.in_flight.set(len(self._mine))
         if time.monotonic() - self._swept > FORGET_AFTER_S / 24:
             self._forget_stale()
+
+    def task_created(self, tool: str, era: str) -> None:
+        self.created.labels(tool, era).inc()
+
+    def unfollow(self, task_id: str) -> None:
+        """The task followed was not created after all."""
+        if task_id in self._mine:
+            self._forget(task_id)
+            self.in_flight.set(len(self._mine))
 
     def _forget_stale(self) -> None:
         """Drop the tasks whose end was missed (``FORGET_AFTER_S``), and their owners."""

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 WAIT_RECHECK_S = 5.0
 #: Shortest retention a client may ask for: a result must outlive the request that made it.
 MIN_TTL_MS = 1_000
+#: Longest a create waits to hear its owner's events for the metrics (one round trip, or
+#: none when held already); past it the task goes uncounted rather than wait for pub/sub.
+METRICS_HOLD_S = 2.0
 #: The form of every task id ``new_task_id`` makes. Anything else is unknown before Redis is
 #: asked: an id shaped like a sub-key (``<id>:inputs``) must not read another key.
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{32}\Z")
@@ -113,10 +116,13 @@ class TaskService:
         message = b""
         if inline:
             message = self.publisher.inline_message(declared, celery_id, arguments, headers)
-        if self.metrics is not None:
-            # The metrics follow the task to its end: its owner's events are heard from
-            # before it exists, so not even its first event can be missed.
-            await self.hub.hold(owner)
+        # The metrics follow the task to its end: its owner's events are heard from before
+        # it exists, so not even its first event can be missed. Best effort: a listener that
+        # cannot subscribe now (Redis pub/sub reconnecting) costs this task its figures, not
+        # its creation.
+        followed = self.metrics is not None and await self._hold_briefly(owner)
+        if followed and self.metrics is not None:
+            self.metrics.follow(task_id, declared.name, owner)
         try:
             record = await self.registry.create(
                 task_id=task_id,
@@ -140,13 +146,22 @@ class TaskService:
                     await self._unpublished(record, exc)
                     raise
         except BaseException:
-            if self.metrics is not None:
-                self.hub.release(owner)
+            if followed and self.metrics is not None:
+                self.metrics.unfollow(task_id)
             raise
         if self.metrics is not None:
-            self.metrics.task_created(record.id, declared.name, era, owner)
+            self.metrics.task_created(declared.name, era)
         logs.annotate(task=task_id, celery_id=celery_id)
         return record
+
+    async def _hold_briefly(self, owner: str) -> bool:
+        """Hold ``owner``'s events for the metrics, waiting at most ``METRICS_HOLD_S``."""
+        try:
+            async with asyncio.timeout(METRICS_HOLD_S):
+                await self.hub.hold(owner)
+        except (TimeoutError, BridgeError):
+            return False
+        return True
 
     async def _unpublished(self, record: TaskRecord, exc: BridgeError) -> None:
         # The client reads this error: the broker's own words (its address) stay in the log.
