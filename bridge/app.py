@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             states=RequestStates(settings, client),
         )
         app.state.transport = Transport(settings, eras.build(parts))
-        app.state.health = Health(client, publisher, Keys.of(settings), reaper)
+        app.state.health = Health(client, publisher, Keys.of(settings), reaper, hub)
         try:
             yield
         finally:

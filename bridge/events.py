@@ -286,6 +286,11 @@ class EventHub:
         """Owners whose events this process hears (``Listener.channel_count``)."""
         return self.listener.channel_count()
 
+    @property
+    def listening(self) -> bool:
+        """Whether events can be heard now (the pub/sub connection is up)."""
+        return self.listener.connected
+
     def hears(self, owner: str) -> bool:
         """Whether this process listens to ``owner``'s events (or is subscribing)."""
         return self.listener.hears(owner)

@@ -15,6 +15,7 @@ from redis.exceptions import ReadOnlyError, RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from mcp_celery_bridge.bridge.events import EventHub
 from mcp_celery_bridge.bridge.publisher import Publisher
 from mcp_celery_bridge.bridge.reaper import Reaper
 from mcp_celery_bridge.bridge.shared.keys import Keys
@@ -29,12 +30,18 @@ PING_TIMEOUT_S = 1.0
 
 class Health:
     def __init__(
-        self, client: redis.asyncio.Redis, publisher: Publisher, keys: Keys, reaper: Reaper
+        self,
+        client: redis.asyncio.Redis,
+        publisher: Publisher,
+        keys: Keys,
+        reaper: Reaper,
+        hub: EventHub,
     ) -> None:
         self.redis = client
         self.publisher = publisher
         self.keys = keys
         self.reaper = reaper
+        self.hub = hub
         self._cached: tuple[float, int, dict[str, Any]] | None = None
         self._lock = anyio.Lock()
 
@@ -62,12 +69,19 @@ class Health:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 body["redis"] += ": its TLS certificate is not trusted (MCP_BRIDGE_REDIS_CA_FILE)"
         body["reaper"] = "ok" if self.reaper.trouble is None else f"failing: {self.reaper.trouble}"
+        # Streams and waits hear events through it: while it reconnects they cannot.
+        body["events"] = "ok" if self.hub.listening else "reconnecting"
         try:
             replies = await anyio.to_thread.run_sync(self.publisher.ping, PING_TIMEOUT_S)
             body["workers"] = sorted(replies)
         except Exception as exc:  # the broker's own errors vary by transport
             body["workers"] = []
             body["broker"] = f"unreachable: {type(exc).__name__}"
-        ready = body["redis"] == "ok" and body["reaper"] == "ok" and bool(body["workers"])
+        ready = (
+            body["redis"] == "ok"
+            and body["reaper"] == "ok"
+            and body["events"] == "ok"
+            and bool(body["workers"])
+        )
         body["status"] = "ready" if ready else "unready"
         return (200 if ready else 503), body

@@ -114,6 +114,11 @@ class Listener:
         return self.keys.owner_channel(owner) in self._channels
 
     # -- holding ---------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub connection is up (its channels subscribed)."""
+        return self._pubsub is not None
+
     async def hold(self, owner: str) -> None:
         """Receive ``owner``'s events from the moment this returns until ``release``."""
         if self._task is None or self._stopped:

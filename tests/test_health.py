@@ -44,7 +44,13 @@ def test_readyz_goes_unready_when_the_worker_stops(
             20,
             "unready",
         )
-        assert body == {"redis": "ok", "reaper": "ok", "workers": [], "status": "unready"}
+        assert body == {
+            "redis": "ok",
+            "reaper": "ok",
+            "events": "ok",
+            "workers": [],
+            "status": "unready",
+        }
 
 
 def _readyz(server: AppServer) -> httpx.Response:
@@ -88,6 +94,7 @@ def test_readyz_and_metrics_show_the_reapers_trouble(
             "the reaper's failure in /readyz",
         )
         assert body["reaper"] == "failing: ConnectionError"
+        assert body["events"] == "reconnecting"  # the listener lost Redis too
         assert body["redis"].startswith("unreachable")
         samples = _samples(server.url)
         assert samples[("mcp_bridge_reaper_errors_total", ())] >= 1
