@@ -259,3 +259,22 @@ async def test_a_change_naming_another_owner_than_the_tasks_changes_nothing(
     )
     right = await registry.transition(task.id, owner, TaskStatus.COMPLETED, "done")
     assert right.applied and right.status is TaskStatus.COMPLETED
+
+
+async def test_a_retried_run_releases_its_lease_only_while_no_later_run_holds_it(
+    stores: tuple[Registry, SyncRegistry],
+) -> None:
+    registry, worker = stores
+    owner = "session:retry"
+    task = await registry.create(
+        task_id="r" * 32, owner=owner, tool="echo", celery_id="c1", ttl_ms=60_000
+    )
+    assert worker.take_lease(task.id, owner, "w1", "w1 (pid 1)", 60_000, 5)[1] == 1
+    # The retry's next run (a countdown of 0) took the lease before the first one let go.
+    assert worker.take_lease(task.id, owner, "w1", "w1 (pid 2)", 60_000, 5)[1] == 2
+    assert not worker.release_lease(task.id, owner, 1)
+    assert await registry.redis.zscore(registry.keys.leases(), task.id) is not None
+    assert await registry.redis.zscore(registry.keys.running(owner), task.id) is not None
+    assert worker.release_lease(task.id, owner, 2)
+    assert await registry.redis.zscore(registry.keys.leases(), task.id) is None
+    assert await registry.redis.zscore(registry.keys.running(owner), task.id) is None

@@ -64,6 +64,8 @@ class _Run:
     token: Any
     #: The MCP task had ended before this run (a cancel while it was queued): skip it.
     skip: bool = False
+    #: The run's number (the task's ``runs`` when it took the lease).
+    number: int = 0
 
 
 #: Runs of bridged tasks in this process, by Celery task id (a thread pool runs several).
@@ -119,7 +121,7 @@ def _start(task_id: str = "", task: Task[Any, Any] | None = None, **_: Any) -> N
         return
     heartbeat = Heartbeat(registry, mcp_id, settings.lease_s).__enter__()
     token = context._current.set(context.ToolContext(mcp_id, owner, _tool_name(task), task))
-    _runs[task_id] = _Run(mcp_id, owner, heartbeat, token)
+    _runs[task_id] = _Run(mcp_id, owner, heartbeat, token, number=runs)
 
 
 def _before_start(self: Task[Any, Any], task_id: str, args: Any, kwargs: Any) -> None:
@@ -145,10 +147,12 @@ def _retrying(request: Any = None, reason: Any = None, sender: Any = None, **_: 
     why = f": {type(cause).__name__}: {cause}" if cause is not None else ""
     message = f"retry {done}{of}{delay}{why}"[:2_000]
     registry = runtime.registry()
+    run = _runs.get(str(getattr(request, "id", "")))
     try:
-        # The run ends, the task does not: without its lease the reaper leaves it be.
-        registry.release_lease(*ids)
-        registry.transition(ids[0], ids[1], TaskStatus.WORKING, message)
+        # The run ends, the task does not: without its lease the reaper leaves it be. A next
+        # run that started first (a countdown of 0) keeps its lease and its status message.
+        if run is not None and registry.release_lease(*ids, run.number):
+            registry.transition(ids[0], ids[1], TaskStatus.WORKING, message)
     except BridgeError:
         log.exception("could not record the retry of MCP task %s", ids[0])
 
@@ -171,7 +175,9 @@ def _end(
     if run.skip:
         return
     declared_workflow = bool(task is not None and getattr(task.request, "mcp_workflow", None))
-    if workflows.root_ended(run.task_id, run.owner, task_id, state, retval, declared_workflow):
+    if workflows.root_ended(
+        run.task_id, run.owner, task_id, state, retval, declared_workflow, run.number
+    ):
         return  # replaced by, or returned, a canvas: its parts end the MCP task
     if state != SUCCESS or isinstance(retval, Retry):
         return  # failures and retries have their own signals (``workers.signals``, above)

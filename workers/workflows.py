@@ -193,7 +193,13 @@ def _part_ends(
 
 
 def root_ended(
-    mcp_id: str, owner: str, celery_id: str, state: Any, retval: Any, declared: bool = False
+    mcp_id: str,
+    owner: str,
+    celery_id: str,
+    state: Any,
+    retval: Any,
+    declared: bool = False,
+    run: int = 0,
 ) -> bool:
     """Called by ``workers.integration`` at the end of a bridged run: whether the run
     started a workflow, which now has the MCP task (its lease released, the final parts
@@ -213,7 +219,7 @@ def root_ended(
     registry = runtime.registry()
     try:
         # The run ended, the task did not: without its lease the reaper leaves it be.
-        registry.release_lease(mcp_id, owner)
+        registry.release_lease(mcp_id, owner, run)
         _announce(mcp_id, owner, book().shape(mcp_id, finals))
     except BridgeError:
         log.exception("could not record the workflow of MCP task %s", mcp_id)

@@ -165,8 +165,9 @@ class WorkerStore(Protocol):
 
     def renew_lease(self, task_id: str, lease_ms: int) -> TaskStatus | None: ...
 
-    def release_lease(self, task_id: str, owner: str) -> None:
-        """Drop the lease of a run that ended without ending its task (a Celery retry)."""
+    def release_lease(self, task_id: str, owner: str, run: int) -> bool:
+        """Drop the lease of run ``run``, which ended without ending its task (a Celery
+        retry), unless a later run holds it: whether it was dropped."""
         ...
 
     def holder(self, task_id: str) -> str | None: ...

@@ -196,14 +196,16 @@ class SyncRegistry:
             )
         return TaskStatus(status) if status else None
 
-    def release_lease(self, task_id: str, owner: str) -> None:
+    def release_lease(self, task_id: str, owner: str, run: int) -> bool:
         """Drop the lease of ``task_id`` and its place among ``owner``'s running tasks,
-        leaving its status as it is (the run ended, the task did not)."""
+        leaving its status as it is (run number ``run`` ended, the task did not), unless a
+        later run took the lease meanwhile: whether it was dropped. One round trip."""
         with translated():
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.zrem(self.keys.leases(), task_id)
-            pipe.zrem(self.keys.running(owner), task_id)
-            pipe.execute()
+            released = self.redis.register_script(source("release"))(
+                keys=[self.keys.task(task_id), self.keys.leases(), self.keys.running(owner)],
+                args=[task_id, run],
+            )
+        return bool(released)
 
     def holder(self, task_id: str) -> str | None:
         """``<worker> (pid <n>)`` of the latest run of ``task_id``, once one took its lease."""
