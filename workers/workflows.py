@@ -213,6 +213,12 @@ def root_ended(
     elif state == IGNORED and started:
         finals = [celery_id]  # replaced: the last part runs under the run's own id
     else:
+        finals = []
+    if state == SUCCESS and finals and not _known(mcp_id, finals):
+        # A result object of something this run did not start (an AsyncResult it looked up,
+        # a nested group's id): no part would ever end the task, so it ends with the value.
+        finals = []
+    if not finals:
         if started:  # fire and forget: keep no results of those parts for anyone
             _no_finals(mcp_id)
         return False
@@ -224,6 +230,14 @@ def root_ended(
     except BridgeError:
         log.exception("could not record the workflow of MCP task %s", mcp_id)
     return True
+
+
+def _known(mcp_id: str, finals: list[str]) -> bool:
+    try:
+        return book().known(mcp_id, finals)
+    except BridgeError:
+        log.warning("could not read the parts of MCP task %s", mcp_id, exc_info=True)
+        return True  # as named: the parts, not a guess, decide then
 
 
 def _ids(value: Any) -> list[str]:

@@ -56,6 +56,7 @@ class Flows:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.keys = Keys(settings.key_prefix)
         self.ttl_ms = 2 * settings.task_ttl_max_ms
+        self._client = client
         self._flow = client.register_script(source("flow"))
 
     def _run(self, task_id: str, *args: Any) -> Any:
@@ -78,6 +79,14 @@ class Flows:
         """Mark ``part`` done with ``result``; None when it was done already."""
         reply = cast(list[Any], self._run(task_id, "finish", part, _dumps(result)))
         return _tally(reply) if reply else None
+
+    def known(self, task_id: str, parts: list[str]) -> bool:
+        """Whether every one of ``parts`` was recorded as a part of the workflow."""
+        if not parts:
+            return False
+        with translated():
+            found = self._client.hmget(self.keys.flow(task_id), [f"p:{p}" for p in parts])
+        return all(value is not None for value in found)
 
     def shape(self, task_id: str, finals: list[str]) -> Tally:
         """Name the parts whose results are the workflow's result."""
