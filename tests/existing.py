@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from mcp import ClientSession, types
@@ -139,3 +140,18 @@ async def report_with_progress(url: str, rows: int) -> None:
     assert result.structuredContent is not None
     assert result.structuredContent["rows"] == rows
     assert len(str(result.structuredContent["checksum"])) == 16
+
+
+async def failure_text(url: str, tool: str, arguments: dict[str, Any]) -> str:
+    """Run ``tool`` as a task that must fail with a tool error; the error's text."""
+    async with sdk_session(url) as (session, _):
+        created = await session.experimental.call_tool_as_task(tool, arguments)
+        task = await finished(session, created.task.taskId)
+        result = await session.experimental.get_task_result(
+            created.task.taskId, types.CallToolResult
+        )
+    assert task.status == "failed", task
+    assert result.isError is True
+    text = result.content[0]
+    assert isinstance(text, types.TextContent)
+    return text.text

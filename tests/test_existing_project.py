@@ -18,6 +18,7 @@ from mcp import types
 from tests.existing import (
     KEY_PREFIX,
     Project,
+    failure_text,
     finished,
     report_with_progress,
     running_pid,
@@ -86,19 +87,8 @@ async def test_a_retry_keeps_the_task_working_and_says_so_then_it_completes(
 
 
 async def test_a_task_that_runs_out_of_retries_fails_with_its_error(project: Project) -> None:
-    async with sdk_session(project.url) as (session, _):
-        created = await session.experimental.call_tool_as_task(
-            "fetch_rate", {"currency": "GBP", "failures": 10}
-        )
-        task = await finished(session, created.task.taskId)
-        result = await session.experimental.get_task_result(
-            created.task.taskId, types.CallToolResult
-        )
-    assert task.status == "failed", task
-    assert result.isError is True
-    text = result.content[0]
-    assert isinstance(text, types.TextContent)
-    assert text.text == "RateServiceDown: rate service unavailable for GBP"
+    text = await failure_text(project.url, "fetch_rate", {"currency": "GBP", "failures": 10})
+    assert text == "RateServiceDown: rate service unavailable for GBP"
 
 
 async def test_the_projects_task_routes_send_a_call_to_its_queues_worker(

@@ -11,7 +11,7 @@ import pytest
 from mcp import types
 
 from mcp_celery_bridge.bridge.shared.keys import Keys
-from tests.existing import Project, finished, sdk_session
+from tests.existing import Project, failure_text, finished, sdk_session
 from tests.services import eventually, pid_running
 
 pytestmark = [
@@ -58,19 +58,9 @@ async def test_progress_counts_the_parts_and_the_result_is_the_chord_bodys(
 
 
 async def test_a_failing_part_fails_the_task_with_its_error(project: Project) -> None:
-    async with sdk_session(project.url) as (session, _):
-        created = await session.experimental.call_tool_as_task(
-            "survey", {"stations": ["north", "broken-7", "east"], "seconds": 0.1}
-        )
-        task = await finished(session, created.task.taskId)
-        result = await session.experimental.get_task_result(
-            created.task.taskId, types.CallToolResult
-        )
-    assert task.status == "failed", task
-    assert result.isError is True
-    text = result.content[0]
-    assert isinstance(text, types.TextContent)
-    assert text.text == "ValueError: station broken-7 does not answer"
+    arguments = {"stations": ["north", "broken-7", "east"], "seconds": 0.1}
+    text = await failure_text(project.url, "survey", arguments)
+    assert text == "ValueError: station broken-7 does not answer"
 
 
 async def test_cancel_stops_every_started_part_and_no_later_part_starts(
