@@ -129,6 +129,8 @@ class Listener:
             channel = _Channel(name, asyncio.get_running_loop().create_future())
             self._channels[name] = channel
         channel.refs += 1
+        if channel.confirmed.done():
+            return  # subscribed on the current connection (a loss resets the confirmation)
         try:
             if channel.sent_on is None:
                 async with self._lock:
