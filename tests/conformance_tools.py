@@ -233,23 +233,28 @@ def greet(name: str) -> str:
     return f"Hello, {name}!"
 
 
-@tool(task_support="optional")
-def slow_compute(seconds: float, label: str = "") -> str:
-    """Sleep `seconds`, stopping as soon as the task is cancelled."""
+def _work(seconds: float) -> None:
+    """The body's workload: ``seconds`` of it, stopping as soon as the task is cancelled."""
     ctx = current()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         ctx.check_cancelled()
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+@tool(task_support="optional")
+def slow_compute(seconds: float, label: str = "") -> str:
+    """Sleep `seconds`, stopping as soon as the task is cancelled."""
+    _work(seconds)
     return f"computed {label or 'result'} after {seconds:g}s"
 
 
 @tool(task_support="required")
 def failing_job() -> str:
-    """Fail with a tool error after about a second."""
-    # The workload, not a wait in a test: the conformance scenario polls the task and must
-    # see it `working` before it fails, so the body takes about a second on purpose.
-    time.sleep(1)
+    """Fail with a tool error after about a second of work."""
+    # The conformance scenario polls the task and must see it `working` before it fails:
+    # the body works for a second (cancellable, as any tool's work) and then raises.
+    _work(1.0)
     raise RuntimeError("failing_job always fails")
 
 
