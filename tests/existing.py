@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,23 +120,38 @@ async def running_pid(seen: Seen) -> int:
     return int(str(holder).rsplit("(pid ", 1)[1].rstrip(")"))
 
 
-async def report_with_progress(url: str, rows: int) -> None:
-    """``build_report`` of ``rows`` rows as a task: its ``update_state`` progress arrives as
-    MCP progress, one notification a row in order, and its return value is the result."""
+async def completed(
+    url: str,
+    tool: str,
+    arguments: dict[str, Any],
+    until: Callable[[Seen], bool] = lambda _: True,
+) -> tuple[types.CallToolResult, Seen]:
+    """Run ``tool`` as a task (with a progress token) that must complete; its result, and
+    what the session saw once ``until`` holds (progress may trail the final status)."""
     async with sdk_session(url) as (session, seen):
         created = await session.experimental.call_tool_as_task(
-            "build_report", {"rows": rows, "delay": 0.06}, meta={"progressToken": "rows"}
+            tool, arguments, meta={"progressToken": tool}
         )
         task = await finished(session, created.task.taskId)
         assert task.status == "completed", task
         result = await session.experimental.get_task_result(
             created.task.taskId, types.CallToolResult
         )
-        await eventually(lambda: len(seen.progress) >= rows, 10, f"{rows} progress reports")
+        await eventually(lambda: until(seen), 10, f"what {tool} reported")
+    assert result.isError is not True, result
+    return result, seen
+
+
+async def report_with_progress(url: str, rows: int) -> None:
+    """``build_report`` of ``rows`` rows as a task: its ``update_state`` progress arrives as
+    MCP progress, one notification a row in order, and its return value is the result."""
+    arguments = {"rows": rows, "delay": 0.06}
+    result, seen = await completed(
+        url, "build_report", arguments, lambda seen: len(seen.progress) >= rows
+    )
     assert seen.progress == [
         (float(i), float(rows), f"row {i} of {rows}") for i in range(1, rows + 1)
     ]
-    assert result.isError is not True
     assert result.structuredContent is not None
     assert result.structuredContent["rows"] == rows
     assert len(str(result.structuredContent["checksum"])) == 16

@@ -11,7 +11,7 @@ import pytest
 from mcp import types
 
 from mcp_celery_bridge.bridge.shared.keys import Keys
-from tests.existing import Project, failure_text, finished, sdk_session
+from tests.existing import Project, completed, failure_text, finished, sdk_session
 from tests.services import eventually, pid_running
 
 pytestmark = [
@@ -34,19 +34,12 @@ def started_parts(project: Project, task_id: str) -> dict[str, int]:
 async def test_progress_counts_the_parts_and_the_result_is_the_chord_bodys(
     project: Project,
 ) -> None:
-    async with sdk_session(project.url) as (session, seen):
-        created = await session.experimental.call_tool_as_task(
-            "survey",
-            {"stations": ["north", "south", "east"], "seconds": 0.2},
-            meta={"progressToken": "survey"},
-        )
-        task = await finished(session, created.task.taskId)
-        assert task.status == "completed", task
-        result = await session.experimental.get_task_result(
-            created.task.taskId, types.CallToolResult
-        )
-        await eventually(lambda: (4.0, 4.0, "4 of 4 parts done") in seen.progress, 10, "4/4")
-    assert result.isError is not True, result
+    result, seen = await completed(
+        project.url,
+        "survey",
+        {"stations": ["north", "south", "east"], "seconds": 0.2},
+        lambda seen: (4.0, 4.0, "4 of 4 parts done") in seen.progress,
+    )
     # The chord body's return value: three readings (5, 5 and 4 letters, x 1.5) averaged.
     assert result.structuredContent == {"stations": 3, "mean": 7.0}
     # Three readings and the summary; reports from several pool processes may overtake one
@@ -95,17 +88,12 @@ async def test_cancel_stops_every_started_part_and_no_later_part_starts(
 async def test_a_task_declared_a_workflow_is_followed_to_its_canvas_end(project: Project) -> None:
     # proj.tasks.start_pipeline returns chain(add, double, double).apply_async().id; exposed
     # with workflow=True, the MCP task is the chain, not the id.
-    async with sdk_session(project.url) as (session, seen):
-        created = await session.experimental.call_tool_as_task(
-            "start_pipeline", {"start": 5}, meta={"progressToken": "pipeline"}
-        )
-        task = await finished(session, created.task.taskId)
-        assert task.status == "completed", task
-        result = await session.experimental.get_task_result(
-            created.task.taskId, types.CallToolResult
-        )
-        await eventually(lambda: (3.0, 3.0, "3 of 3 parts done") in seen.progress, 10, "3/3")
-    assert result.isError is not True, result
+    result, _ = await completed(
+        project.url,
+        "start_pipeline",
+        {"start": 5},
+        lambda seen: (3.0, 3.0, "3 of 3 parts done") in seen.progress,
+    )
     text = result.content[0]
     assert isinstance(text, types.TextContent) and text.text == "24"  # ((5 + 1) x 2) x 2
 
