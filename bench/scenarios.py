@@ -582,12 +582,12 @@ def listing(ctx: Context, run: int) -> Result:
     counts = ctx.sizes.list_owners
     if "owners" not in ctx.state:
         client = ctx.services.redis()
-        owners: dict[int, Session] = {}
-        ctx.state["seq_ranges"] = {}
-        for count in counts:
-            before = int(client.get(ctx.keys.seq()) or 0)
-            owners.update(asyncio.run(_seed_owners(ctx, (count,))))
-            ctx.state["seq_ranges"][count] = (before, int(client.get(ctx.keys.seq()) or 0))
+        owners = asyncio.run(_seed_owners(ctx, tuple(counts)))
+        # Each owner numbers its own tasks, from 1.
+        ctx.state["seq_ranges"] = {
+            count: (0, int(client.get(ctx.keys.owner_seq(session.owner)) or 0))
+            for count, session in owners.items()
+        }
         client.close()
         ctx.state["owners"] = owners
     figures = asyncio.run(_list_run(ctx, ctx.state["owners"]))

@@ -101,14 +101,14 @@ def _redis_errors(settings: Settings) -> Iterator[None]:
 
 def _collect(
     settings: Settings,
-    key_prefix: str,
+    kind: str,
     limit: int,
     parse: Callable[[str, dict[str, str], int], T | None],
 ) -> tuple[list[T], bool]:
     """``bridge.scan.collect`` on a client of its own, Redis faults made operator errors."""
     client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
     with _redis_errors(settings), contextlib.closing(client):
-        return collect(client, key_prefix, limit, parse)
+        return collect(client, Keys.of(settings), kind, limit, parse)
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -126,6 +126,7 @@ def _read_task(settings: Settings, task_id: str) -> tuple[TaskRecord, dict[str, 
     if task_id and ":" not in task_id:
         # One MULTI: the record, its questions and its expiry as of one instant.
         with _redis_errors(settings), contextlib.closing(client), client.pipeline() as pipe:
+            # (On a Cluster the three keys share a slot, so MULTI holds there too.)
             pipe.hgetall(keys.task(task_id))
             pipe.hgetall(keys.inputs(task_id))
             pipe.pttl(keys.task(task_id))
@@ -203,7 +204,7 @@ def list_tasks(
             return None  # not a task record
         return record if all(check(record) for check in filters) else None
 
-    found, limit_reached = _collect(settings, Keys.of(settings).task(""), limit, keep)
+    found, limit_reached = _collect(settings, "task", limit, keep)
     found.sort(key=lambda r: r.created, reverse=True)
     if as_json:
         summaries = [_task_summary(r) for r in found]
@@ -388,7 +389,7 @@ def list_sessions(limit: int, as_json: bool) -> None:
             "idleTtlLeft_s": pttl // 1000 if pttl >= 0 else None,
         }
 
-    found, limit_reached = _collect(settings, Keys.of(settings).session(""), limit, keep)
+    found, limit_reached = _collect(settings, "session", limit, keep)
     found.sort(key=lambda s: s["created"] or "", reverse=True)
     if as_json:
         print_json({"sessions": found, "limit": limit, "limitReached": limit_reached})

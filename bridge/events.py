@@ -25,10 +25,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-import redis.asyncio
-
 from mcp_celery_bridge.bridge.listener import Listener
-from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.clients import AsyncRedis, translated
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.records import TaskRecord
 from mcp_celery_bridge.bridge.shared.schema import STREAM_FIELD
@@ -77,7 +75,7 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)
         self.redis = client

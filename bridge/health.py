@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import anyio.to_thread
-import redis.asyncio
 from redis.exceptions import ReadOnlyError, RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from mcp_celery_bridge.bridge.events import EventHub
 from mcp_celery_bridge.bridge.publisher import Publisher
 from mcp_celery_bridge.bridge.reaper import Reaper
+from mcp_celery_bridge.bridge.shared.clients import AsyncRedis
 from mcp_celery_bridge.bridge.shared.keys import Keys
 
 #: How long a readiness answer is reused.
@@ -31,7 +31,7 @@ PING_TIMEOUT_S = 1.0
 class Health:
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedis,
         publisher: Publisher,
         keys: Keys,
         reaper: Reaper,

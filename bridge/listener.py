@@ -13,6 +13,10 @@ would otherwise health-check it with a PING read, which must not race the reader
 This loop owns reconnection: the connection's retries are off, so every failure ends in
 ``on_lost`` (streams end and resume with ``Last-Event-ID``, waiters re-read the registry)
 and a new connection subscribing every held channel, which holders waiting meanwhile await.
+
+On a Redis Cluster the scripts PUBLISH as on one server, and a Cluster delivers every
+message to the subscribers of every node: the connection goes to any node, the next one
+after a failure (so a lost node is left behind).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from mcp_celery_bridge.bridge.shared.clients import AsyncRedis
 from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.keys import Keys
 
@@ -75,7 +80,7 @@ class _Channel:
 class Listener:
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedis,
         keys: Keys,
         on_message: Callable[[str], None],
         on_lost: Callable[[], None],
@@ -90,6 +95,7 @@ class Listener:
         self._swept = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._attempts = 0  # connections tried (on a Cluster: which node is next)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,10 +170,13 @@ class Listener:
     async def _run(self) -> None:
         backoff = 0.1
         while self._task is None or not self._task.cancelling():
-            pubsub = _PubSub(self.redis.connection_pool, self._reconnected)
+            pool: ConnectionPool | None = None
+            pubsub: PubSub | None = None
             connection: Connection | None = None
             retry: Any = None
             try:
+                pool = await self._pool()
+                pubsub = _PubSub(pool, self._reconnected)
                 await pubsub.connect()  # type: ignore[no-untyped-call]
                 connection = pubsub.connection
                 assert connection is not None
@@ -193,8 +202,23 @@ class Listener:
                 self._pubsub = None
                 if connection is not None and retry is not None:
                     connection.retry = retry  # back to the pool as it came
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pool is not None and isinstance(self.redis, redis.asyncio.RedisCluster):
+                    with contextlib.suppress(Exception):
+                        await pool.aclose()
+
+    async def _pool(self) -> ConnectionPool:
+        """The pool of the next pub/sub connection: the client's, or on a Cluster one of its
+        own to the next node."""
+        if not isinstance(self.redis, redis.asyncio.RedisCluster):
+            return self.redis.connection_pool
+        await self.redis.initialize()
+        nodes = self.redis.get_nodes()
+        node = nodes[self._attempts % len(nodes)]
+        self._attempts += 1
+        return ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

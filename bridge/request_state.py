@@ -25,9 +25,7 @@ import secrets
 import time
 from typing import Any
 
-import redis.asyncio
-
-from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.clients import AsyncRedis, translated
 from mcp_celery_bridge.bridge.shared.errors import InvalidParams
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.settings import Settings
@@ -54,7 +52,7 @@ def call_digest(name: str, arguments: dict[str, Any]) -> str:
 
 
 class RequestStates:
-    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         self.settings = settings
         self.redis = client
         self.keys = Keys.of(settings)

@@ -118,7 +118,7 @@ class Rounds:
             ) as events:
                 found = await self._follow(record, events, answers, on_change)
         else:
-            task_id = new_task_id()
+            task_id = new_task_id(self.tasks.keys, call.owner)
             elicitation = call.client_capabilities.get("elicitation")
             async with self.tasks.subscribe(
                 frozenset({task_id}), frozenset({call.owner})

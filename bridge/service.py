@@ -30,6 +30,7 @@ from mcp_celery_bridge.bridge.shared.errors import (
     JsonRpcError,
     execution_error,
 )
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.records import Page, TaskRecord, TaskStatus
 from mcp_celery_bridge.bridge.shared.settings import Settings
 from mcp_celery_bridge.bridge.shared.store import TaskStore
@@ -46,7 +47,7 @@ MIN_TTL_MS = 1_000
 METRICS_HOLD_S = 2.0
 #: The form of every task id ``new_task_id`` makes. Anything else is unknown before Redis is
 #: asked: an id shaped like a sub-key (``<id>:inputs``) must not read another key.
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{32}\Z")
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{32}(\.[0-9]{1,4})?\Z")
 
 
 def sees(call: Call) -> frozenset[str]:
@@ -57,12 +58,12 @@ def sees(call: Call) -> frozenset[str]:
     return frozenset({call.owner, "", call.session.owner if call.session else ""})
 
 
-def new_task_id() -> str:
+def new_task_id(keys: Keys, owner: str) -> str:
     """192 random bits, URL-safe: the id cannot be guessed. Never starting with "-", so a
-    command line never takes it for an option."""
+    command line never takes it for an option. With shards, ``.<n>`` names ``owner``'s."""
     while (task_id := secrets.token_urlsafe(24)).startswith("-"):
         pass
-    return task_id
+    return keys.new_id(task_id, owner)
 
 
 class TaskService:
@@ -79,6 +80,7 @@ class TaskService:
         self.registry = registry
         self.publisher = publisher
         self.hub = hub
+        self.keys = Keys.of(settings)
 
     def ttl(self, requested: Any) -> int:
         """The retention of a task whose client asked for ``requested`` ms (None: default)."""
@@ -106,7 +108,7 @@ class TaskService:
         """Record the task, then publish it: the record exists before any worker can run it.
         (With the broker in the registry's Redis, both are one step: ``bridge.publisher``.)
         ``era`` names the protocol era of the request that starts it (legacy | modern)."""
-        task_id = task_id or new_task_id()
+        task_id = task_id or new_task_id(self.keys, owner)
         celery_id = str(uuid.uuid4())
         headers = {"mcp_task_id": task_id, "mcp_owner": owner, "mcp_tool": declared.name}
         if declared.workflow:
@@ -186,7 +188,7 @@ class TaskService:
     ) -> TaskRecord:
         """A task that exists only to report ``result`` (a tool error); nothing is queued."""
         record = await self.registry.create(
-            task_id=new_task_id(),
+            task_id=new_task_id(self.keys, owner),
             owner=owner,
             tool=declared.name,
             celery_id="",
@@ -219,7 +221,7 @@ class TaskService:
         change the worker announces (its progress reports, every one of them). If the caller
         goes away (cancellation of this coroutine), the work is cancelled: nobody could fetch
         it."""
-        task_id = new_task_id()
+        task_id = new_task_id(self.keys, owner)
         async with self.subscribe(frozenset({task_id}), frozenset({owner})) as events:
             # Subscribed before the call is queued: no report can come before we listen.
             record = await self.start(

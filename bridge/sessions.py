@@ -10,7 +10,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.clients import AsyncRedis, translated
 from mcp_celery_bridge.bridge.shared.errors import InternalError, LimitExceeded
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.schema import refusal
@@ -69,7 +69,7 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)
         self.redis = client
@@ -88,9 +88,8 @@ class Sessions:
         already has ``max_sessions_per_principal`` live sessions."""
         capabilities = kept_capabilities(capabilities)
         client_info = kept_client_info(client_info, self.settings.max_client_info_chars)
-        session = Session(
-            secrets.token_hex(16), protocol_version, capabilities, client_info, principal
-        )
+        sid = self.keys.new_id(secrets.token_hex(16), principal)
+        session = Session(sid, protocol_version, capabilities, client_info, principal)
         most = self.settings.max_sessions_per_principal
         fields = {
             "protocol_version": protocol_version,
@@ -106,7 +105,7 @@ class Sessions:
                         session.id,
                         most,
                         self.settings.session_ttl_s * 1000,
-                        self.keys.session(""),
+                        self.keys.session_prefix(principal),
                         *(item for pair in fields.items() for item in pair),
                     ],
                 )
@@ -124,6 +123,8 @@ class Sessions:
         """The session of ``principal`` ("" when unauthenticated), its idle timer renewed;
         None when unknown, expired, deleted or another principal's (then nothing is renewed:
         a request answered 404 must not keep a session alive)."""
+        if self.keys.shard_of_id(sid) != self.keys.shard_of(principal):
+            return None  # not of this principal's shard, so not its session (nor one slot)
         with translated():
             flat = cast(
                 list[str],

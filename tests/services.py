@@ -205,6 +205,8 @@ class RedisServer(Service):
     log_dir: Path
     port: int = field(default_factory=free_port)
     proc: Process | None = None
+    #: More redis-server options (a Cluster node's, say).
+    options: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -228,6 +230,7 @@ class RedisServer(Service):
             "no",
             "--dir",
             str(self.log_dir),
+            *self.options,
         ]
         self.proc = spawn(
             "redis", command, {}, self.log_dir / f"redis-{self.port}.log", append=True

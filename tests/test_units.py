@@ -384,12 +384,51 @@ def test_invalid_event_ids(value: str) -> None:
 
 
 def test_task_ids_are_long_url_safe_and_never_look_like_options() -> None:
-    from mcp_celery_bridge.bridge.service import new_task_id
+    from mcp_celery_bridge.bridge.service import TASK_ID, new_task_id
+    from mcp_celery_bridge.bridge.shared.keys import Keys
 
-    ids = {new_task_id() for _ in range(5000)}
+    ids = {new_task_id(Keys("mcp"), "owner") for _ in range(5000)}
     assert len(ids) == 5000
     assert all(len(i) == 32 and not i.startswith("-") for i in ids)
     assert all(set(i) <= set(string.ascii_letters + string.digits + "-_") for i in ids)
+    assert all(TASK_ID.match(i) for i in ids)
+
+
+def test_with_shards_every_key_of_an_owner_and_its_tasks_shares_one_slot() -> None:
+    from redis.crc import key_slot
+
+    from mcp_celery_bridge.bridge.service import TASK_ID, new_task_id
+    from mcp_celery_bridge.bridge.shared.keys import Keys
+
+    keys = Keys("mcp", shards=64)
+    shards = set()
+    for n in range(200):
+        owner = f"owner-{n}"
+        task_id = new_task_id(keys, owner)
+        assert TASK_ID.match(task_id)
+        shard = keys.shard_of(owner)
+        shards.add(shard)
+        assert keys.shard_of_id(task_id) == shard
+        together = [
+            keys.task(task_id), keys.inputs(task_id), keys.flow(task_id), keys.answer(task_id, "k"),
+            keys.leases_of(task_id), keys.task_prefix(owner) + task_id, keys.owner_tasks(owner),
+            keys.owner_seq(owner), keys.inflight(owner), keys.rate(owner, 1), keys.usage(owner),
+            keys.usage_expiry(owner), keys.running(owner), keys.asking(owner), keys.events(owner),
+            keys.call(owner, "1"),
+        ]  # fmt: skip
+        assert len({key_slot(k.encode()) for k in together}) == 1, together
+        sid = keys.new_id("ab" * 16, owner)  # a session of principal ``owner``
+        assert key_slot(keys.session(sid).encode()) == key_slot(
+            keys.principal_sessions(owner).encode()
+        )
+    assert len(shards) > 40  # owners spread over the shards
+    # An id the deployment did not make still names one slot for all its keys.
+    for odd in ["x", "x.99", "x.07", "a{b}c.3", ""]:
+        assert key_slot(keys.task(odd).encode()) == key_slot(keys.inputs(odd).encode())
+    # One shard: the keys as they were before shards.
+    plain = Keys("mcp")
+    assert plain.task("abc") == "mcp:task:abc" and plain.leases_of("abc") == "mcp:leases"
+    assert plain.owner_tasks("o") == "mcp:owner:o:tasks" and plain.new_id("abc", "o") == "abc"
 
 
 @pytest.mark.parametrize(

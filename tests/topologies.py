@@ -1,6 +1,6 @@
 """Redis deployments beyond one server, built from the ``redis-server`` binary on free
-loopback ports: a primary, a replica and three sentinels (``SentinelSet``); a server that
-speaks only TLS (``TlsRedis``)."""
+loopback ports: a primary, a replica and three sentinels (``SentinelSet``); a Redis Cluster
+of three primaries (``RedisCluster``); a server that speaks only TLS (``TlsRedis``)."""
 
 from __future__ import annotations
 
@@ -101,6 +101,73 @@ def sentinel_set(root: Path) -> Iterator[SentinelSet]:
         yield topology
     finally:
         topology.stop()
+
+
+@dataclass
+class RedisCluster:
+    """Three primaries sharing the 16,384 slots in equal ranges (no replicas)."""
+
+    root: Path
+    nodes: list[RedisServer] = field(default_factory=list)
+    bus_ports: list[int] = field(default_factory=list)
+
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{hosts}"
+
+    def start(self, size: int = 3) -> None:
+        for i in range(size):
+            node_dir = self.root / f"node-{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            # The bus port is given: the default (port + 10000) may be taken, or past 65535.
+            self.bus_ports.append(free_port())
+            options = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-port", str(self.bus_ports[-1]),
+                "--cluster-node-timeout", "2000",
+            ]  # fmt: skip
+            node = RedisServer(node_dir, options=options)
+            node.start()
+            self.nodes.append(node)
+        clients = [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+        try:
+            per = 16384 // size
+            for i, client in enumerate(clients):
+                last = 16383 if i == size - 1 else (i + 1) * per - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+            for client in clients[1:]:
+                client.execute_command(
+                    "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0]
+                )
+            wait_for(
+                lambda: all(_agrees(client, size) for client in clients),
+                30,
+                "the cluster's nodes to agree",
+            )
+        finally:
+            for client in clients:
+                client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _agrees(client: redis.Redis, size: int) -> bool:
+    raw = str(client.execute_command("CLUSTER", "INFO"))
+    info = dict(line.split(":", 1) for line in raw.split() if ":" in line)
+    return info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(size)
+
+
+@contextlib.contextmanager
+def redis_cluster(root: Path, size: int = 3) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(root)
+    try:
+        cluster.start(size)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @dataclass

@@ -8,8 +8,10 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.cluster
 import redis.retry
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -19,7 +21,11 @@ from mcp_celery_bridge.bridge.shared import topology
 from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.topology import shown
 
-__all__ = ["async_client", "shown", "sync_client", "translated"]
+__all__ = ["AsyncRedis", "SyncRedis", "async_client", "shown", "sync_client", "translated"]
+
+#: A client of the registry: of one server (a Sentinel's primary included) or of a Cluster.
+AsyncRedis = redis.asyncio.Redis | redis.asyncio.RedisCluster
+SyncRedis = redis.Redis | redis.RedisCluster
 
 #: Retries of a command whose connection failed, at most 0.1, 0.2 and 0.4 s apart (random
 #: jitter below those): enough to ride out a blip, while a request still fails within a
@@ -53,7 +59,18 @@ def _tls(url: str, ca_file: str) -> dict[str, str]:
     return {"ssl_ca_certs": ca_file} if ca_file and url.startswith("rediss://") else {}
 
 
-def async_client(url: str, *, ca_file: str = "") -> redis.asyncio.Redis:
+def async_client(url: str, *, ca_file: str = "") -> AsyncRedis:
+    nodes = topology.cluster(url)
+    if nodes is not None:
+        return redis.asyncio.RedisCluster(
+            startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in nodes.hosts],
+            username=nodes.username,
+            password=nodes.password,
+            max_connections=POOL_SIZE,
+            **_cluster_tls(nodes, ca_file),
+            **_CONNECTION,
+            retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
+        )
     found = topology.sentinels(url)
     if found is not None:
         # The primary as the sentinels name it now, asked again when a connection to it
@@ -90,9 +107,21 @@ PATIENT_RETRIES = 30
 _PATIENT_BACKOFF = {"base": 0.1, "cap": 1.0}
 
 
-def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> redis.Redis:
+def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRedis:
     retries, backoff = (PATIENT_RETRIES, _PATIENT_BACKOFF) if patient else (RETRIES, _BACKOFF)
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(**backoff), retries)
+    nodes = topology.cluster(url)
+    if nodes is not None:
+        # (redis-py's ClusterNode is not annotated.)
+        startup = [redis.cluster.ClusterNode(h, p) for h, p in nodes.hosts]  # type: ignore[no-untyped-call]
+        return redis.RedisCluster(
+            startup_nodes=startup,
+            username=nodes.username,
+            password=nodes.password,
+            **_cluster_tls(nodes, ca_file),
+            **_CONNECTION,
+            retry=retry,
+        )
     found = topology.sentinels(url)
     if found is not None:
         sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
@@ -113,6 +142,12 @@ def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> redis.
         **_CONNECTION,
         retry=retry,
     )
+
+
+def _cluster_tls(nodes: topology.Cluster, ca_file: str) -> dict[str, Any]:
+    if not nodes.tls:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": ca_file or None}
 
 
 def _sentinel_kwargs(found: topology.Sentinels) -> dict[str, object]:

@@ -10,9 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
-
-from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.clients import SyncRedis, translated
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.records import TaskStatus
 from mcp_celery_bridge.bridge.shared.scripts import source
@@ -53,8 +51,8 @@ def parts(book: dict[str, str]) -> Parts:
 class Flows:
     """A worker's (blocking) side of workflow books."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.keys = Keys(settings.key_prefix)
+    def __init__(self, settings: Settings, client: SyncRedis) -> None:
+        self.keys = Keys.of(settings)
         self.ttl_ms = 2 * settings.task_ttl_max_ms
         self._client = client
         self._flow = client.register_script(source("flow"))

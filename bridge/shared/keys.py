@@ -36,7 +36,9 @@
 |                              |         | that asked: members with nothing pending are       |
 |                              |         | dropped when a GET stream reads the set            |
 | ``{p}:probe``                | string  | 10 s; written by ``/readyz`` (a replica refuses it)|
-| ``{p}:seq``                  | string  | none; the counter that orders tasks in lists       |
+| ``{p}:owner:{owner}:seq``    | string  | as ``tasks``; the counter that orders the owner's  |
+|                              |         | tasks in its list (seeded from the list's last one |
+|                              |         | when missing, so order survives its expiry)        |
 | ``{p}:request-state-key``    | string  | none; the random HMAC key sealing ``requestState`` |
 |                              |         | when ``request_state_secret`` is unset, made once  |
 |                              |         | by the first bridge that needs it (lost: states in |
@@ -57,11 +59,13 @@
 | ``{p}:leases``               | zset    | none; task id -> lease deadline (ms, Redis clock)  |
 |                              |         | of each running tool body; entries leave when the  |
 |                              |         | body ends or the reaper fails the task             |
+|                              |         | (one set per shard: ``{p}:{<n>}:leases``)          |
 
 The task hash fields are declared in ``bridge.shared.schema``. The Lua scripts are handed
 every key they use from here, except the keys of other tasks and sessions they come across
 (create.lua, list.lua, pending.lua, session.lua): those they build from the prefix they are
-handed, ``task("")`` or ``session("")``, and ``inputs`` by appending ``:inputs``.
+handed, ``task_prefix(owner)`` or ``session_prefix(principal)``, and ``inputs`` by appending
+``:inputs``.
 
 Byte accounting (``max_bytes_per_owner``): create.lua charges a task with its record's
 fields (plus 200 bytes of field names and numbers) and the Celery message it queues (the
@@ -75,10 +79,19 @@ Expired tasks are subtracted by the next creates of the owner (at most 100 each)
 are not charged: their number per principal and their size are capped instead
 (``max_sessions_per_principal``, ``max_client_info_chars``), as are answers (one per
 question asked, gone when the worker takes it).
+
+Shards (``redis_shards``, for a Redis Cluster): with more than one, every key of a task, an
+owner or a session carries a hash tag naming its shard, ``{prefix}:{<n>}:...``, so that every
+script touches one slot. An owner's shard is a hash of the owner; its tasks' ids end in
+``.<n>`` (``Keys.new_id``), so a task's keys are found from its id alone and lie in its
+owner's slot; a session's id ends in its principal's shard. Leases are one set per shard
+(``leases(n)``), which the reaper reads in turn. With one shard (a single Redis or a
+Sentinel deployment) keys carry no tag and ids no suffix. The table shows one shard.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from mcp_celery_bridge.bridge.shared.settings import Settings
@@ -89,19 +102,57 @@ class Keys:
     prefix: str
     #: The database of the registry's Redis (its URL's): it names the pub/sub channel.
     database: int = 0
+    #: How many shards the keys are spread over (see above).
+    shards: int = 1
 
     @classmethod
     def of(cls, settings: Settings) -> Keys:
-        return cls(settings.key_prefix, settings.redis_database)
+        return cls(settings.key_prefix, settings.redis_database, settings.shards)
+
+    # -- shards ----------------------------------------------------------------------------
+    def shard_of(self, name: str) -> int:
+        """The shard of an owner or a principal."""
+        return zlib.crc32(name.encode()) % self.shards if self.shards > 1 else 0
+
+    def shard_of_id(self, some_id: str) -> int:
+        """The shard of a task or session id: the one it names, else (an id this deployment
+        did not make, or made with one shard) a hash of it, so that any id maps to one slot."""
+        if self.shards == 1:
+            return 0
+        _, dot, tail = some_id.rpartition(".")
+        if dot and tail.isdigit() and int(tail) < self.shards and str(int(tail)) == tail:
+            return int(tail)
+        return self.shard_of(some_id)
+
+    def new_id(self, random_part: str, owner: str) -> str:
+        """A task id (or a session id, for a principal) in ``owner``'s shard."""
+        return random_part if self.shards == 1 else f"{random_part}.{self.shard_of(owner)}"
+
+    def _at(self, shard: int) -> str:
+        # The hash tag, with one shard none: keys as they were before shards.
+        return f"{self.prefix}:" if self.shards == 1 else f"{self.prefix}:{{{shard}}}:"
+
+    def _owner(self, owner: str) -> str:
+        return f"{self._at(self.shard_of(owner))}owner:{owner}"
+
+    # -- keys ------------------------------------------------------------------------------
+    def session_prefix(self, principal: str) -> str:
+        """The sessions of ``principal`` are this plus their id (session.lua prunes so)."""
+        return f"{self._at(self.shard_of(principal))}session:"
 
     def session(self, sid: str) -> str:
-        return f"{self.prefix}:session:{sid}"
+        return f"{self._at(self.shard_of_id(sid))}session:{sid}"
+
+    def task_prefix(self, owner: str) -> str:
+        """The tasks of ``owner`` are this plus their id (the scripts that meet other tasks
+        of an owner build their keys so)."""
+        return f"{self._at(self.shard_of(owner))}task:"
 
     def task(self, task_id: str) -> str:
-        return f"{self.prefix}:task:{task_id}"
+        return f"{self._at(self.shard_of_id(task_id))}task:{task_id}"
 
     def inputs(self, task_id: str) -> str:
-        # Derived from the task key: pending.lua finds it the same way (from ``task("")``).
+        # Derived from the task key: pending.lua finds it the same way (from ``task_prefix``).
         return f"{self.task(task_id)}:inputs"
 
     def flow(self, task_id: str) -> str:
@@ -111,40 +162,40 @@ class Keys:
         return f"{self.task(task_id)}:answer:{key}"
 
     def principal_sessions(self, principal: str) -> str:
-        return f"{self.prefix}:principal:{principal}:sessions"
+        return f"{self._at(self.shard_of(principal))}principal:{principal}:sessions"
 
     def usage(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:usage"
+        return f"{self._owner(owner)}:usage"
 
     def usage_expiry(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:usage:expiry"
+        return f"{self._owner(owner)}:usage:expiry"
 
     def owner_tasks(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:tasks"
+        return f"{self._owner(owner)}:tasks"
+
+    def owner_seq(self, owner: str) -> str:
+        return f"{self._owner(owner)}:seq"
 
     def call(self, owner: str, request_id: str) -> str:
-        return f"{self.prefix}:call:{owner}:{request_id}"
+        return f"{self._at(self.shard_of(owner))}call:{owner}:{request_id}"
 
     def asking(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:asking"
+        return f"{self._owner(owner)}:asking"
 
     def inflight(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:inflight"
+        return f"{self._owner(owner)}:inflight"
 
     def running(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}:running"
+        return f"{self._owner(owner)}:running"
 
     def rate(self, owner: str, minute: int) -> str:
-        return f"{self.prefix}:owner:{owner}:rate:{minute}"
-
-    def seq(self) -> str:
-        return f"{self.prefix}:seq"
+        return f"{self._owner(owner)}:rate:{minute}"
 
     def request_state_key(self) -> str:
         return f"{self.prefix}:request-state-key"
 
     def events(self, owner: str) -> str:
-        return f"{self.prefix}:events:{owner}"
+        return f"{self._at(self.shard_of(owner))}events:{owner}"
 
     def channel(self) -> str:
         return f"{self.prefix}:{self.database}:channel"
@@ -155,5 +206,9 @@ class Keys:
     def probe(self) -> str:
         return f"{self.prefix}:probe"
 
-    def leases(self) -> str:
-        return f"{self.prefix}:leases"
+    def leases(self, shard: int = 0) -> str:
+        return f"{self._at(shard)}leases"
+
+    def leases_of(self, task_id: str) -> str:
+        """The lease set a task's lease is in (its shard's)."""
+        return self.leases(self.shard_of_id(task_id))

@@ -9,6 +9,7 @@ terminal status is final. The workers' side is ``bridge.shared.sync_registry``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -19,7 +20,7 @@ import redis
 import redis.asyncio
 
 from mcp_celery_bridge.bridge.shared import logs
-from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.clients import AsyncRedis, translated
 from mcp_celery_bridge.bridge.shared.errors import InternalError, LimitExceeded, execution_error
 from mcp_celery_bridge.bridge.shared.flows import Parts, parts
 from mcp_celery_bridge.bridge.shared.keys import Keys
@@ -57,7 +58,7 @@ def _limit_exceeded(which: str, most: int) -> LimitExceeded:
 class Registry:
     """The bridge's (asyncio) view of the registry."""
 
-    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)
         self.redis = client
@@ -94,10 +95,12 @@ class Registry:
                     keys=[
                         self.keys.task(task_id),
                         self.keys.owner_tasks(owner),
-                        self.keys.seq(),
+                        self.keys.owner_seq(owner),
                         self.keys.inflight(owner),
                         self.keys.rate(owner, int(time.time() // 60)),
-                        queue or self.keys.seq(),  # unused without a message
+                        # Unused without a message (never so on a Cluster, which holds no
+                        # broker): a key of the same slot.
+                        queue or self.keys.owner_seq(owner),
                         self.keys.usage(owner),
                         self.keys.usage_expiry(owner),
                     ],
@@ -114,7 +117,7 @@ class Registry:
                         "1" if listed else "0",
                         self.settings.max_inflight_per_owner,
                         self.settings.max_creates_per_minute,
-                        self.keys.task(""),
+                        self.keys.task_prefix(owner),
                         json.dumps(progress_token) if progress_token is not None else "",
                         "1" if can_ask else "0",
                         celery_message,
@@ -175,16 +178,28 @@ class Registry:
         One round trip for all of them."""
         if not task_ids:
             return []
+        args = sorted(owners)
         with translated():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id in task_ids:
-                    await self._visible(
-                        keys=[self.keys.task(task_id), self.keys.inputs(task_id)],
-                        args=sorted(owners),
-                        client=pipe,
-                    )
-                replies = cast(list[list[list[str]]], await pipe.execute())
-        return [_record(reply) for reply in replies]
+            if isinstance(self.redis, redis.asyncio.RedisCluster):
+                # A Cluster pipelines no scripts: concurrent calls, each to its slot's node.
+                replies = await asyncio.gather(
+                    *[
+                        self._visible(
+                            keys=[self.keys.task(task_id), self.keys.inputs(task_id)], args=args
+                        )
+                        for task_id in task_ids
+                    ]
+                )
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for task_id in task_ids:
+                        await self._visible(
+                            keys=[self.keys.task(task_id), self.keys.inputs(task_id)],
+                            args=args,
+                            client=pipe,
+                        )
+                    replies = await pipe.execute()
+        return [_record(cast(list[list[str]], reply)) for reply in replies]
 
     @functools.cached_property
     def _pending(self) -> redis.commands.core.AsyncScript:
@@ -199,7 +214,7 @@ class Registry:
                 list[str],
                 await self._pending(
                     keys=[self.keys.asking(owner), self.keys.events(owner)],
-                    args=[self.keys.task("")],
+                    args=[self.keys.task_prefix(owner)],
                 ),
             )
         last, rest = str(raw[0]), raw[1:]
@@ -284,7 +299,7 @@ class Registry:
         with translated():
             raw = await self._list(
                 keys=[self.keys.owner_tasks(owner)],
-                args=[after, size, self.keys.task("")],
+                args=[after, size, self.keys.task_prefix(owner)],
             )
         last, more, *items = raw
         tasks = [TaskRecord.from_event(json.loads(item)) for item in items]
@@ -296,10 +311,16 @@ class Registry:
         return self.redis.register_script(source("expired"))
 
     async def expired_leases(self, limit: int) -> list[str]:
-        """Ids of tasks whose lease expired by the Redis clock, oldest first."""
+        """Ids of tasks whose lease expired by the Redis clock, oldest first in each shard,
+        at most ``limit`` of each."""
         with translated():
-            raw = await self._expired(keys=[self.keys.leases()], args=[limit])
-        return [str(task_id) for task_id in raw]
+            replies = await asyncio.gather(
+                *[
+                    self._expired(keys=[self.keys.leases(shard)], args=[limit])
+                    for shard in range(self.keys.shards)
+                ]
+            )
+        return [str(task_id) for raw in replies for task_id in raw]
 
     async def workflow_parts(self, task_id: str) -> Parts:
         with translated():
@@ -311,7 +332,9 @@ class Registry:
         every bridge sees the same). Two round trips, the second as large as the fleet's
         running tasks."""
         with translated():
-            task_ids = cast(list[str], await self.redis.zrange(self.keys.leases(), 0, -1))
+            task_ids = []
+            for shard in range(self.keys.shards):
+                task_ids += cast(list[str], await self.redis.zrange(self.keys.leases(shard), 0, -1))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
                     pipe.hget(self.keys.task(task_id), "worker")
@@ -333,7 +356,7 @@ class Registry:
             )
             if owner is None:
                 # The record expired under a lease that was never released: drop the lease.
-                await self.redis.zrem(self.keys.leases(), task_id)
+                await self.redis.zrem(self.keys.leases_of(task_id), task_id)
                 return Outcome(False, None, "")
         lost = holder or worker or "unknown worker"
         message = f"worker lost ({lost}): lease expired"

@@ -72,7 +72,7 @@ def transition_args(
             keys.inputs(task_id),
             keys.usage(owner),
             keys.usage_expiry(owner),
-            keys.leases(),
+            keys.leases_of(task_id),
             keys.running(owner),
             keys.asking(owner),
         ],

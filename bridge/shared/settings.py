@@ -27,8 +27,14 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Where the registry, sessions and notification streams live: ``redis://``,
-    ``rediss://`` (TLS), or a Sentinel deployment,
-    ``sentinel://[:password@]host1:26379,host2:26379/0?master=<name>``."""
+    ``rediss://`` (TLS), a Sentinel deployment,
+    ``sentinel://[:password@]host1:26379,host2:26379/0?master=<name>``, or a Redis Cluster,
+    ``redis+cluster://[:password@]host1:6379,host2:6379`` (``rediss+cluster://``: TLS; the
+    broker and result backend must then be set apart: Celery knows no Cluster)."""
+    redis_shards: int = Field(0, ge=0, le=4096)
+    """How many shards the registry's keys are spread over (hash tags, one slot each): 0
+    picks 1 for one Redis or a Sentinel deployment and 64 for a Cluster. Fixed for the life
+    of a deployment: bridges and workers must agree, and owners keep their shard."""
     redis_ca_file: str = ""
     """The CA certificate (PEM file) that signed a ``rediss://`` Redis's certificate, for the
     registry, the broker and the result backend alike; empty: the system's CA store. The
@@ -225,6 +231,14 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         for url in (self.redis_url, self.broker_url, self.result_backend):
             topology.sentinels(url)  # a bad sentinel:// URL stops the process here
+            topology.cluster(url)
+        for name, url in (("broker_url", self.broker_url), ("result_backend", self.result_backend)):
+            if topology.cluster(url or self.redis_url) is not None and not self.celery_app:
+                raise ValueError(
+                    f"{name} must be set apart from a Redis Cluster registry (RabbitMQ, or a "
+                    "Redis that is not a cluster): Celery's Redis transport and result "
+                    "backend know no Cluster"
+                )
         if self.task_ttl_default_ms > self.task_ttl_max_ms:
             raise ValueError("task_ttl_default_ms must not exceed task_ttl_max_ms")
         if self.max_bytes_per_owner < self.max_result_bytes + self.max_argument_bytes:
@@ -233,6 +247,12 @@ class Settings(BaseSettings):
                 "max_bytes_per_owner must be at least max_result_bytes + max_argument_bytes"
             )
         return self
+
+    @property
+    def shards(self) -> int:
+        if self.redis_shards:
+            return self.redis_shards
+        return 64 if topology.cluster(self.redis_url) is not None else 1
 
     @property
     def redis_database(self) -> int:

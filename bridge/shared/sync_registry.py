@@ -13,7 +13,7 @@ from typing import Any, cast
 import redis
 
 from mcp_celery_bridge.bridge.shared import logs
-from mcp_celery_bridge.bridge.shared.clients import translated
+from mcp_celery_bridge.bridge.shared.clients import SyncRedis, translated
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.records import Outcome, TaskRecord, TaskStatus
 from mcp_celery_bridge.bridge.shared.scripts import logged, source, transition_args
@@ -26,7 +26,7 @@ UNCAPPED = 2**31
 class SyncRegistry:
     """The workers' (blocking) view: transitions and the cooperative cancel check."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: SyncRedis) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)
         self.redis = client
@@ -147,7 +147,7 @@ class SyncRegistry:
                 self._lease(
                     keys=[
                         self.keys.task(task_id),
-                        self.keys.leases(),
+                        self.keys.leases_of(task_id),
                         self.keys.events(owner),
                         self.keys.running(owner),
                         self.keys.inputs(task_id),
@@ -190,7 +190,7 @@ class SyncRegistry:
             status, _ = cast(
                 list[Any],
                 self._lease(
-                    keys=[self.keys.task(task_id), self.keys.leases()],
+                    keys=[self.keys.task(task_id), self.keys.leases_of(task_id)],
                     args=[task_id, lease_ms, "", 0],
                 ),
             )
@@ -202,7 +202,11 @@ class SyncRegistry:
         later run took the lease meanwhile: whether it was dropped. One round trip."""
         with translated():
             released = self.redis.register_script(source("release"))(
-                keys=[self.keys.task(task_id), self.keys.leases(), self.keys.running(owner)],
+                keys=[
+                    self.keys.task(task_id),
+                    self.keys.leases_of(task_id),
+                    self.keys.running(owner),
+                ],
                 args=[task_id, run],
             )
         return bool(released)

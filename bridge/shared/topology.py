@@ -1,5 +1,5 @@
-"""Where the registry's Redis is: one server (``redis://``, ``rediss://``, ``unix://``) or
-a primary found through Redis Sentinel, and how Celery is told the same.
+"""Where the registry's Redis is: one server (``redis://``, ``rediss://``, ``unix://``), a
+primary found through Redis Sentinel, or a Redis Cluster; and how Celery is told the same.
 
 A Sentinel deployment is one URL, so that everything that takes a Redis URL takes it::
 
@@ -9,7 +9,14 @@ A Sentinel deployment is one URL, so that everything that takes a Redis URL take
 ``sentinel_password`` query parameter authenticates to the sentinels when they require it.
 Clients ask the sentinels for the primary and ask again after a failover (redis-py's
 ``SentinelConnectionPool``, kombu's and Celery's sentinel transports), so bridges and workers
-follow the new primary by themselves."""
+follow the new primary by themselves.
+
+A Redis Cluster is one URL too, naming some of its nodes (the client learns the rest)::
+
+    redis+cluster://[[user]:password@]host1:6379,host2:6379   (rediss+cluster:// for TLS)
+
+It holds the registry only: Celery's Redis transport and result backend know no Cluster, so
+the broker and the result backend are set apart (RabbitMQ, or a Redis that is not one)."""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 SCHEME = "sentinel://"
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,41 @@ def sentinels(url: str) -> Sentinels | None:
         password=password,
         sentinel_password=params.get("sentinel_password", [None])[0],
     )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    hosts: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def cluster(url: str) -> Cluster | None:
+    """The Redis Cluster ``url`` names, or None for another URL. Raises ValueError for a
+    cluster URL that names no node."""
+    scheme = next((s for s in CLUSTER_SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        return None
+    rest = url[len(scheme) :].partition("?")[0]
+    userinfo, _, rest = rest.rpartition("@")
+    hosts_part, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0")
+    hosts = []
+    for item in filter(None, hosts_part.split(",")):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "6379")
+        if not port.isdigit():
+            raise ValueError(f"a Redis Cluster URL has a bad host:port: {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    if not hosts:
+        raise ValueError("a Redis Cluster URL needs at least one host:port")
+    username, password = None, None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return Cluster(hosts, username, password, tls=scheme.startswith("rediss"))
 
 
 def celery_url(url: str) -> str:

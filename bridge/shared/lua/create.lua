@@ -1,5 +1,5 @@
 -- Create a task record, and index it under its owner when it is listed.
--- KEYS[1] task hash   KEYS[2] owner index (zset)   KEYS[3] global sequence counter
+-- KEYS[1] task hash   KEYS[2] owner index (zset)   KEYS[3] the owner's sequence counter
 -- ARGV[1] task id  ARGV[2] owner  ARGV[3] tool  ARGV[4] celery id  ARGV[5] ttl ms
 -- ARGV[6] poll interval ms  ARGV[7] hidden ("1" or "0")  ARGV[8] status message
 -- ARGV[9] owner index TTL ms  ARGV[10] listed ("1": in the owner's list and event stream,
@@ -65,7 +65,15 @@ redis.call('INCR', KEYS[5])
 redis.call('PEXPIRE', KEYS[5], 61000)
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[4], ARGV[9])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  -- Per owner, not one counter for the deployment (a hot key, in another slot of a
+  -- Cluster); when it has expired (or the owner's tasks were numbered by the counter of the
+  -- deployment, before), it goes on from the owner's last listed task.
+  local last = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if last[2] then redis.call('SET', KEYS[3], last[2]) end
+end
 local seq = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[9])
 redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'owner', ARGV[2], 'tool', ARGV[3], 'celery_id', ARGV[4],
   'status', STATUS.WORKING, 'message', ARGV[8], 'created', now, 'updated', now,
