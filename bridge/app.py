@@ -33,7 +33,7 @@ from mcp_celery_bridge.bridge.reaper import Reaper
 from mcp_celery_bridge.bridge.request_state import RequestStates
 from mcp_celery_bridge.bridge.service import TaskService
 from mcp_celery_bridge.bridge.sessions import Sessions
-from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.clients import async_client, prepared
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.registry import Registry
 from mcp_celery_bridge.bridge.shared.settings import Settings
@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = async_client(settings.redis_url, ca_file=settings.redis_ca_file)
+        await prepared(client)
         publisher = Publisher(settings, project)
         hub = EventHub(settings, client)
         hub.start()

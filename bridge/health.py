@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import anyio.to_thread
-from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -64,6 +64,8 @@ class Health:
             body["redis"] = "ok"
         except ReadOnlyError:
             body["redis"] = "read-only: a replica, not the primary"
+        except ClusterDownError:
+            body["redis"] = "cluster down: a slot has no primary that answers"
         except RedisError as exc:
             body["redis"] = f"unreachable: {type(exc).__name__}"
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):

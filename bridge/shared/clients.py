@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -98,6 +99,15 @@ def async_client(url: str, *, ca_file: str = "") -> AsyncRedis:
         retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
     )
     return redis.asyncio.Redis.from_pool(pool)
+
+
+async def prepared(client: AsyncRedis) -> None:
+    """Learn a Cluster's nodes and slots before the first commands run concurrently (redis-py
+    learns them on the first command, and commands sent meanwhile may meet connections it is
+    closing); a Cluster that does not answer yet is learnt on first use instead."""
+    if isinstance(client, redis.asyncio.RedisCluster):
+        with contextlib.suppress(RedisError):
+            await client.initialize()
 
 
 #: A worker's patience (``sync_client(patient=True)``): retries spread over ~15 s, enough to

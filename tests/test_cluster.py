@@ -1,0 +1,281 @@
+"""The registry on a Redis Cluster (three primaries, private redis-server processes), the
+broker and result backend on a Redis of their own (Celery knows no Cluster): the core
+scenarios work through a ``redis+cluster://`` URL, every script touching one slot, with two
+bridges and a worker spread over the nodes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import redis
+
+from tests import services
+from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
+from tests.services import (
+    ROOT,
+    Bridge,
+    Process,
+    RedisServer,
+    celery_worker,
+    eventually,
+    pid_running,
+    running_bridge,
+)
+from tests.test_streams import collect_until, twin
+from tests.topologies import RedisCluster, redis_cluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
+
+
+@dataclass
+class Deployment:
+    cluster: RedisCluster
+    broker: RedisServer
+    env: dict[str, str]
+    bridges: list[Bridge]
+    worker: Process
+    logs: Path
+
+
+def cluster_env(cluster: RedisCluster, broker: RedisServer, **extra: str) -> dict[str, str]:
+    return {
+        **services.test_env(cluster.url()),
+        "MCP_BRIDGE_BROKER_URL": broker.database(0),
+        "MCP_BRIDGE_RESULT_BACKEND": broker.database(1),
+        # Few shards, so that a handful of owners already meets several of them.
+        "MCP_BRIDGE_REDIS_SHARDS": "16",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def deployment(root: Path) -> Iterator[Deployment]:
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    broker = RedisServer(logs)
+    broker.start()
+    try:
+        with redis_cluster(root / "cluster") as cluster:
+            env = cluster_env(
+                cluster,
+                broker,
+                MCP_BRIDGE_MAX_INFLIGHT_PER_OWNER="2",
+                MCP_BRIDGE_LEASE_S="2",
+                MCP_BRIDGE_REAPER_INTERVAL_S="0.2",
+            )
+            with (
+                celery_worker(env, logs, 3, name="cluster") as worker,
+                running_bridge(env, logs, "bridge-cluster-a") as first,
+                running_bridge(env, logs, "bridge-cluster-b") as second,
+            ):
+                yield Deployment(cluster, broker, env, [first, second], worker, logs)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployment(tmp_path_factory.mktemp("cluster")) as found:
+        yield found
+
+
+def keys_per_node(found: Deployment) -> list[int]:
+    prefix = found.env["MCP_BRIDGE_KEY_PREFIX"]
+    counts = []
+    for node in found.cluster.nodes:
+        with contextlib.closing(redis.Redis(port=node.port)) as client:
+            counts.append(sum(1 for _ in client.scan_iter(match=f"{prefix}:*", count=1000)))
+    return counts
+
+
+async def test_tasks_run_notify_and_list_across_the_nodes(cluster_deployment: Deployment) -> None:
+    url = cluster_deployment.bridges[0].url
+    finished = {}
+    async with contextlib.AsyncExitStack() as stack:
+        # Owners spread over the shards, and so over the nodes.
+        clients = [await stack.enter_async_context(connect(url)) for _ in range(6)]
+        for client in clients:
+            async with client.stream() as events:
+                created = [await client.create_task("echo", {"text": f"{i}"}) for i in range(2)]
+                last = created[-1]["taskId"]
+                seen = await collect_until(events, last, "completed", timeout=30)
+            first = created[0]["taskId"]
+            await client.wait_status(first, TERMINAL, timeout=30)
+            result = await client.call("tasks/result", {"taskId": last})
+            assert result["content"][0]["text"] == "1"
+            listed = (await client.call("tasks/list"))["tasks"]
+            # The owner's own order (creation), whatever else the deployment made.
+            assert [t["taskId"] for t in listed] == [first, last]
+            assert any(m["params"]["status"] == "completed" for _, m in seen)
+            finished[client.session_id] = listed
+    assert all(all(t["status"] == "completed" for t in ts) for ts in finished.values())
+    # Every node holds some of them.
+    assert all(count > 0 for count in keys_per_node(cluster_deployment)), keys_per_node(
+        cluster_deployment
+    )
+
+
+async def test_a_stream_resumes_on_the_other_bridge_with_last_event_id(
+    cluster_deployment: Deployment,
+) -> None:
+    first, second = (bridge.url for bridge in cluster_deployment.bridges)
+    async with connect(first) as client:
+        async with client.stream() as events:
+            created = await client.create_task("sleep", {"seconds": 1.5, "steps": 3})
+            task_id = created["taskId"]
+            head = await collect_until(events, task_id, "working", timeout=20)
+        resumed_from = head[-1][0]
+        await client.wait_status(task_id, TERMINAL, timeout=30)
+        other = twin(client, second, client.http)
+        async with other.stream(last_event_id=resumed_from) as events:
+            rest = await collect_until(events, task_id, "completed", timeout=20)
+    ids = [event_id for event_id, _ in head + rest]
+    assert len(ids) == len(set(ids)), "an event came twice"
+    assert resumed_from not in [event_id for event_id, _ in rest]
+    assert rest[-1][1]["params"]["status"] == "completed"
+
+
+async def test_cancel_terminates_the_run_on_a_cluster(cluster_deployment: Deployment) -> None:
+    async with connect(cluster_deployment.bridges[1].url) as client:
+        created = await client.create_task("sleep", {"seconds": 60, "steps": 1})
+        _, pid = await running_pid(client, created["taskId"])
+        await client.call("tasks/cancel", {"taskId": created["taskId"]})
+        task = await client.wait_status(created["taskId"], TERMINAL)
+    assert task["status"] == "cancelled"
+    await services.eventually(lambda: not pid_running(pid), 20, f"pool process {pid} to stop")
+
+
+async def test_the_per_owner_limit_holds_on_a_cluster(cluster_deployment: Deployment) -> None:
+    url = cluster_deployment.bridges[0].url
+    async with connect(url) as client, connect(url) as other:
+        running = [
+            (await client.create_task("sleep", {"seconds": 30, "steps": 300}))["taskId"]
+            for _ in range(2)
+        ]
+        with pytest.raises(RpcError) as err:
+            await client.create_task("echo", {"text": "third"})
+        assert err.value.code == -32000
+        assert err.value.data == {"limit": "tasks-in-flight", "max": 2}
+        # Another owner (another shard, or not) is not held back.
+        done = await other.create_task("echo", {"text": "fine"})
+        assert (await other.wait_status(done["taskId"], TERMINAL, 30))["status"] == "completed"
+        for task_id in running:
+            await client.call("tasks/cancel", {"taskId": task_id})
+
+
+async def test_the_stateless_era_runs_tasks_and_plain_calls_on_a_cluster(
+    cluster_deployment: Deployment,
+) -> None:
+    first, second = (bridge.url for bridge in cluster_deployment.bridges)
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = ModernClient(first, http)
+        created = await client.request(
+            "tools/call", {"name": "sleep", "arguments": {"seconds": 0.5, "steps": 2}}
+        )
+        # Listened to on the other bridge.
+        other = ModernClient(second, http)
+        async with other.listen([created["taskId"]]) as messages:
+            ack = await anext(messages)
+            assert ack["method"] == "notifications/subscriptions/acknowledged"
+            with anyio.fail_after(20):
+                async for message in messages:
+                    if message["params"].get("status") in TERMINAL:
+                        break
+        assert message["params"]["status"] == "completed", message
+        plain = ModernClient(second, http, tasks=False)
+        answer = await plain.request("tools/call", {"name": "echo", "arguments": {"text": "p"}})
+        assert answer["content"][0]["text"] == "p"
+
+
+async def test_the_operator_cli_lists_and_shows_tasks_on_every_node(
+    cluster_deployment: Deployment,
+) -> None:
+    async with connect(cluster_deployment.bridges[0].url) as client:
+        created = await client.create_task("echo", {"text": "seen by the operator"})
+        await client.wait_status(created["taskId"], TERMINAL, 30)
+    env = {**os.environ, **cluster_deployment.env}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args, "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    listed = cli("tasks", "list", "--owner", f"session:{client.session_id}")
+    assert listed.returncode == 0, listed.stderr
+    assert [t["id"] for t in json.loads(listed.stdout)["tasks"]] == [created["taskId"]]
+    shown = cli("tasks", "show", created["taskId"])
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["mcp"]["status"] == "completed"
+
+
+async def test_a_lost_worker_fails_its_task_from_its_shards_leases(
+    cluster_deployment: Deployment, tmp_path: Path
+) -> None:
+    # A worker of its own (its own queue and keys), so the module's keeps running.
+    env = cluster_env(
+        cluster_deployment.cluster,
+        cluster_deployment.broker,
+        MCP_BRIDGE_LEASE_S="2",
+        MCP_BRIDGE_REAPER_INTERVAL_S="0.2",
+    )
+    with (
+        running_bridge(env, tmp_path, "bridge-cluster-loss") as bridge,
+        celery_worker(env, tmp_path, 2, name="cluster-loss") as worker,
+    ):
+        async with connect(bridge.url) as client:
+            created = await client.create_task("sleep", {"seconds": 60, "steps": 1})
+            node, pid = await running_pid(client, created["taskId"])
+            os.killpg(worker.popen.pid, signal.SIGKILL)
+            worker.popen.wait(5)
+            final = await client.wait_status(created["taskId"], TERMINAL, timeout=15)
+    assert final["status"] == "failed", final
+    assert final["statusMessage"] == f"worker lost ({node} (pid {pid})): lease expired"
+
+
+async def test_readiness_fails_when_the_cluster_is_down(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    broker = RedisServer(logs)
+    broker.start()
+    try:
+        with redis_cluster(tmp_path / "cluster") as cluster:
+            env = cluster_env(cluster, broker)
+            with running_bridge(env, logs, "bridge-cluster-down") as bridge:
+                readyz = bridge.url.removesuffix("/mcp") + "/readyz"
+                async with httpx.AsyncClient(timeout=10) as http:
+
+                    async def redis_check() -> str:
+                        return str((await http.get(readyz)).json()["redis"])
+
+                    assert await redis_check() == "ok"
+                    # One primary of three gone (no replica to take over): the cluster is
+                    # down once the others agree, and so is the bridge (no worker here, so
+                    # it was unready already: the Redis check is what changes).
+                    cluster.nodes[-1].kill()
+                    found = await eventually(
+                        lambda: _not_ok(redis_check), 30, "/readyz to report the cluster down"
+                    )
+                    assert found.startswith(("cluster down", "unreachable")), found
+    finally:
+        broker.stop()
+
+
+async def _not_ok(check: Callable[[], Awaitable[str]]) -> str | None:
+    found = await check()
+    return None if found == "ok" else found
