@@ -62,7 +62,10 @@ METHODS: dict[str, list[str]] = {
         "Bridge: 16 sessions, each with its GET stream and its own POST connection, create "
         "their share of the tasks one after another (all 16 concurrently); the clock stops "
         "at the last `completed` notification. Raw: one thread publishes every task, then "
-        "`ResultSet.join_native()` collects every result.",
+        "`ResultSet.join_native()` collects every result. Bridge CPU per task = the bridge "
+        "process's utime + stime (/proc/<pid>/stat, 10 ms ticks) over the bridge run "
+        "(sessions, streams, creates, notifications; its idle background, the reaper's pass "
+        "each second, included) / N; issue 17's target <= 0.5 ms.",
     ],
     "cancel": [
         "A CPU-bound task (`spin`, 20 s) runs; its pool child's pid comes from the task's "
@@ -87,7 +90,8 @@ METHODS: dict[str, list[str]] = {
         "sessions are initialized over 32 connections, then N GET streams are opened (one "
         "socket each, raw asyncio client, 50 opened at a time). RSS (/proc/<pid>/status "
         "VmRSS) is read before the streams, with the N streams idle for 2 s, and after the "
-        "notifications; RSS per idle stream = the difference / N. Then each session creates "
+        "notifications; RSS per idle stream = the difference / N (1 KB = 1,000 bytes; issue "
+        "17's target <= 16 KB at the largest N, issue 6's was < 50 KB). Then each session creates "
         "one task of the benchmark's `gated` tool (`bench/tools.py`, 16 POST connections); "
         "the tasks wait for a Redis key, set once all N exist, so every notification is "
         "fanned out while the bridge does nothing else. Lag = time the chunk with a "
