@@ -47,6 +47,13 @@ class Sizes:
     registry_tasks: int = 200
     peer_e2e: int = 200
     peer_throughput: int = 2000
+    #: bench/scaling.py: concurrent clients, and tasks per level (at least so many per
+    #: client).
+    scaling_clients: tuple[int, ...] = (1, 16, 64, 256)
+    scaling_tasks: int = 2000
+    scaling_min_per_client: int = 8
+    #: bench/memory.py: finished tasks whose memory is measured.
+    memory_tasks: int = 2000
 
 
 QUICK = Sizes(
@@ -60,6 +67,9 @@ QUICK = Sizes(
     registry_tasks=40,
     peer_e2e=50,
     peer_throughput=400,
+    scaling_tasks=200,
+    scaling_min_per_client=4,
+    memory_tasks=500,
 )
 
 
