@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import peer, profile, scenarios, sidebyside
+from bench import memory, peer, profile, scaling, scenarios, sidebyside
 from bench.report import write
 from bench.scenarios import QUICK, Context, Sizes
 from bench.services import (
@@ -43,6 +43,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context, int], Result]]] = {
     "streams": ("6. Streams at scale", scenarios.streams),
     "registry": ("7. Registry cost", scenarios.registry_cost),
     "peers": ("8. The peers, side by side", sidebyside.peers),
+    "scaling": ("9. Cost as work grows", scaling.scaling),
+    "memory": ("10. Redis memory per finished task", memory.memory),
 }
 
 METHODS: dict[str, list[str]] = {
@@ -62,7 +64,10 @@ METHODS: dict[str, list[str]] = {
         "Bridge: 16 sessions, each with its GET stream and its own POST connection, create "
         "their share of the tasks one after another (all 16 concurrently); the clock stops "
         "at the last `completed` notification. Raw: one thread publishes every task, then "
-        "`ResultSet.join_native()` collects every result.",
+        "`ResultSet.join_native()` collects every result. Bridge CPU per task = the bridge "
+        "process's utime + stime (/proc/<pid>/stat, 10 ms ticks) over the bridge run "
+        "(sessions, streams, creates, notifications; its idle background, the reaper's pass "
+        "each second, included) / N; issue 17's target <= 0.5 ms.",
     ],
     "cancel": [
         "A CPU-bound task (`spin`, 20 s) runs; its pool child's pid comes from the task's "
@@ -87,7 +92,8 @@ METHODS: dict[str, list[str]] = {
         "sessions are initialized over 32 connections, then N GET streams are opened (one "
         "socket each, raw asyncio client, 50 opened at a time). RSS (/proc/<pid>/status "
         "VmRSS) is read before the streams, with the N streams idle for 2 s, and after the "
-        "notifications; RSS per idle stream = the difference / N. Then each session creates "
+        "notifications; RSS per idle stream = the difference / N (1 KB = 1,000 bytes; issue "
+        "17's target <= 16 KB at the largest N, issue 6's was < 50 KB). Then each session creates "
         "one task of the benchmark's `gated` tool (`bench/tools.py`, 16 POST connections); "
         "the tasks wait for a Redis key, set once all N exist, so every notification is "
         "fanned out while the bridge does nothing else. Lag = time the chunk with a "
@@ -146,6 +152,39 @@ METHODS: dict[str, list[str]] = {
         "suite's 16 clients each creating its share one after another; the clock stops at "
         "the last completion (notification; by tasks/get polling for FastMCP 4); raw "
         "Celery publishes from one thread and joins. Ratios are bridge / other, per way.",
+    ],
+    "scaling": [
+        "At each concurrency C (1, 16, 64, 256), C clients each keep one `echo` task "
+        "outstanding: create, wait for its end, create the next. Bridge: each client its "
+        "own session, POST connection and GET stream (opened before the clock starts); "
+        "latency = create sent -> `completed` notification read on its stream. Raw: C "
+        "threads of the bench process, each `noop.apply_async().get()` one after another "
+        "(shared producer pool and result consumer, as in any threaded Celery program). "
+        "Each level runs max(tasks / C, a minimum per client) tasks per client; throughput "
+        "= tasks ended in the steady window (from every client having ended its first "
+        "task to the first client ending its last) / its length; p50 and p99 over every "
+        "task. CPU per process kind "
+        "from /proc over each level (the sessions' and streams' set-up excluded). Shape: "
+        "p50 and p99 at the largest C over the smallest, with the log-log slope named "
+        "(flat < 0.15, linear 0.85-1.15), and throughput at the largest C over 16 (flat "
+        "within 0.8-1.25x); the mean latency of those tasks is compared with "
+        "Little's law (C / throughput), which a closed loop on saturated workers must "
+        "follow. 20 warm-up tasks per side first, not counted. The bench process's CPU "
+        "per task is in the details for both sides: raw Celery's threads poll its result "
+        "consumer (every 5 ms, as in the other scenarios) and on 2 CPUs that competes "
+        "with the workers. No targets: the issue asks for the table and the shape.",
+    ],
+    "memory": [
+        "N `echo` tasks created by 16 fresh sessions (back to back), waited on until every "
+        "record says `completed`, the queues empty and 1 s more; raw: N `noop` published "
+        "and joined (result_expires 3,600 s). Before and after each side, with the system "
+        "idle: `INFO memory` (used_memory: server-wide, hence the private redis-server) "
+        "and `MEMORY USAGE key SAMPLES 0` of every key of the database, grouped by kind "
+        "(ids and numbers in the names replaced). Per task = growth / N: used_memory "
+        "less mem_clients_normal (what the allocator holds, keyspace tables included, "
+        "connections' buffers not: they follow traffic, not what is kept) and the "
+        "keys' own sizes by kind, with the PTTL of one key of each kind (how long it is "
+        "kept). 20 warm-up tasks per side first, on a session of their own.",
     ],
 }
 

@@ -72,7 +72,12 @@ def _package(frame: str) -> str:
         return "/".join(path.split(_ROOT, 1)[1].split("/")[:1])
     if "lib/python3.11/" in path:
         return "stdlib " + path.split("lib/python3.11/", 1)[1].split("/", 1)[0]
-    return path
+    # py-spy's short file names are relative to their sys.path entry: "uvicorn/...",
+    # "asyncio/...", "mcp_celery_bridge/bridge/...".
+    parts = path.split("/")
+    if parts[0] == "mcp_celery_bridge" and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0].removesuffix(".py")
 
 
 #: Leaf frames that mean "waiting", not running (py-spy's own idle detection did not drop
@@ -144,7 +149,7 @@ def summarize(path: Path, top: int = 15) -> Summary:
             loop_self[leaf] += count
             loop_parts[_part(stack)] += count
             for name in names:
-                if "(bridge/" in name:
+                if "(bridge/" in name or "(mcp_celery_bridge/bridge/" in name:
                     loop_incl[name] += count
         else:
             thread_self[leaf] += count
@@ -167,7 +172,7 @@ def summarize(path: Path, top: int = 15) -> Summary:
 
 def _part(stack: str) -> str:
     """What an event-loop sample was doing, coarsely."""
-    if "sse_starlette" in stack or "bridge/events.py" in stack:
+    if any(m in stack for m in ("sse_starlette", "bridge/events.py", "bridge/listener.py")):
         return "notifications (pub/sub listener, fan-out, SSE writes)"
     if "run_asgi" in stack:
         return "HTTP requests (h11, Starlette, the bridge's handlers and their Redis calls)"

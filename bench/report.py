@@ -151,7 +151,7 @@ def write(
         "",
         *table(rows),
         "",
-        "## Targets (issue 6)",
+        "## Targets (issues 6 and 17)",
         "",
         *targets(rows),
         "",

@@ -89,6 +89,10 @@ class Services:
             "MCP_BRIDGE_KEY_PREFIX": self.prefix,
             "MCP_BRIDGE_QUEUE": self.queue,
             "MCP_BRIDGE_TOOL_MODULES": "mcp_celery_bridge.workers.examples,bench.tools",
+            # Every session of a run is unauthenticated, so all count against one
+            # principal's limit (1,000 by default), and none is deleted: the streams
+            # scenario alone opens 6,100 (the tests raise the limit alike).
+            "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "1000000",
         }
 
     def raw_env(self) -> dict[str, str]:
