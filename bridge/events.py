@@ -25,7 +25,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+import redis.asyncio
+
 from mcp_celery_bridge.bridge.listener import Listener
+from mcp_celery_bridge.bridge.shard_listener import ShardListener
 from mcp_celery_bridge.bridge.shared.clients import AsyncRedis, translated
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.records import TaskRecord
@@ -82,7 +85,11 @@ class EventHub:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._task_subs: dict[str, set[Subscription]] = defaultdict(set)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self.listener = Listener(client, self.keys, self._dispatch, self._end_all)
+        self.listener: Listener | ShardListener = (
+            ShardListener(client, self.keys, self._dispatch, self._end_all)
+            if isinstance(client, redis.asyncio.RedisCluster)
+            else Listener(client, self.keys, self._dispatch, self._end_all)
+        )
         #: Called with every task event heard (the metrics of this process).
         self.on_event: Callable[[Event], None] | None = None
 
@@ -139,7 +146,9 @@ class EventHub:
         other sessions of the same principal keep theirs."""
         message = json.dumps({"close": owner, "session": session})
         with translated():
-            await self.redis.publish(self.keys.owner_channel(owner), message)
+            await self.redis.execute_command(
+                self.keys.publish, self.keys.owner_channel(owner), message
+            )
 
     def _dispatch(self, raw: str) -> None:
         try:

@@ -14,9 +14,8 @@ This loop owns reconnection: the connection's retries are off, so every failure 
 ``on_lost`` (streams end and resume with ``Last-Event-ID``, waiters re-read the registry)
 and a new connection subscribing every held channel, which holders waiting meanwhile await.
 
-On a Redis Cluster the scripts PUBLISH as on one server, and a Cluster delivers every
-message to the subscribers of every node: the connection goes to any node, the next one
-after a failure (so a lost node is left behind).
+On a Redis Cluster the events are published on shard channels instead, to the node of their
+owner's slot: ``bridge.shard_listener``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from mcp_celery_bridge.bridge.shared.clients import AsyncRedis
 from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.keys import Keys
 
@@ -49,10 +47,10 @@ SWEEP_EVERY_S = 1.0
 #: How long ``hold`` waits for Redis to confirm a subscription (the listener may be
 #: reconnecting) before the caller is told the store is unavailable.
 CONFIRM_TIMEOUT_S = 10.0
-_NO_RETRY = Retry(NoBackoff(), 0)
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
-class _PubSub(PubSub):
+class WatchedPubSub(PubSub):
     """A pub/sub connection that says when redis-py reconnected it behind our back."""
 
     def __init__(self, pool: ConnectionPool, on_reconnect: Callable[[], None]) -> None:
@@ -60,7 +58,7 @@ class _PubSub(PubSub):
         self._on_reconnect = on_reconnect
 
     async def on_connect(self, connection: Connection) -> None:
-        if self.channels:
+        if self.channels or self.shard_channels:
             # Subscribed before, so this is a reconnect (in redis-py's failure handling,
             # before it raises): whatever was published in between never reaches us.
             self._on_reconnect()
@@ -68,7 +66,7 @@ class _PubSub(PubSub):
 
 
 @dataclass(eq=False)
-class _Channel:
+class Channel:
     name: str
     confirmed: asyncio.Future[None]
     refs: int = 0
@@ -80,7 +78,7 @@ class _Channel:
 class Listener:
     def __init__(
         self,
-        client: AsyncRedis,
+        client: redis.asyncio.Redis,
         keys: Keys,
         on_message: Callable[[str], None],
         on_lost: Callable[[], None],
@@ -89,13 +87,12 @@ class Listener:
         self.keys = keys
         self._on_message = on_message
         self._on_lost = on_lost
-        self._channels: dict[str, _Channel] = {}  # by channel name
+        self._channels: dict[str, Channel] = {}  # by channel name
         self._pubsub: PubSub | None = None
         self._lock = asyncio.Lock()  # one sender of (UN)SUBSCRIBE at a time
         self._swept = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        self._attempts = 0  # connections tried (on a Cluster: which node is next)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,7 +129,7 @@ class Listener:
         name = self.keys.owner_channel(owner)
         channel = self._channels.get(name)
         if channel is None:
-            channel = _Channel(name, asyncio.get_running_loop().create_future())
+            channel = Channel(name, asyncio.get_running_loop().create_future())
             self._channels[name] = channel
         channel.refs += 1
         if channel.confirmed.done():
@@ -161,7 +158,7 @@ class Listener:
         if channel is not None:
             self._release(channel)
 
-    def _release(self, channel: _Channel) -> None:
+    def _release(self, channel: Channel) -> None:
         channel.refs -= 1
         if channel.refs <= 0:
             channel.idle_since = time.monotonic()
@@ -170,17 +167,15 @@ class Listener:
     async def _run(self) -> None:
         backoff = 0.1
         while self._task is None or not self._task.cancelling():
-            pool: ConnectionPool | None = None
             pubsub: PubSub | None = None
             connection: Connection | None = None
             retry: Any = None
             try:
-                pool = await self._pool()
-                pubsub = _PubSub(pool, self._reconnected)
+                pubsub = WatchedPubSub(self.redis.connection_pool, self._reconnected)
                 await pubsub.connect()  # type: ignore[no-untyped-call]
                 connection = pubsub.connection
                 assert connection is not None
-                retry, connection.retry = connection.retry, _NO_RETRY
+                retry, connection.retry = connection.retry, NO_RETRY
                 async with self._lock:
                     channels = list(self._channels.values())
                     await pubsub.subscribe(self.keys.channel(), *[c.name for c in channels])
@@ -205,20 +200,6 @@ class Listener:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
-                if pool is not None and isinstance(self.redis, redis.asyncio.RedisCluster):
-                    with contextlib.suppress(Exception):
-                        await pool.aclose()
-
-    async def _pool(self) -> ConnectionPool:
-        """The pool of the next pub/sub connection: the client's, or on a Cluster one of its
-        own to the next node."""
-        if not isinstance(self.redis, redis.asyncio.RedisCluster):
-            return self.redis.connection_pool
-        await self.redis.initialize()
-        nodes = self.redis.get_nodes()
-        node = nodes[self._attempts % len(nodes)]
-        self._attempts += 1
-        return ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -247,7 +228,7 @@ class Listener:
                 await pubsub.unsubscribe(*[c.name for c in idle])
 
     @staticmethod
-    def _idle(channel: _Channel, now: float) -> bool:
+    def _idle(channel: Channel, now: float) -> bool:
         return (
             channel.refs <= 0 and channel.confirmed.done() and now - channel.idle_since > LINGER_S
         )

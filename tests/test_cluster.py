@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis
 
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests import services
 from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
 from tests.services import (
@@ -144,6 +145,36 @@ async def test_a_stream_resumes_on_the_other_bridge_with_last_event_id(
     assert len(ids) == len(set(ids)), "an event came twice"
     assert resumed_from not in [event_id for event_id, _ in rest]
     assert rest[-1][1]["params"]["status"] == "completed"
+
+
+async def test_events_go_on_shard_channels_held_at_the_owners_node(
+    cluster_deployment: Deployment,
+) -> None:
+    first, second = (bridge.url for bridge in cluster_deployment.bridges)
+    env = cluster_deployment.env
+    keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
+    async with connect(first) as client:
+        channel = keys.owner_channel(f"session:{client.session_id}")
+        async with client.stream() as events:
+            # The bridge holding the stream subscribed the owner's shard channel at the node
+            # serving its slot, and no classic channel of it anywhere.
+            port = cluster_deployment.cluster.nodes[0].port
+            with contextlib.closing(redis.RedisCluster("127.0.0.1", port)) as whole:
+                node = whole.get_node_from_key(channel)
+            with contextlib.closing(redis.Redis(port=node.port)) as at_node:
+                shard_subs = at_node.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+                assert shard_subs[1] == 1, shard_subs
+                assert at_node.pubsub_numsub(channel)[0][1] == 0
+            created = await client.create_task("echo", {"text": "sharded"})
+            await collect_until(events, created["taskId"], "completed", timeout=20)
+            # Ending the session through the other bridge ends the stream here (its
+            # closing goes over the same channel).
+            other = twin(client, second, client.http)
+            deleted = await other.http.delete(second, headers=other.headers())
+            assert deleted.status_code == 200, deleted.text
+            with anyio.fail_after(10):
+                async for _ in events:
+                    pass
 
 
 async def test_cancel_terminates_the_run_on_a_cluster(cluster_deployment: Deployment) -> None:

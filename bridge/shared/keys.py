@@ -44,7 +44,9 @@
 |                              |         | by the first bridge that needs it (lost: states in |
 |                              |         | flight are refused, and a new key is made)         |
 | ``{p}:events:{owner}``       | stream  | ``session_ttl_s`` after the last append; MAXLEN ~  |
-| ``{p}:{db}:events:{owner}``  | pub/sub | the owner's task events and the closing of its     |
+| ``{p}:{db}:events:{owner}``  | pub/sub | (on a Cluster a shard channel in the owner's slot, |
+|                              |         | ``{p}:{<n>}:{db}:events:{owner}``: SPUBLISH)       |
+|                              |         | the owner's task events and the closing of its     |
 |                              |         | sessions' GET streams, to the bridge processes     |
 |                              |         | holding something of that owner (a stream, a       |
 |                              |         | waiter, a task in flight they created: bridge.     |
@@ -104,10 +106,22 @@ class Keys:
     database: int = 0
     #: How many shards the keys are spread over (see above).
     shards: int = 1
+    #: Events go on shard channels (SPUBLISH, in the owner's slot): on a Redis Cluster.
+    sharded_channels: bool = False
 
     @classmethod
     def of(cls, settings: Settings) -> Keys:
-        return cls(settings.key_prefix, settings.redis_database, settings.shards)
+        return cls(
+            settings.key_prefix,
+            settings.redis_database,
+            settings.shards,
+            sharded_channels=settings.redis_cluster,
+        )
+
+    @property
+    def publish(self) -> str:
+        """The command that publishes on ``owner_channel``."""
+        return "SPUBLISH" if self.sharded_channels else "PUBLISH"
 
     # -- shards ----------------------------------------------------------------------------
     def shard_of(self, name: str) -> int:
@@ -201,7 +215,8 @@ class Keys:
         return f"{self.prefix}:{self.database}:channel"
 
     def owner_channel(self, owner: str) -> str:
-        return f"{self.prefix}:{self.database}:events:{owner}"
+        # In the owner's slot, where the scripts that announce its events run.
+        return f"{self._at(self.shard_of(owner))}{self.database}:events:{owner}"
 
     def probe(self) -> str:
         return f"{self.prefix}:probe"

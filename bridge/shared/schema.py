@@ -162,16 +162,17 @@ local function task_view(key)
 end
 -- Announce ``task`` (a task_view and what the change adds) of ``owner``: appended to
 -- ``stream`` (about ``maxlen`` entries, kept ``ttl_ms``) when ``listed``, and published on
--- ``channel`` (the owner's: the bridges holding something of it). Returns the stream entry
--- id ('' when none) and the task JSON.
-local function announce(task, owner, listed, stream, maxlen, ttl_ms, channel)
+-- ``channel`` (the owner's: the bridges holding something of it) by command ``publish``
+-- (PUBLISH, or SPUBLISH on a Redis Cluster). Returns the stream entry id ('' when none) and
+-- the task JSON.
+local function announce(task, owner, listed, stream, maxlen, ttl_ms, channel, publish)
   local body = cjson.encode(task)
   local event_id = ''
   if listed then
     event_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', {field}, body)
     redis.call('PEXPIRE', stream, ttl_ms)
   end
-  redis.call('PUBLISH', channel, cjson.encode({{owner = owner, id = event_id, task = task}}))
+  redis.call(publish, channel, cjson.encode({{owner = owner, id = event_id, task = task}}))
   return event_id, body
 end
 -- The reply refusing a change because limit ``which`` (at most ``most``) is reached.

@@ -94,5 +94,6 @@ def transition_args(
             withdraw,
             settings.max_bytes_per_owner,
             owner,
+            keys.publish,
         ],
     )

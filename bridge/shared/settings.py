@@ -239,6 +239,9 @@ class Settings(BaseSettings):
                     "Redis that is not a cluster): Celery's Redis transport and result "
                     "backend know no Cluster"
                 )
+        if self.redis_cluster and self.redis_shards == 1:
+            # Untagged keys of one task or owner would lie in several slots.
+            raise ValueError("redis_shards must be 0 (auto) or at least 2 on a Redis Cluster")
         if self.task_ttl_default_ms > self.task_ttl_max_ms:
             raise ValueError("task_ttl_default_ms must not exceed task_ttl_max_ms")
         if self.max_bytes_per_owner < self.max_result_bytes + self.max_argument_bytes:
@@ -249,10 +252,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def redis_cluster(self) -> bool:
+        return topology.cluster(self.redis_url) is not None
+
+    @property
     def shards(self) -> int:
         if self.redis_shards:
             return self.redis_shards
-        return 64 if topology.cluster(self.redis_url) is not None else 1
+        return 64 if self.redis_cluster else 1
 
     @property
     def redis_database(self) -> int:

@@ -165,6 +165,7 @@ class SyncRegistry:
                         self.settings.max_running_per_owner if capped else UNCAPPED,
                         2 * self.settings.task_ttl_max_ms,
                         owner,
+                        self.keys.publish,
                     ],
                 ),
             )

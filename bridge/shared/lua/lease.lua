@@ -7,7 +7,8 @@
 -- Taking the lease also starts the run in the record, announced like a transition (the
 -- worker's first registry call does both, one round trip): KEYS[3] the owner's event
 -- stream; ARGV[5] worker name  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
--- ARGV[8] the owner's pub/sub channel  ARGV[9] status message. Questions an earlier run left pending
+-- ARGV[8] the owner's pub/sub channel (ARGV[13] the command publishing on it)
+-- ARGV[9] status message. Questions an earlier run left pending
 -- (KEYS[5], the task's pending inputs) died with it: they are withdrawn (named in the
 -- event, as transition.lua does).
 -- KEYS[4] the owner's running tasks (zset: task id -> start ms)  ARGV[10] most tasks the
@@ -71,7 +72,7 @@ if ARGV[3] ~= '' and KEYS[3] then
     redis.call('DEL', KEYS[5])
     task.withdrawn = stale
   end
-  announce(task, r[1], r[2] == '1', KEYS[3], ARGV[6], ARGV[7], ARGV[8])
+  announce(task, r[1], r[2] == '1', KEYS[3], ARGV[6], ARGV[7], ARGV[8], ARGV[13])
   return {STATUS.WORKING, runs, r[3] or '', r[4] or ''}
 end
 return {cur, runs}

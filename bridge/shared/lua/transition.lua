@@ -6,7 +6,7 @@
 -- ARGV[1] new status  ARGV[2] status message ("" keeps the current one)
 -- ARGV[3] result JSON ("" for none)  ARGV[4] error JSON ("" for none)
 -- ARGV[5] worker name ("" for none)  ARGV[6] stream MAXLEN  ARGV[7] stream TTL ms
--- ARGV[8] the owner's pub/sub channel  ARGV[9] "1" to apply only when the message (or progress) changes
+-- ARGV[8] the owner's pub/sub channel (ARGV[18] the command publishing on it)  ARGV[9] "1" to apply only when the message (or progress) changes
 -- ARGV[10] progress done ("" for none)  ARGV[11] progress total ("" for none): kept only
 --   when it increases, and then announced with the event (so notifications/progress only
 --   ever increase, and stop with the terminal status, which no later call can leave)
@@ -130,7 +130,7 @@ if progressed then
   task.total = tonumber(ARGV[11])
   task.ptoken = redis.call('HGET', KEYS[1], 'ptoken')
 end
-local event_id, body = announce(task, owner, listed, KEYS[2], ARGV[6], ARGV[7], ARGV[8])
+local event_id, body = announce(task, owner, listed, KEYS[2], ARGV[6], ARGV[7], ARGV[8], ARGV[18])
 if charged then
   -- Charged until the record expires (an event may leave the stream earlier: the
   -- accounting errs on the side of the other owners).
