@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from mcp_celery_bridge.bridge import __version__
 from mcp_celery_bridge.bridge.shared import logs
@@ -85,6 +86,19 @@ def _serve(
     server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)
+
+
+def _load_settings() -> Settings:
+    """The settings from the environment; a bad one stops the command in one line per
+    problem, naming the variable but not its value (which may hold a password)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            name = f"MCP_BRIDGE_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+            problems.append(name + error["msg"].removeprefix("Value error, "))
+        _config_error(ConfigError("invalid settings: " + "; ".join(problems)))
 
 
 def _config_error(exc: ConfigError) -> NoReturn:
@@ -176,7 +190,7 @@ def _prepare(
 @_server_options
 def serve(host: str, port: int, log_level: str) -> None:
     """Serve the MCP endpoint at http://HOST:PORT/mcp."""
-    settings = Settings()
+    settings = _load_settings()
     _prepare(settings, host, log_level)
     _serve(settings, _listen(host, port), log_level)
 
@@ -193,7 +207,7 @@ def dev(
     from mcp_celery_bridge.bridge import dev as dev_run
     from mcp_celery_bridge.bridge.supervisor import Supervisor
 
-    settings = Settings()
+    settings = _load_settings()
     problem = dev_run.redis_problem(settings.redis_url, settings.redis_ca_file)
     if problem is not None:
         click.echo(problem, err=True)

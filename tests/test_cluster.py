@@ -310,3 +310,40 @@ async def test_readiness_fails_when_the_cluster_is_down(tmp_path: Path) -> None:
 async def _not_ok(check: Callable[[], Awaitable[str]]) -> str | None:
     found = await check()
     return None if found == "ok" else found
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({}, "broker_url must be set apart from a Redis Cluster"),
+        ({"MCP_BRIDGE_BROKER_URL": "amqp://x"}, "result_backend must be set apart"),
+        (
+            {
+                "MCP_BRIDGE_BROKER_URL": "amqp://x",
+                "MCP_BRIDGE_RESULT_BACKEND": "rpc://",
+                "MCP_BRIDGE_REDIS_SHARDS": "1",
+            },
+            "at least 2 on a Redis Cluster",
+        ),
+    ],
+)
+def test_a_cluster_registry_needs_a_broker_and_shards_of_its_own(
+    extra: dict[str, str], named: str
+) -> None:
+    # Refused at start, in one line, before anything is served or connected.
+    env = {
+        **os.environ,
+        **services.test_env("redis+cluster://:s3cret@127.0.0.1:1"),
+        **extra,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "serve", "--port", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
