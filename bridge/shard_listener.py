@@ -38,6 +38,7 @@ from mcp_celery_bridge.bridge.listener import (
     Channel,
     WatchedPubSub,
 )
+from mcp_celery_bridge.bridge.shared.clients import lost_connection
 from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.keys import Keys
 
@@ -46,6 +47,13 @@ log = logging.getLogger(__name__)
 
 class _Broken(Exception):
     """A link failed or a node gave a channel up: every link starts again."""
+
+
+def _log_loss(what: str, exc: Exception) -> None:
+    if isinstance(exc, _Broken) or lost_connection(exc):
+        log.warning("%s (%s); streams end, retrying", what, exc)
+    else:
+        log.exception("%s; streams end, retrying", what)
 
 
 @dataclass(eq=False)
@@ -125,12 +133,13 @@ class ShardListener:
             async with asyncio.timeout(CONFIRM_TIMEOUT_S):
                 while not channel.confirmed.done():
                     await asyncio.shield(channel.confirmed)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._broken.set()  # whatever failed, the loop starts every link again
+        except BaseException as exc:
             self._release(channel)
-            raise StoreUnavailable(f"task store unavailable: {type(exc).__name__}") from exc
-        except BaseException:
-            self._release(channel)
+            if isinstance(exc, TimeoutError) or (
+                isinstance(exc, Exception) and lost_connection(exc)
+            ):
+                self._broken.set()  # whatever failed, the loop starts every link again
+                raise StoreUnavailable(f"task store unavailable: {type(exc).__name__}") from exc
             raise
 
     def release(self, owner: str) -> None:
@@ -178,8 +187,8 @@ class ShardListener:
                 message = await link.pubsub.get_message(timeout=1.0)
                 if message is not None:
                     self._handle(message)
-        except (RedisError, OSError, _Broken) as exc:
-            log.warning("shard listener lost node %s (%s); streams end, retrying", link.node, exc)
+        except Exception as exc:  # whatever it was, the loop starts every link again
+            _log_loss(f"shard listener lost node {link.node}", exc)
             self._broken.set()
 
     def _handle(self, message: dict[str, Any]) -> None:
@@ -227,13 +236,13 @@ class ShardListener:
                             await self._broken.wait()
                     await self._sweep()
                 raise _Broken("a link failed")
-            except (RedisError, OSError, _Broken) as exc:
-                log.warning("shard listener lost Redis (%s); streams end, retrying", exc)
+            except Exception as exc:  # never end: the bridge would stop hearing events
+                _log_loss("shard listener lost Redis", exc)
                 self._lost()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 # A failover or a moved slot: the nodes are learnt again.
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(Exception):
                     await self.redis.nodes_manager.initialize()
             finally:
                 self._live = False

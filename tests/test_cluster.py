@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import redis
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests import services
 from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
+from tests.reliability.harness import Recorder, figure_time
 from tests.services import (
     ROOT,
     Bridge,
@@ -347,3 +349,75 @@ def test_a_cluster_registry_needs_a_broker_and_shards_of_its_own(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert named in done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+#: Tasks created before a primary is killed (MCP_TEST_FAILOVER_TASKS, as test_sentinel's).
+IN_FLIGHT = int(os.environ.get("MCP_TEST_FAILOVER_TASKS", "24"))
+
+
+@pytest.mark.timeout(240)
+async def test_after_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    broker = RedisServer(logs)
+    broker.start()
+    try:
+        with redis_cluster(tmp_path / "cluster", replicas=1) as cluster:
+            env = cluster_env(cluster, broker, MCP_BRIDGE_LEASE_S="15")
+            with (
+                celery_worker(env, logs, 4, name="cluster-failover"),
+                running_bridge(env, logs, "bridge-cluster-failover") as bridge,
+            ):
+                await _failover(cluster, env, bridge)
+    finally:
+        broker.stop()
+
+
+async def _failover(cluster: RedisCluster, env: dict[str, str], bridge: Bridge) -> None:
+    keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
+    async with connect(bridge.url) as client, anyio.create_task_group() as tg:
+        recorder = Recorder(client)
+        await tg.start(recorder.run)
+        created = [
+            (await client.create_task("sleep", {"seconds": 1, "steps": 2}))["taskId"]
+            for _ in range(IN_FLIGHT)
+        ]
+        # The primary holding this owner's tasks, stream and channel.
+        owner_key = keys.owner_tasks(f"session:{client.session_id}")
+        with contextlib.closing(redis.RedisCluster("127.0.0.1", cluster.nodes[0].port)) as rc:
+            port = rc.get_node_from_key(owner_key).port
+        victim = next(node for node in cluster.nodes if node.port == port)
+        killed = time.monotonic()
+        victim.kill()
+
+        async def answers() -> bool:
+            try:
+                await client.call("tasks/list", {})
+            except (AssertionError, RpcError, OSError):
+                return False
+            return True
+
+        await eventually(answers, 60, "requests to succeed again", every=0.1)
+        back = figure_time(killed)
+        more = [
+            (await client.create_task("echo", {"text": f"after {i}"}))["taskId"] for i in range(6)
+        ]
+        ended = {}
+        for task_id in created + more:
+            ended[task_id] = (await client.wait_status(task_id, TERMINAL, timeout=120))["status"]
+        await recorder.wait_terminal(set(created + more), 30)
+        tg.cancel_scope.cancel()
+    terminal = recorder.terminal()
+    twice = [t for t, notices in terminal.items() if len(notices) > 1]
+    missing = [t for t in created + more if t not in terminal]
+    print(
+        f"Cluster, {IN_FLIGHT} tasks in flight: requests succeeded again {back} s after the "
+        f"owner's primary was killed; outcomes {sorted(set(ended.values()))}; the stream "
+        f"reconnected {recorder.connects - 1} times, terminal notifications missing "
+        f"{len(missing)}, repeated {len(twice)}"
+    )
+    assert not missing and not twice
+    assert all(ended[t] == "completed" for t in more), ended
+    assert all(status in TERMINAL for status in ended.values())

@@ -467,3 +467,22 @@ def test_brackets_inside_strings_are_not_containers() -> None:
     with pytest.raises(HttpError) as refused:
         parse(escaped, max_containers=3)
     assert refused.value.status == 413
+
+
+def test_a_broken_connection_in_redis_py_is_lost_connection_and_nothing_else_is() -> None:
+    import redis.asyncio.connection
+
+    from mcp_celery_bridge.bridge.shared.clients import lost_connection, translated
+    from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
+
+    # What redis-py raises writing on a connection another task closed (redis-py#4287):
+    # an AttributeError from its connection code, not a ConnectionError.
+    scope: dict[str, Any] = {}
+    code = "def write():\n    raise AttributeError(\"'NoneType' has no attribute 'writelines'\")\n"
+    exec(compile(code, redis.asyncio.connection.__file__, "exec"), scope)
+    with pytest.raises(StoreUnavailable), translated():
+        scope["write"]()
+    # The same error from anywhere else is a bug, and stays one.
+    with pytest.raises(AttributeError), translated():
+        raise AttributeError("'NoneType' has no attribute 'writelines'")
+    assert lost_connection(redis.ConnectionError("gone")) and not lost_connection(ValueError())

@@ -1,6 +1,7 @@
 """Redis deployments beyond one server, built from the ``redis-server`` binary on free
 loopback ports: a primary, a replica and three sentinels (``SentinelSet``); a Redis Cluster
-of three primaries (``RedisCluster``); a server that speaks only TLS (``TlsRedis``)."""
+of three primaries, with replicas or not (``RedisCluster``); a server that speaks only TLS
+(``TlsRedis``)."""
 
 from __future__ import annotations
 
@@ -105,52 +106,66 @@ def sentinel_set(root: Path) -> Iterator[SentinelSet]:
 
 @dataclass
 class RedisCluster:
-    """Three primaries sharing the 16,384 slots in equal ranges (no replicas)."""
+    """Primaries sharing the 16,384 slots in equal ranges, each with ``replicas`` replicas."""
 
     root: Path
-    nodes: list[RedisServer] = field(default_factory=list)
-    bus_ports: list[int] = field(default_factory=list)
+    nodes: list[RedisServer] = field(default_factory=list)  # the primaries
+    replicas: list[RedisServer] = field(default_factory=list)  # of nodes[i % len(nodes)]
+    bus_ports: dict[int, int] = field(default_factory=dict)  # by port
 
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
         return f"redis+cluster://{hosts}"
 
-    def start(self, size: int = 3) -> None:
-        for i in range(size):
-            node_dir = self.root / f"node-{i}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            # The bus port is given: the default (port + 10000) may be taken, or past 65535.
-            self.bus_ports.append(free_port())
-            options = [
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", str(node_dir / "nodes.conf"),
-                "--cluster-port", str(self.bus_ports[-1]),
-                "--cluster-node-timeout", "2000",
-            ]  # fmt: skip
-            node = RedisServer(node_dir, options=options)
-            node.start()
-            self.nodes.append(node)
-        clients = [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+    def _node(self, name: str) -> RedisServer:
+        node_dir = self.root / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        bus = free_port()
+        # The bus port is given: the default (port + 10000) may be taken, or past 65535.
+        options = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(node_dir / "nodes.conf"),
+            "--cluster-port", str(bus),
+            "--cluster-node-timeout", "2000",
+        ]  # fmt: skip
+        node = RedisServer(node_dir, options=options)
+        node.start()
+        self.bus_ports[node.port] = bus
+        return node
+
+    def start(self, size: int = 3, replicas: int = 0) -> None:
+        self.nodes = [self._node(f"node-{i}") for i in range(size)]
+        self.replicas = [self._node(f"replica-{i}") for i in range(size * replicas)]
+        everyone = self.nodes + self.replicas
+        clients = [redis.Redis(port=n.port, decode_responses=True) for n in everyone]
         try:
             per = 16384 // size
-            for i, client in enumerate(clients):
+            for i, client in enumerate(clients[:size]):
                 last = 16383 if i == size - 1 else (i + 1) * per - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+            first = self.nodes[0].port
             for client in clients[1:]:
-                client.execute_command(
-                    "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0]
-                )
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", first, self.bus_ports[first])
             wait_for(
-                lambda: all(_agrees(client, size) for client in clients),
+                lambda: all(_agrees(client, len(everyone)) for client in clients),
                 30,
                 "the cluster's nodes to agree",
             )
+            for i, client in enumerate(clients[size:]):
+                primary = clients[i % size].execute_command("CLUSTER", "MYID")
+                client.execute_command("CLUSTER", "REPLICATE", primary)
+            for client in clients[size:]:
+                wait_for(
+                    lambda c=client: c.info("replication").get("master_link_status") == "up",
+                    30,
+                    "a replica's link to its primary",
+                )
         finally:
             for client in clients:
                 client.close()
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in self.nodes + self.replicas:
             node.stop()
 
 
@@ -161,10 +176,10 @@ def _agrees(client: redis.Redis, size: int) -> bool:
 
 
 @contextlib.contextmanager
-def redis_cluster(root: Path, size: int = 3) -> Iterator[RedisCluster]:
+def redis_cluster(root: Path, size: int = 3, replicas: int = 0) -> Iterator[RedisCluster]:
     cluster = RedisCluster(root)
     try:
-        cluster.start(size)
+        cluster.start(size, replicas)
         yield cluster
     finally:
         cluster.stop()

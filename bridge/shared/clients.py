@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,9 +11,11 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.connection
 import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
+import redis.connection
 import redis.retry
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -117,6 +120,28 @@ PATIENT_RETRIES = 30
 _PATIENT_BACKOFF = {"base": 0.1, "cap": 1.0}
 
 
+#: How long a patient Cluster client goes on asking (a primary's failover takes seconds).
+PATIENCE_S = 15.0
+
+
+class _PatientCluster(redis.RedisCluster):
+    """A Cluster client that waits out a failover. redis-py retries a Cluster command at
+    once, learning the slots again each time, with no pause between: while a replica is
+    being promoted every retry fails within a second."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + PATIENCE_S
+        pause = _PATIENT_BACKOFF["base"]
+        while True:
+            try:
+                return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+            except redis.RedisCluster.ERRORS_ALLOW_RETRY:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, _PATIENT_BACKOFF["cap"])
+
+
 def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRedis:
     retries, backoff = (PATIENT_RETRIES, _PATIENT_BACKOFF) if patient else (RETRIES, _BACKOFF)
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(**backoff), retries)
@@ -124,7 +149,7 @@ def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRe
     if nodes is not None:
         # (redis-py's ClusterNode is not annotated.)
         startup = [redis.cluster.ClusterNode(h, p) for h, p in nodes.hosts]  # type: ignore[no-untyped-call]
-        return redis.RedisCluster(
+        return (_PatientCluster if patient else redis.RedisCluster)(
             startup_nodes=startup,
             username=nodes.username,
             password=nodes.password,
@@ -167,9 +192,32 @@ def _sentinel_kwargs(found: topology.Sentinels) -> dict[str, object]:
     return kwargs
 
 
+#: redis-py's connection code. Writing on a connection whose peer has gone (or that another
+#: task is closing), its asyncio client raises a RuntimeError (uvloop), a TypeError or an
+#: AttributeError instead of a ConnectionError (redis/redis-py#4287). Seen on a Cluster during
+#: a failover, when the client closes the connections of a node that others still use.
+_CONNECTION_CODE = frozenset({redis.connection.__file__, redis.asyncio.connection.__file__})
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says a Redis connection is gone (as ``ConnectionError`` does)."""
+    if isinstance(exc, RedisError | OSError):
+        return True
+    if not isinstance(exc, RuntimeError | TypeError | AttributeError):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename in _CONNECTION_CODE:
+            return True
+        frame = frame.tb_next
+    return False
+
+
 @contextmanager
 def translated() -> Iterator[None]:
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RuntimeError, TypeError, AttributeError) as exc:
+        if not lost_connection(exc):
+            raise
         raise StoreUnavailable(f"task store unavailable: {type(exc).__name__}") from exc
