@@ -165,8 +165,8 @@ def pytest_configure(config: pytest.Config) -> None:
 SLOWEST_FIRST = (
     "test_fuzz.py",  # 85-90: every property's examples, all in this process (CPU)
     "test_conformance.py",  # 55-60: ~50 Node scenarios, six at a time
-    "test_sentinel.py",  # 45: a primary, a replica, three sentinels; a failover
-    "test_cluster.py",  # 45: three Redis Cluster deployments, one with a failover
+    "test_sentinel.py",  # 60: a primary, a replica, three sentinels; the core scenarios; a failover
+    "test_cluster.py",  # 55: three Redis Cluster deployments; the core scenarios; a failover
     "test_cli.py",  # 40: dev stacks started and stopped
     "test_worker_loss.py",  # 40
     "test_cancel_race.py",  # 30-35

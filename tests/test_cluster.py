@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +21,8 @@ import pytest
 import redis
 
 from mcp_celery_bridge.bridge.shared.keys import Keys
-from tests import services
-from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
+from tests import core, services
+from tests.client import TERMINAL, RpcError, connect
 from tests.reliability.harness import Recorder, figure_time
 from tests.services import (
     ROOT,
@@ -32,7 +31,6 @@ from tests.services import (
     RedisServer,
     celery_worker,
     eventually,
-    pid_running,
     running_bridge,
 )
 from tests.test_streams import collect_until, twin
@@ -56,8 +54,7 @@ def cluster_env(cluster: RedisCluster, broker: RedisServer, **extra: str) -> dic
         **services.test_env(cluster.url()),
         "MCP_BRIDGE_BROKER_URL": broker.database(0),
         "MCP_BRIDGE_RESULT_BACKEND": broker.database(1),
-        # Few shards, so that a handful of owners already meets several of them.
-        "MCP_BRIDGE_REDIS_SHARDS": "16",
+        "MCP_BRIDGE_REDIS_SHARDS": "64",
         **extra,
     }
 
@@ -103,27 +100,9 @@ def keys_per_node(found: Deployment) -> list[int]:
 
 
 async def test_tasks_run_notify_and_list_across_the_nodes(cluster_deployment: Deployment) -> None:
-    url = cluster_deployment.bridges[0].url
-    finished = {}
-    async with contextlib.AsyncExitStack() as stack:
-        # Owners spread over the shards, and so over the nodes.
-        clients = [await stack.enter_async_context(connect(url)) for _ in range(6)]
-        for client in clients:
-            async with client.stream() as events:
-                created = [await client.create_task("echo", {"text": f"{i}"}) for i in range(2)]
-                last = created[-1]["taskId"]
-                seen = await collect_until(events, last, "completed", timeout=30)
-            first = created[0]["taskId"]
-            await client.wait_status(first, TERMINAL, timeout=30)
-            result = await client.call("tasks/result", {"taskId": last})
-            assert result["content"][0]["text"] == "1"
-            listed = (await client.call("tasks/list"))["tasks"]
-            # The owner's own order (creation), whatever else the deployment made.
-            assert [t["taskId"] for t in listed] == [first, last]
-            assert any(m["params"]["status"] == "completed" for _, m in seen)
-            finished[client.session_id] = listed
-    assert all(all(t["status"] == "completed" for t in ts) for ts in finished.values())
-    # Every node holds some of them.
+    # Enough owners that each node serves some of them but once in ~5,000 runs.
+    await core.tasks_notify_and_list(cluster_deployment.bridges[0].url, owners=24)
+    # Owners spread over the shards, and so over the nodes: every node holds some.
     assert all(count > 0 for count in keys_per_node(cluster_deployment)), keys_per_node(
         cluster_deployment
     )
@@ -132,21 +111,7 @@ async def test_tasks_run_notify_and_list_across_the_nodes(cluster_deployment: De
 async def test_a_stream_resumes_on_the_other_bridge_with_last_event_id(
     cluster_deployment: Deployment,
 ) -> None:
-    first, second = (bridge.url for bridge in cluster_deployment.bridges)
-    async with connect(first) as client:
-        async with client.stream() as events:
-            created = await client.create_task("sleep", {"seconds": 1.5, "steps": 3})
-            task_id = created["taskId"]
-            head = await collect_until(events, task_id, "working", timeout=20)
-        resumed_from = head[-1][0]
-        await client.wait_status(task_id, TERMINAL, timeout=30)
-        other = twin(client, second, client.http)
-        async with other.stream(last_event_id=resumed_from) as events:
-            rest = await collect_until(events, task_id, "completed", timeout=20)
-    ids = [event_id for event_id, _ in head + rest]
-    assert len(ids) == len(set(ids)), "an event came twice"
-    assert resumed_from not in [event_id for event_id, _ in rest]
-    assert rest[-1][1]["params"]["status"] == "completed"
+    await core.stream_resumes_on_the_other_bridge(*(b.url for b in cluster_deployment.bridges))
 
 
 async def test_events_go_on_shard_channels_held_at_the_owners_node(
@@ -180,55 +145,17 @@ async def test_events_go_on_shard_channels_held_at_the_owners_node(
 
 
 async def test_cancel_terminates_the_run_on_a_cluster(cluster_deployment: Deployment) -> None:
-    async with connect(cluster_deployment.bridges[1].url) as client:
-        created = await client.create_task("sleep", {"seconds": 60, "steps": 1})
-        _, pid = await running_pid(client, created["taskId"])
-        await client.call("tasks/cancel", {"taskId": created["taskId"]})
-        task = await client.wait_status(created["taskId"], TERMINAL)
-    assert task["status"] == "cancelled"
-    await services.eventually(lambda: not pid_running(pid), 20, f"pool process {pid} to stop")
+    await core.cancel_terminates(cluster_deployment.bridges[1].url)
 
 
 async def test_the_per_owner_limit_holds_on_a_cluster(cluster_deployment: Deployment) -> None:
-    url = cluster_deployment.bridges[0].url
-    async with connect(url) as client, connect(url) as other:
-        running = [
-            (await client.create_task("sleep", {"seconds": 30, "steps": 300}))["taskId"]
-            for _ in range(2)
-        ]
-        with pytest.raises(RpcError) as err:
-            await client.create_task("echo", {"text": "third"})
-        assert err.value.code == -32000
-        assert err.value.data == {"limit": "tasks-in-flight", "max": 2}
-        # Another owner (another shard, or not) is not held back.
-        done = await other.create_task("echo", {"text": "fine"})
-        assert (await other.wait_status(done["taskId"], TERMINAL, 30))["status"] == "completed"
-        for task_id in running:
-            await client.call("tasks/cancel", {"taskId": task_id})
+    await core.per_owner_limit(cluster_deployment.bridges[0].url, 2)
 
 
 async def test_the_stateless_era_runs_tasks_and_plain_calls_on_a_cluster(
     cluster_deployment: Deployment,
 ) -> None:
-    first, second = (bridge.url for bridge in cluster_deployment.bridges)
-    async with httpx.AsyncClient(timeout=30) as http:
-        client = ModernClient(first, http)
-        created = await client.request(
-            "tools/call", {"name": "sleep", "arguments": {"seconds": 0.5, "steps": 2}}
-        )
-        # Listened to on the other bridge.
-        other = ModernClient(second, http)
-        async with other.listen([created["taskId"]]) as messages:
-            ack = await anext(messages)
-            assert ack["method"] == "notifications/subscriptions/acknowledged"
-            with anyio.fail_after(20):
-                async for message in messages:
-                    if message["params"].get("status") in TERMINAL:
-                        break
-        assert message["params"]["status"] == "completed", message
-        plain = ModernClient(second, http, tasks=False)
-        answer = await plain.request("tools/call", {"name": "echo", "arguments": {"text": "p"}})
-        assert answer["content"][0]["text"] == "p"
+    await core.stateless_era(*(b.url for b in cluster_deployment.bridges))
 
 
 async def test_the_operator_cli_lists_and_shows_tasks_on_every_node(
@@ -260,25 +187,9 @@ async def test_the_operator_cli_lists_and_shows_tasks_on_every_node(
 async def test_a_lost_worker_fails_its_task_from_its_shards_leases(
     cluster_deployment: Deployment, tmp_path: Path
 ) -> None:
-    # A worker of its own (its own queue and keys), so the module's keeps running.
-    env = cluster_env(
-        cluster_deployment.cluster,
-        cluster_deployment.broker,
-        MCP_BRIDGE_LEASE_S="2",
-        MCP_BRIDGE_REAPER_INTERVAL_S="0.2",
-    )
-    with (
-        running_bridge(env, tmp_path, "bridge-cluster-loss") as bridge,
-        celery_worker(env, tmp_path, 2, name="cluster-loss") as worker,
-    ):
-        async with connect(bridge.url) as client:
-            created = await client.create_task("sleep", {"seconds": 60, "steps": 1})
-            node, pid = await running_pid(client, created["taskId"])
-            os.killpg(worker.popen.pid, signal.SIGKILL)
-            worker.popen.wait(5)
-            final = await client.wait_status(created["taskId"], TERMINAL, timeout=15)
-    assert final["status"] == "failed", final
-    assert final["statusMessage"] == f"worker lost ({node} (pid {pid})): lease expired"
+    # A bridge and worker of their own (their own queue and keys): the module's keep running.
+    env = cluster_env(cluster_deployment.cluster, cluster_deployment.broker)
+    await core.lost_worker(env, tmp_path)
 
 
 async def test_readiness_fails_when_the_cluster_is_down(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests import services
-from tests.client import TERMINAL, RpcError, connect, running_pid
+from tests import core, services
+from tests.client import TERMINAL, RpcError, connect
 from tests.reliability.harness import Recorder, figure_time
-from tests.services import Bridge, Process, celery_worker, eventually, pid_running, running_bridge
+from tests.services import Bridge, Process, celery_worker, eventually, running_bridge
 from tests.topologies import SentinelSet, sentinel_set
 
 pytestmark = pytest.mark.anyio
@@ -33,12 +33,16 @@ IN_FLIGHT = int(os.environ.get("MCP_TEST_FAILOVER_TASKS", "24"))
 class Deployment:
     topology: SentinelSet
     env: dict[str, str]
-    bridge: Bridge
+    bridges: list[Bridge]
     worker: Process
+
+    @property
+    def bridge(self) -> Bridge:
+        return self.bridges[0]
 
 
 @contextlib.contextmanager
-def deployment(root: Path, concurrency: int = 4) -> Iterator[Deployment]:
+def deployment(root: Path, concurrency: int = 4, **extra: str) -> Iterator[Deployment]:
     with sentinel_set(root / "redis") as topology:
         env = {
             **services.test_env(topology.url()),
@@ -51,46 +55,54 @@ def deployment(root: Path, concurrency: int = 4) -> Iterator[Deployment]:
             "MCP_BRIDGE_BROKER_TRANSPORT_OPTIONS": json.dumps(
                 {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
             ),
+            **extra,
         }
         logs = root / "logs"
         logs.mkdir()
         with (
             celery_worker(env, logs, concurrency, name="sentinel") as worker,
-            running_bridge(env, logs, "bridge-sentinel") as bridge,
+            running_bridge(env, logs, "bridge-sentinel") as first,
+            running_bridge(env, logs, "bridge-sentinel-b") as second,
         ):
-            yield Deployment(topology, env, bridge, worker)
+            yield Deployment(topology, env, [first, second], worker)
 
 
 @pytest.fixture(scope="module")
 def sentinel_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(tmp_path_factory.mktemp("sentinel")) as found:
+    root = tmp_path_factory.mktemp("sentinel")
+    with deployment(root, MCP_BRIDGE_MAX_INFLIGHT_PER_OWNER="2") as found:
         yield found
 
 
-async def test_a_task_runs_and_notifies_through_sentinel(sentinel_deployment: Deployment) -> None:
-    async with connect(sentinel_deployment.bridge.url) as client, client.stream() as events:
-        created = await client.create_task("sleep", {"seconds": 0.2, "steps": 2})
-        statuses = []
-        with anyio.fail_after(20):
-            async for _, message in events:
-                params = message["params"]
-                if params.get("taskId") == created["taskId"]:
-                    statuses.append(params["status"])
-                    if params["status"] in TERMINAL:
-                        break
-        result = await client.call("tasks/result", {"taskId": created["taskId"]})
-    assert statuses[-1] == "completed"
-    assert result["content"][0]["text"].startswith("slept")
+async def test_tasks_run_notify_and_list_through_sentinel(
+    sentinel_deployment: Deployment,
+) -> None:
+    await core.tasks_notify_and_list(sentinel_deployment.bridge.url, owners=3)
+
+
+async def test_a_stream_resumes_on_the_other_bridge_through_sentinel(
+    sentinel_deployment: Deployment,
+) -> None:
+    await core.stream_resumes_on_the_other_bridge(*(b.url for b in sentinel_deployment.bridges))
 
 
 async def test_cancel_terminates_the_run_through_sentinel(sentinel_deployment: Deployment) -> None:
-    async with connect(sentinel_deployment.bridge.url) as client:
-        created = await client.create_task("sleep", {"seconds": 60, "steps": 1})
-        _, pid = await running_pid(client, created["taskId"])
-        await client.call("tasks/cancel", {"taskId": created["taskId"]})
-        task = await client.wait_status(created["taskId"], TERMINAL)
-    assert task["status"] == "cancelled"
-    await eventually(lambda: not pid_running(pid), 20, f"pool process {pid} to stop")
+    await core.cancel_terminates(sentinel_deployment.bridge.url)
+
+
+async def test_the_per_owner_limit_holds_through_sentinel(sentinel_deployment: Deployment) -> None:
+    await core.per_owner_limit(sentinel_deployment.bridges[1].url, 2)
+
+
+async def test_the_stateless_era_through_sentinel(sentinel_deployment: Deployment) -> None:
+    await core.stateless_era(*(b.url for b in sentinel_deployment.bridges))
+
+
+async def test_a_lost_worker_fails_its_task_through_sentinel(
+    sentinel_deployment: Deployment, tmp_path: Path
+) -> None:
+    # A bridge and worker of their own (their own queue and keys) on the same Sentinel set.
+    await core.lost_worker(services.test_env(sentinel_deployment.topology.url()), tmp_path)
 
 
 @pytest.mark.timeout(240)
