@@ -27,23 +27,16 @@ from starlette.types import Message
 from mcp_celery_bridge.bridge.app import create_app
 from mcp_celery_bridge.bridge.shared import logs
 from mcp_celery_bridge.bridge.shared.settings import Settings
+
+# settings_of: the suite's one way from a test env to Settings, imported from here too.
 from tests.services import free_port, tls
+from tests.services import settings_of as settings_of
 
 #: How long a response the client closed may take to notice the disconnect (an SSE stream
 #: does at once) before its app call is cancelled.
 CLOSE_GRACE_S = 5.0
 #: A response that has not started within this many seconds is a hung app, not a slow one.
 START_TIMEOUT_S = 60.0
-
-
-def settings_of(env: dict[str, str]) -> Settings:
-    """The Settings a bridge process started with ``env`` would read."""
-    values: dict[str, Any] = {
-        key.removeprefix("MCP_BRIDGE_").lower(): value
-        for key, value in env.items()
-        if key.startswith("MCP_BRIDGE_")
-    }
-    return Settings(**values)
 
 
 @dataclass(frozen=True)

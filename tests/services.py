@@ -26,6 +26,9 @@ import httpx
 import redis
 
 from mcp_celery_bridge.bridge.dev import stop_group, worker_command
+from mcp_celery_bridge.bridge.scan import collect
+from mcp_celery_bridge.bridge.shared.keys import Keys
+from mcp_celery_bridge.bridge.shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,6 +129,39 @@ def test_env(redis_url: str) -> dict[str, str]:
         # together): the limit is tested on bridges of its own (tests/test_quotas.py).
         "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "100000",
     }
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The Settings a bridge process started with ``env`` would read."""
+    values: dict[str, Any] = {
+        key.removeprefix("MCP_BRIDGE_").lower(): value
+        for key, value in env.items()
+        if key.startswith("MCP_BRIDGE_")
+    }
+    return Settings(**values)
+
+
+def keys_of(env: dict[str, str]) -> Keys:
+    """The registry's keys of a bridge or worker started with ``env``. A test names a key
+    through these, never by hand: a suite run with shards (``MCP_TEST_REDIS_SHARDS``, which
+    reaches Settings as MCP_BRIDGE_REDIS_SHARDS) puts a hash tag in every key."""
+    return Keys.of(settings_of(env))
+
+
+def find_tasks(
+    client: redis.Redis,
+    keys: Keys,
+    keep: Callable[[dict[str, str]], bool] = lambda record: True,
+    limit: int = 0,
+) -> list[str]:
+    """The ids of the task records under ``keys`` that ``keep`` accepts (at most ``limit``;
+    0: all), found by SCAN as the operator's commands find them (``bridge.scan``: the
+    pattern of every shard). ``client`` decodes responses."""
+
+    def kept(task_id: str, record: dict[str, str], _pttl: int) -> str | None:
+        return task_id if keep(record) else None
+
+    return collect(client, keys, "task", limit, kept)[0]
 
 
 def outside_settings() -> list[str]:

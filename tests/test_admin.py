@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.client import RawClient, connect
-from tests.services import ROOT, Process, eventually, parent_pid, pid_running
+from tests.services import ROOT, Process, eventually, keys_of, parent_pid, pid_running
 from tests.test_tasks import wait_stopped
 
 pytestmark = pytest.mark.anyio
@@ -144,12 +144,12 @@ async def test_tasks_show_completed_and_unknown(
 async def test_tasks_cancel_a_running_spin(
     bridge: str, worker: Process, env: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:"
+    keys = keys_of(env)
     async with connect(bridge) as client:
         task_id = (await client.create_task("spin", {"seconds": 60}))["taskId"]
 
         async def holder_pid() -> int:
-            holder = redis_client.hget(key + task_id, "holder")
+            holder = redis_client.hget(keys.task(task_id), "holder")
             return int(str(holder).rsplit("pid ", 1)[1].rstrip(")")) if holder else 0
 
         pid = await eventually(holder_pid, 15, "a pool process to start spin")

@@ -34,7 +34,7 @@ from mcp_celery_bridge.workers.tools import Tool, catalogue
 from tests import schema
 from tests.client import connect
 from tests.inline import InlineWorker
-from tests.services import RedisServer, bridge_server, celery_worker
+from tests.services import RedisServer, bridge_server, celery_worker, find_tasks
 
 
 def echo_tool() -> Tool:
@@ -68,6 +68,11 @@ class Parts:
     client: redis.asyncio.Redis
     registry: Registry
     publisher: Publisher
+
+    def new_id(self, owner: str = "session:abc") -> str:
+        """A task id in ``owner``'s shard, as the bridge makes them (``Keys.new_id``): with
+        shards, the scripts find an owner's other tasks only there."""
+        return self.registry.keys.new_id(uuid.uuid4().hex, owner)
 
     async def create(
         self, task_id: str, celery_id: str, *, tool: str = "echo", owner: str = "session:abc"
@@ -143,9 +148,9 @@ def test_celerys_own_broker_setting_turns_the_inline_path_off(
 async def test_a_refused_create_queues_nothing(settings: Settings) -> None:
     limited = settings.model_copy(update={"max_inflight_per_owner": 1})
     async with parts(limited) as p:
-        await p.create(uuid.uuid4().hex, str(uuid.uuid4()))
+        await p.create(p.new_id(), str(uuid.uuid4()))
         with pytest.raises(LimitExceeded):
-            await p.create(uuid.uuid4().hex, str(uuid.uuid4()))
+            await p.create(p.new_id(), str(uuid.uuid4()))
         assert await p.client.llen(limited.queue) == 1
 
 
@@ -172,8 +177,9 @@ async def test_another_broker_gets_the_call_through_celery(
 async def test_a_retried_create_queues_its_message_once(settings: Settings) -> None:
     # redis-py retries a script whose reply was lost to a dropped connection: the second
     # run must find the first one's work done, not queue the call again.
-    task_id, celery_id = uuid.uuid4().hex, str(uuid.uuid4())
+    celery_id = str(uuid.uuid4())
     async with parts(settings) as p:
+        task_id = p.new_id()
         first = await p.create(task_id, celery_id)
         again = await p.create(task_id, celery_id)
         assert first.created == again.created
@@ -192,9 +198,9 @@ async def test_a_call_no_worker_knows_fails_its_task(
         queue=env["MCP_BRIDGE_QUEUE"],
         key_prefix=env["MCP_BRIDGE_KEY_PREFIX"],
     )
-    task_id = uuid.uuid4().hex
     # The worker reads the registry under the session's key prefix: leave its keys be.
     async with parts(settings, private_keys=False) as p:
+        task_id = p.new_id("session:unknown")
         await p.create(task_id, str(uuid.uuid4()), tool="gone", owner="session:unknown")
         with anyio.fail_after(30):
             while (record := await p.registry.get(task_id)) is None or not record.status.terminal:
@@ -210,7 +216,9 @@ async def test_a_call_no_worker_knows_fails_its_task(
 
 @pytest.mark.fast
 @pytest.mark.timeout(60)
-async def test_a_call_that_cannot_be_queued_fails_with_an_error(settings: Settings) -> None:
+async def test_a_call_that_cannot_be_queued_fails_with_an_error(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
     # A broker nobody listens on: the record exists first, then the publish fails.
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     async with parts(down) as p:
@@ -221,9 +229,7 @@ async def test_a_call_that_cannot_be_queued_fails_with_an_error(settings: Settin
             await tasks.start(
                 "session:abc", echo, {"text": "x"}, era="legacy", ttl=60_000, listed=True
             )
-        [task_id] = [
-            k.rsplit(":", 1)[1] async for k in p.client.scan_iter(f"{down.key_prefix}:task:*")
-        ]
+        [task_id] = find_tasks(redis_client, p.registry.keys)
         record = await p.registry.get(task_id)
     assert record is not None and record.status.value == "failed"
     assert record.error is not None and record.error["data"]["reason"] == "not_queued"

@@ -10,9 +10,8 @@ import anyio
 import pytest
 from mcp import types
 
-from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests.existing import Project, completed, failure_text, finished, sdk_session
-from tests.services import eventually, pid_running
+from tests.services import eventually, keys_of, pid_running
 
 pytestmark = [
     pytest.mark.anyio,
@@ -22,7 +21,7 @@ pytestmark = [
 
 def started_parts(project: Project, task_id: str) -> dict[str, int]:
     """Celery id -> pool process pid of the workflow's parts a worker started."""
-    flow = Keys(project.env["MCP_BRIDGE_KEY_PREFIX"]).flow(task_id)
+    flow = keys_of(project.env).flow(task_id)
     book: dict[str, str] = project.registry.hgetall(flow)  # type: ignore[assignment]
     return {
         field[2:]: int(state.rsplit("(pid ", 1)[1].rstrip(")"))
@@ -109,5 +108,5 @@ async def test_a_task_sent_on_the_side_is_no_part_of_the_call(project: Project) 
         )
     assert task.status == "completed", task
     assert result.structuredContent == {"rows": 10}
-    flow = Keys(project.env["MCP_BRIDGE_KEY_PREFIX"]).flow(created.task.taskId)
+    flow = keys_of(project.env).flow(created.task.taskId)
     assert not project.registry.exists(flow)  # nothing recorded as a part

@@ -22,7 +22,7 @@ import redis
 from tests.client import ACCEPT, ModernClient, RawClient, RpcError, connect
 from tests.inline import InlineWorker
 from tests.inproc import AppServer, AsyncTransport, app_server, settings_of
-from tests.services import free_port
+from tests.services import free_port, keys_of
 from tests.test_admin import cli
 
 pytestmark = pytest.mark.anyio
@@ -55,9 +55,7 @@ async def test_a_session_task_is_not_reachable_by_a_stateless_caller(
     stranger = ModernClient(fast_bridge, http)
     async with connect(fast_bridge, capabilities=ELICITATION) as owner:
         task_id = await _asking_task(owner)
-        key = next(
-            iter(redis_client.hkeys(f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}:inputs"))
-        )
+        key = next(iter(redis_client.hkeys(keys_of(fast_env).inputs(task_id))))
         # Every way in, from a stateless request without the session: "not found".
         for method, params in (
             ("tasks/get", {"taskId": task_id}),
@@ -254,10 +252,10 @@ async def test_redis_error_texts_do_not_reach_clients(
     async with connect(fast_bridge) as client:
         # A key of the wrong type where the create script counts this owner's creations:
         # Redis answers WRONGTYPE inside a script, with the script's sha and line.
-        prefix, owner = fast_env["MCP_BRIDGE_KEY_PREFIX"], f"session:{client.session_id}"
+        keys, owner = keys_of(fast_env), f"session:{client.session_id}"
         minute = int(time.time() // 60)
         for m in (minute, minute + 1):
-            redis_client.hset(f"{prefix}:owner:{owner}:rate:{m}", "x", "1")
+            redis_client.hset(keys.rate(owner, m), "x", "1")
         with pytest.raises(RpcError) as caught:
             await client.create_task("echo", {"text": "x"})
     assert caught.value.code == -32603
@@ -295,7 +293,7 @@ async def test_a_refused_request_does_not_renew_a_session(
     token_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
     async with connect(token_bridge, token="tok-alice") as alice:
-        key = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:session:{alice.session_id}"
+        key = keys_of(fast_env).session(alice.session_id or "")
         redis_client.pexpire(key, 100_000)
         ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         headers = {

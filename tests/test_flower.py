@@ -24,6 +24,7 @@ from tests.services import (
     bridge_server,
     celery_worker,
     free_port,
+    keys_of,
     tls,
     wait_for,
 )
@@ -109,8 +110,7 @@ async def test_flower_finds_the_task_by_its_mcp_id_and_shows_progress(
         assert "PROGRESS" in states, states
         # And back: the Celery id Flower shows is the one the registry keeps for the task.
         assert (await client.get_task(task_id))["status"] == "completed"
-        key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}"
-        assert redis_client.hget(key, "celery_id") == celery_id
+        assert redis_client.hget(keys_of(env).task(task_id), "celery_id") == celery_id
 
 
 async def _workers_known(http: httpx.AsyncClient, flower: str) -> None:

@@ -1370,14 +1370,16 @@ def deep_template(target: Target, position: str) -> tuple[Any, HeaderSpec]:
 def test_deep_nesting(target: Target, position: str, depth: int, kind: str) -> None:
     """Up to a million nested arrays or objects anywhere: a parse error or an answer, never a
     crash (Python's json raises RecursionError, and so may anything that walks the value)."""
-    raw, _ = nested(depth, kind)
+    raw, levels = nested(depth, kind)
     message, headers = deep_template(target, position)
     content = with_hole(message, raw)
     hraw = raw_headers(headers)
     answer = target.send(content, hraw)
     # What the checks need of the request (id, method, params.task), with a shallow value in
     # place of the deep one: this process could not parse it back at its own stack depth.
-    sent = json.loads(with_hole(message, b"[]"))
+    # No level at all ("mixed" of depth 1 is the bare 0) is no container: it stands for
+    # itself (as an "id" it is a valid one, which the answer must echo).
+    sent = json.loads(with_hole(message, raw if levels == 0 else b"[]"))
     check_answer(answer, era=era_of(message, hraw), sent=sent)
     if kind == "unclosed":  # not JSON at all
         assert answer.status in (400, 413), answer.text

@@ -16,6 +16,7 @@ import redis
 
 from tests.client import EXT, VERSION, ModernClient, RpcError, connect
 from tests.inproc import AppServer
+from tests.services import find_tasks, keys_of
 
 pytestmark = pytest.mark.anyio
 
@@ -305,14 +306,16 @@ async def test_closing_the_response_stream_cancels_a_plain_call(
 ) -> None:
     plain = ModernClient(fast_bridge, http, tasks=False)
     body, headers = plain.build("tools/call", {"name": "nap", "arguments": {"seconds": 30}})
-    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(fast_env)
 
     def running() -> str | None:
-        for key in redis_client.scan_iter(f"{prefix}:task:*", count=1000):
-            record = redis_client.hgetall(key)
-            if record.get("tool") == "nap" and record.get("message", "").startswith("running on"):
-                return str(key)
-        return None
+        def napping(record: dict[str, str]) -> bool:
+            return record.get("tool") == "nap" and record.get("message", "").startswith(
+                "running on"
+            )
+
+        found = find_tasks(redis_client, keys, napping, limit=1)
+        return keys.task(found[0]) if found else None
 
     key = None
     async with http.stream(

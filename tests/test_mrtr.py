@@ -19,6 +19,7 @@ from mcp_celery_bridge.bridge.request_state import RequestStates
 from mcp_celery_bridge.bridge.shared.errors import InvalidParams
 from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import ModernClient, RpcError, connect
+from tests.services import keys_of
 
 pytestmark = pytest.mark.anyio
 
@@ -202,7 +203,7 @@ async def test_a_follow_up_after_the_question_timed_out(
     # Abandoned, the call does not hold its worker: the ask's timeout ends it.
     body = first["requestState"].partition(".")[0]
     task_id = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["t"]
-    key = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{task_id}"
+    key = keys_of(fast_env).task(task_id)
     with anyio.fail_after(20):
         while redis_client.hget(key, "status") != "completed":
             await anyio.sleep(0.05)

@@ -24,7 +24,7 @@ from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import ModernClient, RpcError, connect
 from tests.inline import InlineWorker
 from tests.inproc import AsyncTransport, app_server, settings_of
-from tests.services import Process, bridge_server, celery_worker
+from tests.services import Process, bridge_server, celery_worker, keys_of
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +55,7 @@ def _memory(client: redis.Redis, keys: list[str]) -> int:
 async def test_a_session_keeps_a_bounded_part_of_what_the_client_declared(
     fast_bridge: str, fast_env: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(fast_env)
     capabilities = {
         "elicitation": {"form": {}, "padding": "e" * MB},
         "tasks": {"list": {}, "requests": {"elicitation": {"create": {"more": "t" * MB}}}},
@@ -71,12 +71,12 @@ async def test_a_session_keeps_a_bounded_part_of_what_the_client_declared(
             response = await http.post(fast_bridge, content=body, headers=INIT_HEADERS)
             assert response.status_code == 200, response.text
             sids.append(response.headers["mcp-session-id"])
-        stored = _memory(redis_client, [f"{prefix}:session:{sid}" for sid in sids])
+        stored = _memory(redis_client, [keys.session(sid) for sid in sids])
         grown = int(redis_client.info("memory")["used_memory"]) - before
         print(f"20 initializes with 3 MB capabilities: sessions hold {stored} bytes")
         print(f"used_memory grew by {grown} bytes")
         assert stored < 20 * 1024
-        session = redis_client.hgetall(f"{prefix}:session:{sids[0]}")
+        session = redis_client.hgetall(keys.session(sids[0]))
         assert json.loads(session["capabilities"]) == {
             "elicitation": {"form": {}},
             "tasks": {"list": {}, "requests": {"elicitation": {"create": {}}}},
@@ -153,8 +153,9 @@ async def test_unauthenticated_callers_share_the_session_limit(
 async def test_a_large_progress_token_is_refused(
     fast_bridge: str, fast_env: dict[str, str], redis_client: redis.Redis
 ) -> None:
+    keys = keys_of(fast_env)
     async with connect(fast_bridge) as client:
-        stream = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:events:session:{client.session_id}"
+        stream = keys.events(f"session:{client.session_id}")
         call = {"name": "sleep", "arguments": {"seconds": 1, "steps": 100}, "task": {}}
         message = await client.request("tools/call", {**call, "_meta": {"progressToken": "p" * MB}})
         if "result" in message:  # the code before the limit: measure what it cost
@@ -168,9 +169,7 @@ async def test_a_large_progress_token_is_refused(
         # A token within the limit still gets its progress.
         fine = await client.call("tools/call", {**call, "_meta": {"progressToken": "q" * 200}})
         await client.wait_status(fine["task"]["taskId"], {"completed"}, timeout=60)
-        assert '"q' in redis_client.hget(
-            f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{fine['task']['taskId']}", "ptoken"
-        )
+        assert '"q' in redis_client.hget(keys.task(fine["task"]["taskId"]), "ptoken")
 
 
 async def test_retention_and_failure_messages_are_capped(
@@ -182,7 +181,7 @@ async def test_retention_and_failure_messages_are_capped(
         # An exception quoting a large argument does not land in Redis three times over.
         failed = await client.create_task("fail", {"message": "m" * 900_000})
         final = await client.wait_status(failed["taskId"], {"failed"}, timeout=30)
-        key = f"{fast_env['MCP_BRIDGE_KEY_PREFIX']}:task:{failed['taskId']}"
+        key = keys_of(fast_env).task(failed["taskId"])
         print(f"a failure quoting 900 kB: its record holds {_memory(redis_client, [key])} bytes")
         assert len(final["statusMessage"]) < 2_100
         assert _memory(redis_client, [key]) < 10_000
@@ -276,7 +275,7 @@ async def test_a_resume_reads_the_stream_in_pages(
     with bridge_server(env, log_dir, "bridge-replay") as url:
         async with connect(url) as client:
             # A long stream: written directly, as the scripts write it, to be quick.
-            stream = f"{env['MCP_BRIDGE_KEY_PREFIX']}:events:session:{client.session_id}"
+            stream = keys_of(env).events(f"session:{client.session_id}")
             now = int(time.time() * 1000)
             ids = []
             pipe = redis_client.pipeline(transaction=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from tests.client import RpcError, connect
+from tests.services import keys_of
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +135,8 @@ async def test_notifications_cancelled_stops_a_plain_call(
             tg.start_soon(plain_call)
             request_id = 1 + client.last_request_id  # the id the call is about to use
             # The bridge maps the request id to the call's hidden task before publishing it.
-            key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:call:session:{client.session_id}:{request_id}"
+            owner = f"session:{client.session_id}"
+            key = keys_of(env).call(owner, json.dumps(request_id))
             with anyio.fail_after(10):
                 while not redis_client.exists(key):
                     await anyio.sleep(0.02)
@@ -149,7 +152,7 @@ async def test_a_finished_task_holds_no_lease(
 ) -> None:
     async with connect(bridge) as client:
         task = await client.create_task("sleep", {"seconds": 0.3, "steps": 3})
-        leases = f"{env['MCP_BRIDGE_KEY_PREFIX']}:leases"
+        leases = keys_of(env).leases_of(task["taskId"])
         with anyio.fail_after(10):
             while redis_client.zscore(leases, task["taskId"]) is None:
                 await anyio.sleep(0.02)  # leased while its body runs

@@ -12,9 +12,11 @@ import httpx
 import pytest
 import redis
 
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests.client import RawClient, connect, next_status
 from tests.inproc import AsyncTransport
 from tests.schema import check
+from tests.services import find_tasks, keys_of
 
 pytestmark = pytest.mark.anyio
 
@@ -197,23 +199,23 @@ async def test_malformed_last_event_id_is_400(fast_bridge: str, last: str) -> No
 # -- a plain call whose client goes away ---------------------------------------------------------
 
 
-def _running_plain_sleep(client: redis.Redis, prefix: str, owner: str) -> str | None:
-    for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
-        h = client.hgetall(key)
-        if (
+def _running_plain_sleep(client: redis.Redis, keys: Keys, owner: str) -> str | None:
+    def running(h: dict[str, str]) -> bool:
+        return (
             h.get("tool") == "sleep"
             and h.get("owner") == owner
             and h.get("hidden") == "1"
             and h.get("message", "").startswith("running on")
-        ):
-            return str(key)
-    return None
+        )
+
+    found = find_tasks(client, keys, running, limit=1)
+    return keys.task(found[0]) if found else None
 
 
 async def test_plain_call_is_cancelled_when_the_client_disconnects(
     fast_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(fast_env)
     async with connect(fast_bridge, version="2025-06-18") as client:
         owner = f"session:{client.session_id}"
         body = {
@@ -232,7 +234,7 @@ async def test_plain_call_is_cancelled_when_the_client_disconnects(
             assert response.headers["content-type"].startswith("text/event-stream")
             with anyio.fail_after(10):
                 while key is None:
-                    key = _running_plain_sleep(redis_client, prefix, owner)
+                    key = _running_plain_sleep(redis_client, keys, owner)
                     if key is None:
                         await anyio.sleep(0.05)
             assert redis_client.hget(key, "status") == "working"

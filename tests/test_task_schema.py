@@ -17,6 +17,7 @@ import redis.asyncio
 
 from mcp_celery_bridge.bridge.shared import schema
 from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.records import TaskRecord, TaskStatus
 from mcp_celery_bridge.bridge.shared.registry import Registry
 from mcp_celery_bridge.bridge.shared.schema import TaskStatus as SchemaStatus
@@ -75,7 +76,7 @@ def test_python_and_lua_agree_on_the_statuses(redis_client: redis.Redis) -> None
 
 
 def test_task_view_and_refusal_are_the_python_shapes(redis_client: redis.Redis) -> None:
-    key = f"schema-{uuid.uuid4().hex}:task:t1"
+    key = Keys(f"schema-{uuid.uuid4().hex}").task("t1")
     fields = {
         "id": "t1",
         "status": "working",
@@ -134,7 +135,7 @@ async def test_a_record_holds_only_schema_fields_and_its_era(
     registry, worker = stores
     owner = "session:schema"
     created = await registry.create(
-        task_id="t" * 32,
+        task_id=registry.keys.new_id("t" * 32, owner),
         owner=owner,
         tool="echo",
         celery_id="c1",
@@ -171,10 +172,19 @@ async def test_a_record_holds_only_schema_fields_and_its_era(
 
     # Without an era, a listed task is a legacy one and an unlisted one a modern one.
     legacy = await registry.create(
-        task_id="l" * 32, owner=owner, tool="echo", celery_id="c2", ttl_ms=60_000
+        task_id=registry.keys.new_id("l" * 32, owner),
+        owner=owner,
+        tool="echo",
+        celery_id="c2",
+        ttl_ms=60_000,
     )
     plain = await registry.create(
-        task_id="p" * 32, owner=owner, tool="echo", celery_id="c3", ttl_ms=60_000, hidden=True
+        task_id=registry.keys.new_id("p" * 32, owner),
+        owner=owner,
+        tool="echo",
+        celery_id="c3",
+        ttl_ms=60_000,
+        hidden=True,
     )
     assert (legacy.era, plain.era) == ("legacy", "modern")
     for task_id, era in ((legacy.id, "legacy"), (plain.id, "modern")):
@@ -188,7 +198,11 @@ async def test_a_lost_run_is_failed_once_and_leaves_no_lease(
     registry, worker = stores
     owner = "session:lost"
     task = await registry.create(
-        task_id="x" * 32, owner=owner, tool="sleep", celery_id="c1", ttl_ms=60_000
+        task_id=registry.keys.new_id("x" * 32, owner),
+        owner=owner,
+        tool="sleep",
+        celery_id="c1",
+        ttl_ms=60_000,
     )
     assert worker.take_lease(task.id, owner, "w1", "w1 (pid 9)", 1, 3)[:2] == (
         TaskStatus.WORKING,
@@ -203,7 +217,7 @@ async def test_a_lost_run_is_failed_once_and_leaves_no_lease(
     record = await registry.get(task.id)
     assert record is not None and record.error is not None
     assert record.error["data"]["worker"] == "w1 (pid 9)"
-    assert await registry.redis.zrange(registry.keys.leases(), 0, -1) == []
+    assert await registry.redis.zrange(registry.keys.leases_of(task.id), 0, -1) == []
     assert await registry.redis.zrange(registry.keys.running(owner), 0, -1) == []
 
 
@@ -213,7 +227,12 @@ async def test_only_an_owner_answers_a_question_even_on_a_hidden_record(
     registry, worker = stores
     owner = "session:asker"
     plain = await registry.create(
-        task_id="q" * 32, owner=owner, tool="confirm", celery_id="c", ttl_ms=60_000, hidden=True
+        task_id=registry.keys.new_id("q" * 32, owner),
+        owner=owner,
+        tool="confirm",
+        celery_id="c",
+        ttl_ms=60_000,
+        hidden=True,
     )
     request = {"method": "elicitation/create", "params": {"message": "sure?"}}
     assert worker.ask(plain.id, owner, "k1", request, "asking").applied
@@ -244,7 +263,11 @@ async def test_a_change_naming_another_owner_than_the_tasks_changes_nothing(
     registry, worker = stores
     owner, other = "session:right", "session:wrong"
     task = await registry.create(
-        task_id="o" * 32, owner=owner, tool="echo", celery_id="c1", ttl_ms=60_000
+        task_id=registry.keys.new_id("o" * 32, owner),
+        owner=owner,
+        tool="echo",
+        celery_id="c1",
+        ttl_ms=60_000,
     )
     assert worker.take_lease(task.id, other, "w1", "w1 (pid 1)", 60_000, 3) == (None, 0, False)
     assert not await registry.redis.exists(registry.keys.running(other))
@@ -267,14 +290,18 @@ async def test_a_retried_run_releases_its_lease_only_while_no_later_run_holds_it
     registry, worker = stores
     owner = "session:retry"
     task = await registry.create(
-        task_id="r" * 32, owner=owner, tool="echo", celery_id="c1", ttl_ms=60_000
+        task_id=registry.keys.new_id("r" * 32, owner),
+        owner=owner,
+        tool="echo",
+        celery_id="c1",
+        ttl_ms=60_000,
     )
     assert worker.take_lease(task.id, owner, "w1", "w1 (pid 1)", 60_000, 5)[1] == 1
     # The retry's next run (a countdown of 0) took the lease before the first one let go.
     assert worker.take_lease(task.id, owner, "w1", "w1 (pid 2)", 60_000, 5)[1] == 2
     assert not worker.release_lease(task.id, owner, 1)
-    assert await registry.redis.zscore(registry.keys.leases(), task.id) is not None
+    assert await registry.redis.zscore(registry.keys.leases_of(task.id), task.id) is not None
     assert await registry.redis.zscore(registry.keys.running(owner), task.id) is not None
     assert worker.release_lease(task.id, owner, 2)
-    assert await registry.redis.zscore(registry.keys.leases(), task.id) is None
+    assert await registry.redis.zscore(registry.keys.leases_of(task.id), task.id) is None
     assert await registry.redis.zscore(registry.keys.running(owner), task.id) is None

@@ -25,6 +25,7 @@ from tests.inproc import app_server, settings_of
 from tests.services import (
     Process,
     eventually,
+    keys_of,
     parent_pid,
     pid_running,
     pid_state,
@@ -78,7 +79,7 @@ async def assert_stays_cancelled(
     """Once the worker is done with the terminated child (it logged the termination and reaped
     the child, which is when it handles the lost job), the task is still cancelled: neither
     the revoke nor the lost child changed it."""
-    celery_id = redis_client.hget(f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:{tid}", "celery_id")
+    celery_id = redis_client.hget(keys_of(env).task(tid), "celery_id")
     assert celery_id
 
     async def handled() -> bool:
@@ -209,14 +210,14 @@ async def test_tasks_result_of_a_cancelled_task_is_an_error(fast_bridge: str) ->
 async def test_a_terminal_task_expires_after_its_ttl(
     fast_bridge: str, redis_client: redis.Redis, fast_env: dict[str, str]
 ) -> None:
-    prefix = fast_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(fast_env)
     async with connect(fast_bridge) as client:
         task = await client.create_task("echo", {"text": "short-lived"}, ttl=1000)
         task_id = task["taskId"]
         assert task["ttl"] == 1000
         done = await client.wait_status(task_id, TERMINAL)
         assert done["status"] == "completed"
-        key = f"{prefix}:task:{task_id}"
+        key = keys.task(task_id)
         assert 0 < int(redis_client.pttl(key)) <= 1000
 
         async def expired() -> bool:
@@ -230,7 +231,7 @@ async def test_a_terminal_task_expires_after_its_ttl(
         await eventually(expired, 10, "the finished task to expire", every=0.1)
         assert task_id not in {t["taskId"] for t in await list_all(client)}
         assert not redis_client.exists(key)
-        index = f"{prefix}:owner:session:{client.session_id}:tasks"
+        index = keys.owner_tasks(f"session:{client.session_id}")
         assert redis_client.zscore(index, task_id) is None, "tasks/list left the stale entry"
         err = await rpc_error(client.call("tasks/result", {"taskId": task_id}))
         assert err.code == -32602

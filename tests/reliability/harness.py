@@ -14,6 +14,7 @@ import anyio.abc
 import httpx
 import redis
 
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests.client import TERMINAL, RawClient
 from tests.services import eventually
 
@@ -96,9 +97,9 @@ class Recorder:
         )
 
 
-def stream_ids(client: redis.Redis, prefix: str, session_id: str) -> list[str]:
+def stream_ids(client: redis.Redis, keys: Keys, session_id: str) -> list[str]:
     """Every event id in the session's notification stream: what a client must receive."""
-    entries = cast(list[tuple[str, Any]], client.xrange(f"{prefix}:events:session:{session_id}"))
+    entries = cast(list[tuple[str, Any]], client.xrange(keys.events(f"session:{session_id}")))
     return [str(entry_id) for entry_id, _ in entries]
 
 

@@ -16,7 +16,7 @@ import redis
 
 from tests.client import TERMINAL, RawClient, RpcError, connect, list_all
 from tests.reliability.harness import Recorder, assert_exactly_once, figure_time, stream_ids
-from tests.services import Bridge, celery_worker, eventually, running_bridge
+from tests.services import Bridge, celery_worker, eventually, keys_of, running_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +50,7 @@ async def test_a_killed_bridge_comes_back_with_its_sessions_tasks_and_notificati
     redis_client: redis.Redis,
     figure: Callable[[str], None],
 ) -> None:
-    prefix = own_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(own_env)
     bridge = Bridge(own_env, log_dir, "bridge-restart")
     bridge.start()
     try:
@@ -69,14 +69,14 @@ async def test_a_killed_bridge_comes_back_with_its_sessions_tasks_and_notificati
                     received_before = len(recorder.notices)
                     bridge.start()
                     down = figure_time(killed)
-                    produced_meanwhile = len(stream_ids(redis_client, prefix, sid))
+                    produced_meanwhile = len(stream_ids(redis_client, keys, sid))
                     await recorder.wait_terminal(set(ids), 60)
                     tg.cancel_scope.cancel()
 
                 assert recorder.connects >= 2, "the stream should have been reopened"
                 missed = produced_meanwhile - received_before
                 assert missed > 0, "the test should make the client miss notifications"
-                expected = stream_ids(redis_client, prefix, sid)
+                expected = stream_ids(redis_client, keys, sid)
                 assert_exactly_once(recorder, expected, set(ids))
 
                 # The session and its tasks outlived the bridge process.
@@ -100,7 +100,7 @@ async def test_two_bridges_serve_one_session_alternately(
     redis_client: redis.Redis,
     figure: Callable[[str], None],
 ) -> None:
-    prefix = own_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(own_env)
     with (
         celery_worker(own_env, log_dir, concurrency=2, name="twobridges"),
         running_bridge(own_env, log_dir, "bridge-one") as one,
@@ -158,7 +158,7 @@ async def test_two_bridges_serve_one_session_alternately(
                     raise AssertionError(f"tasks/result of cancelled {task_id} answered a result")
             terminal = {n.task_id: n.status for n in recorder.notices if n.status in TERMINAL}
             assert terminal == expected_status
-            expected = stream_ids(redis_client, prefix, first.session_id or "")
+            expected = stream_ids(redis_client, keys, first.session_id or "")
             assert_exactly_once(recorder, expected, set(ids))
             assert recorder.connects >= 4
     figure(

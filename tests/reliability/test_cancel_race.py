@@ -15,7 +15,7 @@ import redis
 
 from tests.client import RUNNING, TERMINAL, RpcError, connect
 from tests.reliability.harness import Recorder, assert_exactly_once, stream_ids
-from tests.services import celery_worker, running_bridge
+from tests.services import celery_worker, keys_of, running_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +36,7 @@ async def test_cancel_racing_completion_ends_in_one_terminal_status(
 ) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    prefix = own_env["MCP_BRIDGE_KEY_PREFIX"]
+    keys = keys_of(own_env)
     answers: dict[str, str] = {}
     with (
         celery_worker(own_env, log_dir, concurrency=POOL, name="race"),
@@ -122,7 +122,7 @@ async def test_cancel_racing_completion_ends_in_one_terminal_status(
     assert len(answers) == TRIALS
     terminal = {n.task_id: n.status for n in recorder.notices if n.status in TERMINAL}
     assert terminal == answers
-    expected = stream_ids(redis_client, prefix, client.session_id or "")
+    expected = stream_ids(redis_client, keys, client.session_id or "")
     assert_exactly_once(recorder, expected, set(answers))
 
     outcomes = Counter(outcome(task_id) for task_id in answers)

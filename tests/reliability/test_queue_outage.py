@@ -15,7 +15,7 @@ import redis
 
 from tests.client import RUNNING, TERMINAL, connect
 from tests.reliability.harness import Recorder, figure_time
-from tests.services import celery_worker, eventually, running_bridge
+from tests.services import celery_worker, eventually, keys_of, running_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,7 @@ async def test_tasks_wait_out_a_queue_outage_and_a_cancel_meanwhile_holds(
 ) -> None:
     mark = tmp_path / "doomed"
     pid_file = tmp_path / "doomed.pid"
-    task_key = f"{own_env['MCP_BRIDGE_KEY_PREFIX']}:task:"
+    keys = keys_of(own_env)
     with running_bridge(own_env, log_dir, "bridge-outage") as bridge:
         async with connect(bridge.url) as client:
             recorder = Recorder(client)
@@ -56,7 +56,7 @@ async def test_tasks_wait_out_a_queue_outage_and_a_cancel_meanwhile_holds(
                 assert cancelled["status"] == "cancelled"
 
                 # A new worker never heard that revoke broadcast; the registry check holds.
-                celery_id = str(redis_client.hget(task_key + doomed["taskId"], "celery_id"))
+                celery_id = str(redis_client.hget(keys.task(doomed["taskId"]), "celery_id"))
                 back = time.monotonic()
                 with celery_worker(own_env, log_dir, concurrency=1, name="outage2") as second:
                     done = await client.wait_status(waiting["taskId"], TERMINAL, timeout=20)
@@ -73,7 +73,7 @@ async def test_tasks_wait_out_a_queue_outage_and_a_cancel_meanwhile_holds(
             final = await client.get_task(doomed["taskId"])
             assert final["status"] == "cancelled", final
             assert final["statusMessage"] == "cancelled by the client", final
-            assert redis_client.hget(task_key + doomed["taskId"], "runs") is None
+            assert redis_client.hget(keys.task(doomed["taskId"]), "runs") is None
             about_doomed = [n for n in recorder.notices if n.task_id == doomed["taskId"]]
             assert [n.status for n in about_doomed] == ["cancelled"], about_doomed
             assert not any(RUNNING.match(n.message) for n in about_doomed)

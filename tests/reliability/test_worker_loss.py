@@ -19,11 +19,12 @@ import pytest
 import redis
 
 from mcp_celery_bridge.bridge.shared.clients import async_client
+from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.registry import Registry
 from mcp_celery_bridge.bridge.shared.settings import Settings
 from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
 from tests.reliability.harness import figure_time
-from tests.services import celery_worker, eventually, parent_pid, running_bridge
+from tests.services import celery_worker, eventually, keys_of, parent_pid, running_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +94,7 @@ async def test_a_killed_worker_fails_its_task_when_the_lease_expires(
     figure: Callable[[str], None],
 ) -> None:
     env = {**own_env, **LEASE}
-    leases = f"{env['MCP_BRIDGE_KEY_PREFIX']}:leases"
+    keys = keys_of(env)
     with (
         running_bridge(env, log_dir, "bridge-workerloss") as bridge,
         celery_worker(env, log_dir, concurrency=2, name="workerloss") as worker,
@@ -102,6 +103,7 @@ async def test_a_killed_worker_fails_its_task_when_the_lease_expires(
             # A healthy task running for several lease lengths keeps renewing and completes.
             healthy = await client.create_task("sleep", {"seconds": 5, "steps": 5})
             doomed = await client.create_task("sleep", {"seconds": 60, "steps": 1})
+            leases = keys.leases_of(doomed["taskId"])
             node, pid = await running_pid(client, doomed["taskId"])
             assert parent_pid(pid) == worker.popen.pid
             # The body takes its lease just after announcing that it runs.
@@ -171,21 +173,21 @@ async def test_with_late_acks_the_redelivered_message_of_a_reaped_task_never_run
         # A new worker hands back, at start, unacked messages older than this.
         "MCP_BRIDGE_VISIBILITY_TIMEOUT_S": "1",
     }
-    task_key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:"
+    keys = keys_of(env)
     with running_bridge(env, log_dir, "bridge-acks-late") as bridge:
         async with connect(bridge.url) as client:
             with celery_worker(env, log_dir, concurrency=1, name="lateack1") as worker:
                 task = await client.create_task("sleep", {"seconds": 60, "steps": 1})
                 task_id = task["taskId"]
                 await running_pid(client, task_id)
-                await eventually(lambda: redis_client.hget(task_key + task_id, "runs"), 5, "lease")
+                await eventually(lambda: redis_client.hget(keys.task(task_id), "runs"), 5, "lease")
                 os.killpg(worker.popen.pid, signal.SIGKILL)
                 worker.popen.wait(5)
             final = await client.wait_status(task_id, TERMINAL, timeout=10)
             assert final["status"] == "failed", final
             assert "lease expired" in final["statusMessage"]
 
-            celery_id = str(redis_client.hget(task_key + task_id, "celery_id"))
+            celery_id = str(redis_client.hget(keys.task(task_id), "celery_id"))
             restarted = time.monotonic()
             with celery_worker(env, log_dir, concurrency=1, name="lateack2") as second:
 
@@ -197,7 +199,7 @@ async def test_with_late_acks_the_redelivered_message_of_a_reaped_task_never_run
                 assert f"Task mcp.sleep[{celery_id}] received" in second.output()
             again = await client.get_task(task_id)
             assert again == final, "the redelivered message changed a terminal task"
-            assert redis_client.hget(task_key + task_id, "runs") == "1", "the tool body ran again"
+            assert redis_client.hget(keys.task(task_id), "runs") == "1", "the tool body ran again"
             figure(f"late ack: redelivered message dropped {took} s after a new worker was started")
 
 
@@ -209,7 +211,7 @@ async def test_with_late_acks_a_lost_child_reruns_the_task_until_max_runs(
     figure: Callable[[str], None],
 ) -> None:
     env = {**own_env, "MCP_BRIDGE_ACKS_LATE": "true", "MCP_BRIDGE_MAX_RUNS": "2"}
-    task_key = f"{env['MCP_BRIDGE_KEY_PREFIX']}:task:"
+    keys = keys_of(env)
     with (
         celery_worker(env, log_dir, concurrency=1, name="rerun") as worker,
         running_bridge(env, log_dir, "bridge-rerun") as bridge,
@@ -218,7 +220,7 @@ async def test_with_late_acks_a_lost_child_reruns_the_task_until_max_runs(
             task = await client.create_task("sleep", {"seconds": 60, "steps": 1})
             task_id = task["taskId"]
             _, first = await running_pid(client, task_id)
-            await eventually(lambda: redis_client.hget(task_key + task_id, "runs"), 5, "lease")
+            await eventually(lambda: redis_client.hget(keys.task(task_id), "runs"), 5, "lease")
             os.kill(first, signal.SIGKILL)
             started = time.monotonic()
 
@@ -232,7 +234,7 @@ async def test_with_late_acks_a_lost_child_reruns_the_task_until_max_runs(
             assert parent_pid(second) == worker.popen.pid
             assert (await client.get_task(task_id))["status"] == "working"
             await eventually(
-                lambda: redis_client.hget(task_key + task_id, "runs") == "2", 5, "run 2"
+                lambda: redis_client.hget(keys.task(task_id), "runs") == "2", 5, "run 2"
             )
 
             os.kill(second, signal.SIGKILL)
@@ -253,7 +255,7 @@ async def test_bridges_reaping_at_once_fail_a_lost_task_once_and_a_renewal_wins(
         key_prefix=own_env["MCP_BRIDGE_KEY_PREFIX"],
         queue=own_env["MCP_BRIDGE_QUEUE"],
     )
-    leases = f"{settings.key_prefix}:leases"
+    keys = Keys.of(settings)
     client = async_client(settings.redis_url)
     try:
         # The bridge's own reaper stays out of the way: the racers are the test's.
@@ -264,7 +266,10 @@ async def test_bridges_reaping_at_once_fail_a_lost_task_once_and_a_renewal_wins(
                 alive = (await mcp.create_task("sleep", {"seconds": 1}))["taskId"]
                 seconds, micros = redis_client.time()
                 now_ms = seconds * 1000 + micros // 1000
-                redis_client.hset(f"{settings.key_prefix}:task:{lost}", "holder", "w@h (pid 1)")
+                redis_client.hset(keys.task(lost), "holder", "w@h (pid 1)")
+                # Both in the one lease set of their owner's shard.
+                leases = keys.leases_of(lost)
+                assert keys.leases_of(alive) == leases
                 redis_client.zadd(leases, {lost: now_ms - 1, alive: now_ms + 60_000})
 
                 reapers = [Registry(settings, client) for _ in range(8)]
@@ -289,7 +294,7 @@ async def test_bridges_reaping_at_once_fail_a_lost_task_once_and_a_renewal_wins(
                 owner = f"session:{mcp.session_id}"
                 events = cast(
                     list[tuple[str, dict[str, str]]],
-                    redis_client.xrange(f"{settings.key_prefix}:events:{owner}"),
+                    redis_client.xrange(keys.events(owner)),
                 )
                 failed = [e for _, e in events if '"status":"failed"' in e["task"]]
                 assert len(failed) == 1, failed
