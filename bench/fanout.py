@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,10 +40,24 @@ def _ticks(pids: list[int]) -> list[int]:
 def one_set(tree: Path, redis: RedisServer, log_dir: Path, tasks: int) -> dict[str, float]:
     """CPU seconds per 1,000 tasks of each idle bridge (mean), under load and idle."""
     env = test_env(redis.url)
+    # A checkout from before the package rename (issue 12) names its modules bridge and
+    # workers, and its tools module so.
+    old = not (tree / "mcp_celery_bridge").exists()
+    app = "workers" if old else "mcp_celery_bridge.workers"
+    program = (sys.executable, "-m", "bridge.cli" if old else "mcp_celery_bridge.bridge.cli")
+    if old:
+        env["MCP_BRIDGE_TOOL_MODULES"] = "workers.examples,tests.tools"
     with contextlib.ExitStack() as stack:
-        stack.enter_context(celery_worker(env, log_dir, 2, cwd=tree))
+        stack.enter_context(celery_worker(env, log_dir, 2, cwd=tree, app=app))
         bridges = [
-            Bridge(env, log_dir, f"{tree.name}-b{i}-{env['MCP_BRIDGE_QUEUE']}", "warning", cwd=tree)
+            Bridge(
+                env,
+                log_dir,
+                f"{tree.name}-b{i}-{env['MCP_BRIDGE_QUEUE']}",
+                "warning",
+                cwd=tree,
+                program=program,
+            )
             for i in range(BRIDGES)
         ]
         for bridge in bridges:

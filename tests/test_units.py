@@ -423,7 +423,7 @@ def test_with_shards_every_key_of_an_owner_and_its_tasks_shares_one_slot() -> No
         )
     assert len(shards) > 40  # owners spread over the shards
     # An id the deployment did not make still names one slot for all its keys.
-    for odd in ["x", "x.99", "x.07", "a{b}c.3", ""]:
+    for odd in ["x", "x.99", "x.07", "a{b}c.3", "", "x.²", "x.-1"]:
         assert key_slot(keys.task(odd).encode()) == key_slot(keys.inputs(odd).encode())
     # One shard: the keys as they were before shards.
     plain = Keys("mcp")

@@ -134,8 +134,10 @@ class Keys:
         if self.shards == 1:
             return 0
         _, dot, tail = some_id.rpartition(".")
-        if dot and tail.isdigit() and int(tail) < self.shards and str(int(tail)) == tail:
-            return int(tail)
+        # ASCII digits only: isdigit() takes "²", which int() refuses.
+        if dot and tail.isascii() and tail.isdigit() and str(int(tail)) == tail:
+            if int(tail) < self.shards:
+                return int(tail)
         return self.shard_of(some_id)
 
     def new_id(self, random_part: str, owner: str) -> str:
