@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
-import redis
 from pydantic import ValidationError
 from rich.text import Text
 
@@ -36,7 +35,12 @@ from mcp_celery_bridge.bridge.publisher import Publisher
 from mcp_celery_bridge.bridge.scan import collect
 from mcp_celery_bridge.bridge.service import TaskService
 from mcp_celery_bridge.bridge.shared import logs
-from mcp_celery_bridge.bridge.shared.clients import async_client, shown, sync_client
+from mcp_celery_bridge.bridge.shared.clients import (
+    REDIS_ERRORS,
+    async_client,
+    shown,
+    sync_client,
+)
 from mcp_celery_bridge.bridge.shared.errors import BridgeError
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from mcp_celery_bridge.bridge.shared.logs import printable
@@ -95,7 +99,7 @@ def _redis_errors(settings: Settings) -> Iterator[None]:
     """An unreachable Redis is an operator-facing message, not a traceback."""
     try:
         yield
-    except (redis.RedisError, BridgeError) as exc:
+    except (*REDIS_ERRORS, BridgeError) as exc:
         raise click.ClickException(f"Redis at {shown(settings.redis_url)}: {exc}") from exc
 
 

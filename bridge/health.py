@@ -10,14 +10,14 @@ import time
 from typing import Any
 
 import anyio.to_thread
-from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError
+from redis.exceptions import ClusterDownError, ReadOnlyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_celery_bridge.bridge.events import EventHub
 from mcp_celery_bridge.bridge.publisher import Publisher
 from mcp_celery_bridge.bridge.reaper import Reaper
-from mcp_celery_bridge.bridge.shared.clients import AsyncRedis
+from mcp_celery_bridge.bridge.shared.clients import REDIS_ERRORS, AsyncRedis
 from mcp_celery_bridge.bridge.shared.keys import Keys
 
 #: How long a readiness answer is reused.
@@ -66,7 +66,7 @@ class Health:
             body["redis"] = "read-only: a replica, not the primary"
         except ClusterDownError:
             body["redis"] = "cluster down: a slot has no primary that answers"
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             body["redis"] = f"unreachable: {type(exc).__name__}"
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 body["redis"] += ": its TLS certificate is not trusted (MCP_BRIDGE_REDIS_CA_FILE)"

@@ -243,6 +243,12 @@ class RedisServer(Service):
     proc: Process | None = None
     #: More redis-server options (a Cluster node's, say).
     options: list[str] = field(default_factory=list)
+    #: The CA of a server that speaks only TLS (its options say so): how to reach it.
+    tls_ca: Path | None = None
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls_ca)} if self.tls_ca else {}
+        return redis.Redis(port=self.port, **tls, **kwargs)
 
     @property
     def url(self) -> str:
@@ -271,7 +277,7 @@ class RedisServer(Service):
         self.proc = spawn(
             "redis", command, {}, self.log_dir / f"redis-{self.port}.log", append=True
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = self.client(socket_connect_timeout=0.5)
 
         def answers() -> bool:
             if not self.alive():

@@ -332,3 +332,29 @@ async def _failover(cluster: RedisCluster, env: dict[str, str], bridge: Bridge) 
     assert not missing and not twice
     assert all(ended[t] == "completed" for t in more), ended
     assert all(status in TERMINAL for status in ended.values())
+
+
+async def test_a_tls_cluster_is_checked_against_the_given_ca(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    broker = RedisServer(logs)
+    broker.start()
+    try:
+        with redis_cluster(tmp_path / "cluster", tls=True) as cluster:
+            assert cluster.url().startswith("rediss+cluster://")
+            env = cluster_env(cluster, broker, MCP_BRIDGE_REDIS_CA_FILE=str(cluster.ca))
+            with (
+                celery_worker(env, logs, 2, name="cluster-tls"),
+                running_bridge(env, logs, "bridge-cluster-tls") as bridge,
+            ):
+                await core.tasks_notify_and_list(bridge.url, owners=2)
+            # Without the CA the certificate is not trusted, and nothing falls back to an
+            # unchecked connection: the bridge is unready and says why.
+            untrusted = cluster_env(cluster, broker)
+            with running_bridge(untrusted, logs, "bridge-cluster-untrusted") as bridge:
+                readyz = bridge.url.removesuffix("/mcp") + "/readyz"
+                async with httpx.AsyncClient(timeout=10) as http:
+                    body = (await http.get(readyz)).json()
+                assert "not trusted" in body["redis"], body
+    finally:
+        broker.stop()

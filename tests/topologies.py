@@ -109,13 +109,30 @@ class RedisCluster:
     """Primaries sharing the 16,384 slots in equal ranges, each with ``replicas`` replicas."""
 
     root: Path
+    #: Nodes that speak only TLS (clients and the cluster bus), with certificates made
+    #: for 127.0.0.1 by a CA of the test's own (``ca``).
+    tls: bool = False
     nodes: list[RedisServer] = field(default_factory=list)  # the primaries
     replicas: list[RedisServer] = field(default_factory=list)  # of nodes[i % len(nodes)]
     bus_ports: dict[int, int] = field(default_factory=dict)  # by port
 
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
-        return f"redis+cluster://{hosts}"
+        return f"{'rediss' if self.tls else 'redis'}+cluster://{hosts}"
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "tls" / "ca.crt"
+
+    def _tls_options(self, port: int) -> list[str]:
+        if not self.tls:
+            return []
+        tls = self.root / "tls"
+        return [
+            "--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
+            "--tls-cert-file", str(tls / "server.crt"), "--tls-key-file", str(tls / "server.key"),
+            "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def _node(self, name: str) -> RedisServer:
         node_dir = self.root / name
@@ -128,16 +145,21 @@ class RedisCluster:
             "--cluster-port", str(bus),
             "--cluster-node-timeout", "2000",
         ]  # fmt: skip
-        node = RedisServer(node_dir, options=options)
+        port = free_port()
+        options += self._tls_options(port)
+        node = RedisServer(node_dir, port, options=options, tls_ca=self.ca if self.tls else None)
         node.start()
         self.bus_ports[node.port] = bus
         return node
 
     def start(self, size: int = 3, replicas: int = 0) -> None:
+        if self.tls:
+            (self.root / "tls").mkdir(parents=True, exist_ok=True)
+            certificates(self.root / "tls")
         self.nodes = [self._node(f"node-{i}") for i in range(size)]
         self.replicas = [self._node(f"replica-{i}") for i in range(size * replicas)]
         everyone = self.nodes + self.replicas
-        clients = [redis.Redis(port=n.port, decode_responses=True) for n in everyone]
+        clients = [n.client(decode_responses=True) for n in everyone]
         try:
             per = 16384 // size
             for i, client in enumerate(clients[:size]):
@@ -176,8 +198,10 @@ def _agrees(client: redis.Redis, size: int) -> bool:
 
 
 @contextlib.contextmanager
-def redis_cluster(root: Path, size: int = 3, replicas: int = 0) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(root)
+def redis_cluster(
+    root: Path, size: int = 3, replicas: int = 0, tls: bool = False
+) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(root, tls)
     try:
         cluster.start(size, replicas)
         yield cluster
@@ -227,26 +251,33 @@ class TlsRedis:
         wait_for(answers, 10, f"the TLS redis-server on port {self.port}")
 
     def _certificates(self) -> None:
-        def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], cwd=self.root, check=True, capture_output=True)
-
-        openssl(
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-            "/CN=mcp-test-ca", "-keyout", "ca.key", "-out", "ca.crt",
-        )  # fmt: skip
-        openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "server.key", "-out", "server.csr",
-        )  # fmt: skip
-        (self.root / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        openssl(
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-out", "server.crt", "-extfile", "san.cnf",
-        )  # fmt: skip
+        certificates(self.root)
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+
+
+def certificates(root: Path) -> None:
+    """A CA of the test's own (``ca.crt``) and a certificate for 127.0.0.1 it signed
+    (``server.crt``, ``server.key``), made with the openssl command in ``root``."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        "/CN=mcp-test-ca", "-keyout", "ca.key", "-out", "ca.crt",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "server.key", "-out", "server.csr",
+    )  # fmt: skip
+    (root / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-out", "server.crt", "-extfile", "san.cnf",
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

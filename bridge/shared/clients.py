@@ -19,13 +19,25 @@ import redis.connection
 import redis.retry
 import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from mcp_celery_bridge.bridge.shared import topology
 from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.topology import shown
 
-__all__ = ["AsyncRedis", "SyncRedis", "async_client", "shown", "sync_client", "translated"]
+__all__ = [
+    "REDIS_ERRORS",
+    "AsyncRedis",
+    "SyncRedis",
+    "async_client",
+    "shown",
+    "sync_client",
+    "translated",
+]
+
+#: What redis-py raises when Redis cannot serve a command (a Cluster it cannot reach at all
+#: raises RedisClusterException, which is not a RedisError).
+REDIS_ERRORS = (RedisError, RedisClusterException)
 
 #: A client of the registry: of one server (a Sentinel's primary included) or of a Cluster.
 AsyncRedis = redis.asyncio.Redis | redis.asyncio.RedisCluster
@@ -109,7 +121,7 @@ async def prepared(client: AsyncRedis) -> None:
     learns them on the first command, and commands sent meanwhile may meet connections it is
     closing); a Cluster that does not answer yet is learnt on first use instead."""
     if isinstance(client, redis.asyncio.RedisCluster):
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await client.initialize()
 
 
@@ -201,7 +213,7 @@ _CONNECTION_CODE = frozenset({redis.connection.__file__, redis.asyncio.connectio
 
 def lost_connection(exc: BaseException) -> bool:
     """Whether ``exc`` says a Redis connection is gone (as ``ConnectionError`` does)."""
-    if isinstance(exc, RedisError | OSError):
+    if isinstance(exc, (*REDIS_ERRORS, OSError)):
         return True
     if not isinstance(exc, RuntimeError | TypeError | AttributeError):
         return False
@@ -217,7 +229,7 @@ def lost_connection(exc: BaseException) -> bool:
 def translated() -> Iterator[None]:
     try:
         yield
-    except (RedisError, RuntimeError, TypeError, AttributeError) as exc:
+    except (*REDIS_ERRORS, RuntimeError, TypeError, AttributeError) as exc:
         if not lost_connection(exc):
             raise
         raise StoreUnavailable(f"task store unavailable: {type(exc).__name__}") from exc
