@@ -110,9 +110,10 @@ def _collect(
     parse: Callable[[str, dict[str, str], int], T | None],
 ) -> tuple[list[T], bool]:
     """``bridge.scan.collect`` on a client of its own, Redis faults made operator errors."""
-    client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
-    with _redis_errors(settings), contextlib.closing(client):
-        return collect(client, Keys.of(settings), kind, limit, parse)
+    with _redis_errors(settings):
+        client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
+        with contextlib.closing(client):
+            return collect(client, Keys.of(settings), kind, limit, parse)
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -125,9 +126,10 @@ def _read_task(settings: Settings, task_id: str) -> tuple[TaskRecord, dict[str, 
     """The record with its pending questions, its raw hash and its key's PTTL, in one round
     trip; an unknown id is an operator error (exit code 1)."""
     keys = Keys.of(settings)
-    client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
     # A ':' would name a sub-key (`<id>:inputs`), not a task.
     if task_id and ":" not in task_id:
+        with _redis_errors(settings):
+            client = sync_client(settings.redis_url, ca_file=settings.redis_ca_file)
         # One MULTI: the record, its questions and its expiry as of one instant.
         with _redis_errors(settings), contextlib.closing(client), client.pipeline() as pipe:
             # (On a Cluster the three keys share a slot, so MULTI holds there too.)

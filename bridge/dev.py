@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import click
-import redis
 
-from mcp_celery_bridge.bridge.shared.clients import shown, sync_client
+from mcp_celery_bridge.bridge.shared.clients import REDIS_ERRORS, shown, sync_client
 from mcp_celery_bridge.bridge.shared.settings import Settings
 
 REDIS_HELP = """\
@@ -42,10 +41,13 @@ Start one on this machine:
 
 def redis_problem(url: str, ca_file: str = "") -> str | None:
     """Why Redis at ``url`` cannot be used, or None when it answers a PING."""
-    client = sync_client(url, ca_file=ca_file)
+    try:
+        client = sync_client(url, ca_file=ca_file)
+    except REDIS_ERRORS as exc:  # a Cluster connects as its client is made
+        return REDIS_HELP.format(url=shown(url), error=exc)
     try:
         client.ping()
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         return REDIS_HELP.format(url=shown(url), error=exc)
     finally:
         client.close()

@@ -358,3 +358,24 @@ async def test_a_tls_cluster_is_checked_against_the_given_ca(tmp_path: Path) -> 
                 assert "not trusted" in body["redis"], body
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("args", [("tasks", "list"), ("tasks", "show", "abc.1")])
+def test_the_operator_cli_says_an_unreachable_cluster_in_one_line(args: tuple[str, ...]) -> None:
+    env = {
+        **os.environ,
+        **services.test_env(f"redis+cluster://:s3cret@127.0.0.1:{services.free_port()}"),
+        "MCP_BRIDGE_BROKER_URL": "amqp://x",
+        "MCP_BRIDGE_RESULT_BACKEND": "rpc://",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Redis at redis+cluster://:**@127.0.0.1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr

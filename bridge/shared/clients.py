@@ -155,20 +155,34 @@ class _PatientCluster(redis.RedisCluster):
 
 
 def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRedis:
+    """A blocking client; one of a Cluster connects as it is made, so this may raise one of
+    ``REDIS_ERRORS`` (after ``PATIENCE_S`` when ``patient``)."""
     retries, backoff = (PATIENT_RETRIES, _PATIENT_BACKOFF) if patient else (RETRIES, _BACKOFF)
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(**backoff), retries)
     nodes = topology.cluster(url)
     if nodes is not None:
         # (redis-py's ClusterNode is not annotated.)
         startup = [redis.cluster.ClusterNode(h, p) for h, p in nodes.hosts]  # type: ignore[no-untyped-call]
-        return (_PatientCluster if patient else redis.RedisCluster)(
-            startup_nodes=startup,
-            username=nodes.username,
-            password=nodes.password,
-            **_cluster_tls(nodes, ca_file),
-            **_CONNECTION,
-            retry=retry,
-        )
+        kind = _PatientCluster if patient else redis.RedisCluster
+        # redis-py's Cluster client connects as it is made (raising RedisClusterException
+        # when no node answers): a patient one keeps trying as its commands do.
+        deadline = time.monotonic() + (PATIENCE_S if patient else 0)
+        pause = _PATIENT_BACKOFF["base"]
+        while True:
+            try:
+                return kind(
+                    startup_nodes=startup,
+                    username=nodes.username,
+                    password=nodes.password,
+                    **_cluster_tls(nodes, ca_file),
+                    **_CONNECTION,
+                    retry=retry,
+                )
+            except REDIS_ERRORS:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, _PATIENT_BACKOFF["cap"])
     found = topology.sentinels(url)
     if found is not None:
         sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
