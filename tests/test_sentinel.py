@@ -5,6 +5,7 @@ themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mcp_celery_bridge.bridge.shared.clients import POOL_SIZE, async_client
 from tests import core, services
 from tests.client import TERMINAL, RpcError, connect
 from tests.reliability.harness import Recorder, figure_time
@@ -167,3 +169,19 @@ async def test_after_the_primary_dies_the_bridge_and_worker_follow_the_new_one(
     assert not missing and not twice
     assert all(ended[t] == "completed" for t in more), ended
     assert all(status in TERMINAL for status in ended.values())
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection_through_sentinel(
+    sentinel_deployment: Deployment,
+) -> None:
+    # More commands at once than a bridge process has connections (POOL_SIZE), each holding
+    # its connection a moment: they wait their turn, as on one server, none is refused.
+    client = async_client(sentinel_deployment.topology.url())
+    try:
+        with anyio.fail_after(30):
+            replies = await asyncio.gather(
+                *[client.blpop([f"mcpt-nothing-{i}"], timeout=0.2) for i in range(POOL_SIZE * 2)]
+            )
+    finally:
+        await client.aclose()
+    assert replies == [None] * (POOL_SIZE * 2)

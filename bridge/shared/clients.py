@@ -75,6 +75,13 @@ def _tls(url: str, ca_file: str) -> dict[str, str]:
     return {"ssl_ca_certs": ca_file} if ca_file and url.startswith("rediss://") else {}
 
 
+class _BlockingSentinelPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
+    """The primary's connections as the sentinels name it, a burst beyond ``POOL_SIZE``
+    waiting for a free one as on one server (redis-py's Sentinel pool refuses at once)."""
+
+
 def async_client(url: str, *, ca_file: str = "") -> AsyncRedis:
     nodes = topology.cluster(url)
     if nodes is not None:
@@ -97,10 +104,12 @@ def async_client(url: str, *, ca_file: str = "") -> AsyncRedis:
         )
         client: redis.asyncio.Redis = sentinel.master_for(
             found.master,
+            connection_pool_class=_BlockingSentinelPool,
             db=found.db,
             username=found.username,
             password=found.password,
             max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_S,
             **_CONNECTION,
             retry=redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(**_BACKOFF), RETRIES),
         )
