@@ -93,6 +93,9 @@ class Services:
             # principal's limit (1,000 by default), and none is deleted: the streams
             # scenario alone opens 6,100 (the tests raise the limit alike).
             "MCP_BRIDGE_MAX_SESSIONS_PER_PRINCIPAL": "1000000",
+            # The streams scenario holds up to 5,000 streams and 32 more connections on one
+            # bridge: past the default 1,000 connections it would be answered 503.
+            "MCP_BRIDGE_MAX_CONNECTIONS": "100000",
         }
 
     def raw_env(self) -> dict[str, str]:
