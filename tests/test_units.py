@@ -486,3 +486,24 @@ def test_a_broken_connection_in_redis_py_is_lost_connection_and_nothing_else_is(
     with pytest.raises(AttributeError), translated():
         raise AttributeError("'NoneType' has no attribute 'writelines'")
     assert lost_connection(redis.ConnectionError("gone")) and not lost_connection(ValueError())
+
+
+def test_a_closed_tls_connection_with_bytes_coming_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    from mcp_celery_bridge.bridge.shared.clients import _closed_tls
+
+    loop = asyncio.new_event_loop()
+    try:
+        closed = RuntimeError(
+            "unable to perform operation on <TCPTransport>; the handler is closed"
+        )
+        _closed_tls(loop, {"message": "Fatal error on SSL protocol", "exception": closed})
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        # Anything else still goes to the loop's default handler, an error with its traceback.
+        _closed_tls(loop, {"message": "Task exception was never retrieved", "exception": closed})
+        assert [r for r in caplog.records if r.levelname == "ERROR"]
+    finally:
+        loop.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from mcp_celery_bridge.bridge.shared import topology
 from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.topology import shown
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "REDIS_ERRORS",
@@ -125,11 +129,28 @@ def async_client(url: str, *, ca_file: str = "") -> AsyncRedis:
     return redis.asyncio.Redis.from_pool(pool)
 
 
+def _closed_tls(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's handler of errors nobody awaits, quieter about one: uvloop reports a
+    TLS connection that redis-py closed (a Cluster client replacing the connections it
+    learnt its slots on) while the server's bytes were still coming in, as "Fatal error on
+    SSL protocol" with a traceback. Nothing is lost there: the connection was done with."""
+    exc = context.get("exception")
+    if str(context.get("message", "")).startswith("Fatal error on SSL protocol") and (
+        isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
+    ):
+        log.debug("a closed TLS connection to Redis still had bytes coming: %s", exc)
+        return
+    loop.default_exception_handler(context)
+
+
 async def prepared(client: AsyncRedis) -> None:
     """Learn a Cluster's nodes and slots before the first commands run concurrently (redis-py
     learns them on the first command, and commands sent meanwhile may meet connections it is
     closing); a Cluster that does not answer yet is learnt on first use instead."""
     if isinstance(client, redis.asyncio.RedisCluster):
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_closed_tls)
         with contextlib.suppress(*REDIS_ERRORS):
             await client.initialize()
 
