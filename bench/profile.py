@@ -172,7 +172,7 @@ def summarize(path: Path, top: int = 15) -> Summary:
 
 def _part(stack: str) -> str:
     """What an event-loop sample was doing, coarsely."""
-    if any(m in stack for m in ("sse_starlette", "bridge/events.py", "bridge/listener.py")):
+    if any(m in stack for m in ("sse_starlette", "bridge/events.py", "listener.py", "channels.py")):
         return "notifications (pub/sub listener, fan-out, SSE writes)"
     if "run_asgi" in stack:
         return "HTTP requests (h11, Starlette, the bridge's handlers and their Redis calls)"

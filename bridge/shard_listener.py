@@ -7,12 +7,10 @@ an owner's events on its shard channel (``Keys.owner_channel``, in the owner's s
 bridge process holds one connection per primary that serves an owner it holds, and hears
 only those owners.
 
-The promises are ``Listener``'s: ``hold`` returns once the node confirmed the subscription,
-a channel nobody holds is unsubscribed after ``LINGER_S``, and whatever may lose a message
-ends every link at once, tells the consumers (``on_lost``: streams end and resume with
-``Last-Event-ID``, waiters re-read the registry) and subscribes every held channel again,
-on the nodes the Cluster names then. That covers a failed node, a failover, and a slot
-moved elsewhere (the node then unsubscribes its channels by itself: ``sunsubscribe``).
+The promises are those of ``bridge.channels``; whatever may lose a message ends every link
+at once, tells the consumers and subscribes every held channel again, on the nodes the
+Cluster names then. That covers a failed node, a failover, and a slot moved elsewhere (the
+node then unsubscribes its channels by itself: ``sunsubscribe``).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,16 +27,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisError
 
-from mcp_celery_bridge.bridge.listener import (
-    CONFIRM_TIMEOUT_S,
-    LINGER_S,
-    NO_RETRY,
-    SWEEP_EVERY_S,
-    Channel,
-    WatchedPubSub,
-)
+from mcp_celery_bridge.bridge.channels import SWEEP_EVERY_S, Channel, Channels
+from mcp_celery_bridge.bridge.listener import NO_RETRY, WatchedPubSub
 from mcp_celery_bridge.bridge.shared.clients import lost_connection
-from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -66,7 +56,7 @@ class _Link:
     reader: asyncio.Task[None] | None = field(default=None)
 
 
-class ShardListener:
+class ShardListener(Channels):
     def __init__(
         self,
         client: redis.asyncio.RedisCluster,
@@ -74,83 +64,36 @@ class ShardListener:
         on_message: Callable[[str], None],
         on_lost: Callable[[], None],
     ) -> None:
+        super().__init__(keys, on_message, on_lost)
         self.redis = client
-        self.keys = keys
-        self._on_message = on_message
-        self._on_lost = on_lost
-        self._channels: dict[str, Channel] = {}  # by channel name
         self._links: dict[str, _Link] = {}  # by node name
-        self._lock = asyncio.Lock()  # one sender of (UN)SSUBSCRIBE at a time
         self._broken = asyncio.Event()
         self._live = False  # links may be made (between a rebuild and the next failure)
-        self._swept = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mcp-shard-listener")
-
-    async def stop(self) -> None:
-        self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task})  # see Listener.stop
-        for channel in self._channels.values():
-            if not channel.confirmed.done():
-                channel.confirmed.set_result(None)
-
-    def channel_count(self) -> int:
-        return len(self._channels)
-
-    def hears(self, owner: str) -> bool:
-        return self.keys.owner_channel(owner) in self._channels
+    def start(self, name: str = "mcp-shard-listener") -> None:
+        super().start(name)
 
     @property
     def connected(self) -> bool:
         """Whether the links are up (between a rebuild and the next failure)."""
         return self._live
 
-    # -- holding ---------------------------------------------------------------------------
-    async def hold(self, owner: str) -> None:
-        """Receive ``owner``'s events from the moment this returns until ``release``."""
-        if self._task is None or self._stopped:
-            raise StoreUnavailable("task store unavailable: the event listener is not running")
-        name = self.keys.owner_channel(owner)
-        channel = self._channels.get(name)
-        if channel is None:
-            channel = Channel(name, asyncio.get_running_loop().create_future())
-            self._channels[name] = channel
-        channel.refs += 1
-        if channel.confirmed.done():
-            return
-        try:
-            if channel.sent_on is None:
-                async with self._lock:
-                    # Else the next rebuild subscribes it with every other.
-                    if self._live and channel.sent_on is None:
-                        await self._subscribe([channel])
-            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
-                while not channel.confirmed.done():
-                    await asyncio.shield(channel.confirmed)
-        except BaseException as exc:
-            self._release(channel)
-            if isinstance(exc, TimeoutError) or (
-                isinstance(exc, Exception) and lost_connection(exc)
-            ):
-                self._broken.set()  # whatever failed, the loop starts every link again
-                raise StoreUnavailable(f"task store unavailable: {type(exc).__name__}") from exc
-            raise
+    async def _send(self, channel: Channel) -> None:
+        if self._live and channel.sent_on is None:
+            await self._subscribe([channel])
 
-    def release(self, owner: str) -> None:
-        channel = self._channels.get(self.keys.owner_channel(owner))
-        if channel is not None:
-            self._release(channel)
+    async def _drop(self, channels: list[Channel]) -> None:
+        """Unsubscribe ``channels`` at their nodes, and close a link left with none."""
+        for link in list(self._links.values()):
+            names = [c.name for c in channels if c.sent_on is link.pubsub]
+            if names:
+                await link.pubsub.sunsubscribe(*names)
+            if not any(c.sent_on is link.pubsub for c in self._channels.values()):
+                del self._links[link.node]
+                await self._close(link)
 
-    def _release(self, channel: Channel) -> None:
-        channel.refs -= 1
-        if channel.refs <= 0:
-            channel.idle_since = time.monotonic()
+    def _broke(self) -> None:
+        self._broken.set()  # whatever failed, the loop starts every link again
 
     # -- links -----------------------------------------------------------------------------
     async def _subscribe(self, channels: list[Channel]) -> None:
@@ -196,9 +139,7 @@ class ShardListener:
         if kind == "smessage":
             self._on_message(message["data"])
         elif kind == "ssubscribe":
-            channel = self._channels.get(message["channel"])
-            if channel is not None and not channel.confirmed.done():
-                channel.confirmed.set_result(None)
+            self._confirm(message["channel"])
         elif kind == "sunsubscribe" and message["channel"] in self._channels:
             # Not ours (a sweep forgets a channel before it unsubscribes it): the node gave
             # the channel up, its slot moved. Events may be missed from here.
@@ -248,37 +189,3 @@ class ShardListener:
                 self._live = False
                 async with self._lock:
                     await self._close_links()
-
-    async def _sweep(self) -> None:
-        """As ``Listener._sweep``: unsubscribe the channels nobody held for ``LINGER_S``, and
-        close a link left with none."""
-        now = time.monotonic()
-        if now - self._swept < SWEEP_EVERY_S:
-            return
-        self._swept = now
-        if not any(self._idle(c, now) for c in self._channels.values()):
-            return
-        async with self._lock:
-            idle = [c for c in self._channels.values() if self._idle(c, now)]
-            for channel in idle:
-                del self._channels[channel.name]
-            for link in list(self._links.values()):
-                names = [c.name for c in idle if c.sent_on is link.pubsub]
-                if names:
-                    await link.pubsub.sunsubscribe(*names)
-                if not any(c.sent_on is link.pubsub for c in self._channels.values()):
-                    del self._links[link.node]
-                    await self._close(link)
-
-    @staticmethod
-    def _idle(channel: Channel, now: float) -> bool:
-        return (
-            channel.refs <= 0 and channel.confirmed.done() and now - channel.idle_since > LINGER_S
-        )
-
-    def _lost(self) -> None:
-        for channel in self._channels.values():
-            channel.sent_on = None
-            if channel.confirmed.done():
-                channel.confirmed = asyncio.get_running_loop().create_future()
-        self._on_lost()
