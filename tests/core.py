@@ -1,20 +1,23 @@
 """The core scenarios every Redis topology must pass (one server is the rest of the suite;
 ``test_sentinel`` and ``test_cluster`` run these on theirs): tasks created, notified and
 listed; a stream resumed on another bridge with ``Last-Event-ID``; cancel with terminate; the
-per-owner limit; a lost worker; the 2026-07-28 era."""
+per-owner limit; a lost worker; the 2026-07-28 era; a primary's failover."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from tests.client import TERMINAL, ModernClient, RpcError, connect, running_pid
+from tests.client import TERMINAL, ModernClient, RawClient, RpcError, connect, running_pid
+from tests.reliability.harness import Recorder, figure_time
 from tests.services import celery_worker, eventually, pid_running, running_bridge
 from tests.test_streams import collect_until, twin
 
@@ -120,3 +123,58 @@ async def lost_worker(env: dict[str, str], log_dir: Path) -> None:
             final = await client.wait_status(created["taskId"], TERMINAL, timeout=15)
     assert final["status"] == "failed", final
     assert final["statusMessage"] == f"worker lost ({node} (pid {pid})): lease expired"
+
+
+async def failover(url: str, kill: Callable[[RawClient], None], in_flight: int) -> str:
+    """``in_flight`` tasks created, a client holding its stream across the failover (it
+    resumes with ``Last-Event-ID`` when the stream ends), then ``kill(client)`` takes a
+    primary away: requests succeed again, every task ends, the ones created after complete,
+    and no terminal notification is lost or repeated. Returns the figures, for the report."""
+    async with connect(url) as client, anyio.create_task_group() as tg:
+        recorder = Recorder(client)
+        await tg.start(recorder.run)
+        created = [
+            (await client.create_task("sleep", {"seconds": 1, "steps": 2}))["taskId"]
+            for _ in range(in_flight)
+        ]
+        killed = time.monotonic()
+        kill(client)
+
+        async def answers() -> bool:
+            # During the failover the bridge answers 503 with -32603 (the client's
+            # assertion), then 200 again.
+            try:
+                await client.call("tasks/list", {})
+            except (AssertionError, RpcError, OSError):
+                return False
+            return True
+
+        await eventually(answers, 60, "requests to succeed again", every=0.1)
+        back = figure_time(killed)
+        more = [
+            (await client.create_task("echo", {"text": f"after {i}"}))["taskId"] for i in range(6)
+        ]
+        ended = {}
+        for task_id in created + more:
+            ended[task_id] = (await client.wait_status(task_id, TERMINAL, timeout=120))["status"]
+        try:
+            await recorder.wait_terminal(set(created + more), 30)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}: the stream connected {recorder.connects} times, ended "
+                f"{recorder.ends} times, {len(recorder.notices)} notifications, the last "
+                f"{recorder.notices[-3:]}"
+            ) from None
+        tg.cancel_scope.cancel()
+    terminal = recorder.terminal()
+    twice = [t for t, notices in terminal.items() if len(notices) > 1]
+    missing = [t for t in created + more if t not in terminal]
+    assert not missing and not twice, (missing, twice)
+    assert all(ended[t] == "completed" for t in more), ended
+    assert all(status in TERMINAL for status in ended.values())
+    return (
+        f"{in_flight} tasks in flight: requests succeeded again {back} s after the primary was "
+        f"killed; every task ended {figure_time(killed)} s after it; outcomes "
+        f"{sorted(set(ended.values()))}; the stream reconnected {recorder.connects - 1} times, "
+        f"terminal notifications missing {len(missing)}, repeated {len(twice)}"
+    )

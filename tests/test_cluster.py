@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,7 @@ import redis
 
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests import core, services
-from tests.client import TERMINAL, RpcError, connect
-from tests.reliability.harness import Recorder, figure_time
+from tests.client import TERMINAL, RawClient, connect
 from tests.services import (
     ROOT,
     Bridge,
@@ -192,32 +190,30 @@ async def test_a_lost_worker_fails_its_task_from_its_shards_leases(
     await core.lost_worker(env, tmp_path)
 
 
-async def test_readiness_fails_when_the_cluster_is_down(tmp_path: Path) -> None:
+async def test_readiness_fails_when_the_cluster_is_down(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    broker = RedisServer(logs)
-    broker.start()
-    try:
-        with redis_cluster(tmp_path / "cluster") as cluster:
-            env = cluster_env(cluster, broker)
-            with running_bridge(env, logs, "bridge-cluster-down") as bridge:
-                readyz = bridge.url.removesuffix("/mcp") + "/readyz"
-                async with httpx.AsyncClient(timeout=10) as http:
+    broker = own_redis
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        env = cluster_env(cluster, broker)
+        with running_bridge(env, logs, "bridge-cluster-down") as bridge:
+            readyz = bridge.url.removesuffix("/mcp") + "/readyz"
+            async with httpx.AsyncClient(timeout=10) as http:
 
-                    async def redis_check() -> str:
-                        return str((await http.get(readyz)).json()["redis"])
+                async def redis_check() -> str:
+                    return str((await http.get(readyz)).json()["redis"])
 
-                    assert await redis_check() == "ok"
-                    # One primary of three gone (no replica to take over): the cluster is
-                    # down once the others agree, and so is the bridge (no worker here, so
-                    # it was unready already: the Redis check is what changes).
-                    cluster.nodes[-1].kill()
-                    found = await eventually(
-                        lambda: _not_ok(redis_check), 30, "/readyz to report the cluster down"
-                    )
-                    assert found.startswith(("cluster down", "unreachable")), found
-    finally:
-        broker.stop()
+                assert await redis_check() == "ok"
+                # One primary of three gone (no replica to take over): the cluster is
+                # down once the others agree, and so is the bridge (no worker here, so
+                # it was unready already: the Redis check is what changes).
+                cluster.nodes[-1].kill()
+                found = await eventually(
+                    lambda: _not_ok(redis_check), 30, "/readyz to report the cluster down"
+                )
+                assert found.startswith(("cluster down", "unreachable")), found
 
 
 async def _not_ok(check: Callable[[], Awaitable[str]]) -> str | None:
@@ -269,95 +265,56 @@ IN_FLIGHT = int(os.environ.get("MCP_TEST_FAILOVER_TASKS", "24"))
 @pytest.mark.timeout(240)
 async def test_after_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
     tmp_path: Path,
+    own_redis: RedisServer,
 ) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    broker = RedisServer(logs)
-    broker.start()
-    try:
-        with redis_cluster(tmp_path / "cluster", replicas=1) as cluster:
-            env = cluster_env(cluster, broker, MCP_BRIDGE_LEASE_S="15")
-            with (
-                celery_worker(env, logs, 4, name="cluster-failover"),
-                running_bridge(env, logs, "bridge-cluster-failover") as bridge,
-            ):
-                await _failover(cluster, env, bridge)
-    finally:
-        broker.stop()
+    broker = own_redis
+    with redis_cluster(tmp_path / "cluster", replicas=1) as cluster:
+        env = cluster_env(cluster, broker, MCP_BRIDGE_LEASE_S="15")
+        with (
+            celery_worker(env, logs, 4, name="cluster-failover"),
+            running_bridge(env, logs, "bridge-cluster-failover") as bridge,
+        ):
+            await _failover(cluster, env, bridge)
 
 
 async def _failover(cluster: RedisCluster, env: dict[str, str], bridge: Bridge) -> None:
     keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
-    async with connect(bridge.url) as client, anyio.create_task_group() as tg:
-        recorder = Recorder(client)
-        await tg.start(recorder.run)
-        created = [
-            (await client.create_task("sleep", {"seconds": 1, "steps": 2}))["taskId"]
-            for _ in range(IN_FLIGHT)
-        ]
+
+    def kill_the_owners_primary(client: RawClient) -> None:
         # The primary holding this owner's tasks, stream and channel.
         owner_key = keys.owner_tasks(f"session:{client.session_id}")
         with contextlib.closing(redis.RedisCluster("127.0.0.1", cluster.nodes[0].port)) as rc:
             port = rc.get_node_from_key(owner_key).port
-        victim = next(node for node in cluster.nodes if node.port == port)
-        killed = time.monotonic()
-        victim.kill()
+        next(node for node in cluster.nodes if node.port == port).kill()
 
-        async def answers() -> bool:
-            try:
-                await client.call("tasks/list", {})
-            except (AssertionError, RpcError, OSError):
-                return False
-            return True
-
-        await eventually(answers, 60, "requests to succeed again", every=0.1)
-        back = figure_time(killed)
-        more = [
-            (await client.create_task("echo", {"text": f"after {i}"}))["taskId"] for i in range(6)
-        ]
-        ended = {}
-        for task_id in created + more:
-            ended[task_id] = (await client.wait_status(task_id, TERMINAL, timeout=120))["status"]
-        await recorder.wait_terminal(set(created + more), 30)
-        tg.cancel_scope.cancel()
-    terminal = recorder.terminal()
-    twice = [t for t, notices in terminal.items() if len(notices) > 1]
-    missing = [t for t in created + more if t not in terminal]
-    print(
-        f"Cluster, {IN_FLIGHT} tasks in flight: requests succeeded again {back} s after the "
-        f"owner's primary was killed; outcomes {sorted(set(ended.values()))}; the stream "
-        f"reconnected {recorder.connects - 1} times, terminal notifications missing "
-        f"{len(missing)}, repeated {len(twice)}"
-    )
-    assert not missing and not twice
-    assert all(ended[t] == "completed" for t in more), ended
-    assert all(status in TERMINAL for status in ended.values())
+    figures = await core.failover(bridge.url, kill_the_owners_primary, IN_FLIGHT)
+    print(f"Cluster, {figures}")
 
 
-async def test_a_tls_cluster_is_checked_against_the_given_ca(tmp_path: Path) -> None:
+async def test_a_tls_cluster_is_checked_against_the_given_ca(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    broker = RedisServer(logs)
-    broker.start()
-    try:
-        with redis_cluster(tmp_path / "cluster", tls=True) as cluster:
-            assert cluster.url().startswith("rediss+cluster://")
-            env = cluster_env(cluster, broker, MCP_BRIDGE_REDIS_CA_FILE=str(cluster.ca))
-            with (
-                celery_worker(env, logs, 2, name="cluster-tls"),
-                running_bridge(env, logs, "bridge-cluster-tls") as bridge,
-            ):
-                await core.tasks_notify_and_list(bridge.url, owners=2)
-            # Without the CA the certificate is not trusted, and nothing falls back to an
-            # unchecked connection: the bridge is unready and says why.
-            untrusted = cluster_env(cluster, broker)
-            with running_bridge(untrusted, logs, "bridge-cluster-untrusted") as bridge:
-                readyz = bridge.url.removesuffix("/mcp") + "/readyz"
-                async with httpx.AsyncClient(timeout=10) as http:
-                    body = (await http.get(readyz)).json()
-                assert "not trusted" in body["redis"], body
-    finally:
-        broker.stop()
+    broker = own_redis
+    with redis_cluster(tmp_path / "cluster", tls=True) as cluster:
+        assert cluster.url().startswith("rediss+cluster://")
+        env = cluster_env(cluster, broker, MCP_BRIDGE_REDIS_CA_FILE=str(cluster.ca))
+        with (
+            celery_worker(env, logs, 2, name="cluster-tls"),
+            running_bridge(env, logs, "bridge-cluster-tls") as bridge,
+        ):
+            await core.tasks_notify_and_list(bridge.url, owners=2)
+        # Without the CA the certificate is not trusted, and nothing falls back to an
+        # unchecked connection: the bridge is unready and says why.
+        untrusted = cluster_env(cluster, broker)
+        with running_bridge(untrusted, logs, "bridge-cluster-untrusted") as bridge:
+            readyz = bridge.url.removesuffix("/mcp") + "/readyz"
+            async with httpx.AsyncClient(timeout=10) as http:
+                body = (await http.get(readyz)).json()
+            assert "not trusted" in body["redis"], body
 
 
 @pytest.mark.parametrize("args", [("tasks", "list"), ("tasks", "show", "abc.1")])

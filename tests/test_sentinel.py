@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,7 @@ import pytest
 
 from mcp_celery_bridge.bridge.shared.clients import POOL_SIZE, async_client
 from tests import core, services
-from tests.client import TERMINAL, RpcError, connect
-from tests.reliability.harness import Recorder, figure_time
-from tests.services import Bridge, Process, celery_worker, eventually, running_bridge
+from tests.services import Bridge, Process, celery_worker, running_bridge
 from tests.topologies import SentinelSet, sentinel_set
 
 pytestmark = pytest.mark.anyio
@@ -112,63 +109,11 @@ async def test_after_the_primary_dies_the_bridge_and_worker_follow_the_new_one(
     tmp_path: Path,
 ) -> None:
     with deployment(tmp_path) as found:
-        async with connect(found.bridge.url) as client, anyio.create_task_group() as tg:
-            # A client holding the session's stream across the failover (it resumes with
-            # Last-Event-ID when the stream ends).
-            recorder = Recorder(client)
-            await tg.start(recorder.run)
-            created = [
-                (await client.create_task("sleep", {"seconds": 1, "steps": 2}))["taskId"]
-                for _ in range(IN_FLIGHT)
-            ]
-            old = found.topology.primary
-            killed = time.monotonic()
-            old.kill()
-
-            async def answers() -> bool:
-                # During the failover the bridge answers 503 with -32603 (the client's
-                # assertion), then 200 again.
-                try:
-                    await client.call("tasks/list", {})
-                except (AssertionError, RpcError, OSError):
-                    return False
-                return True
-
-            await eventually(answers, 60, "requests to succeed again", every=0.1)
-            back = figure_time(killed)
-            assert found.topology.current_primary_port() == found.topology.replica.port
-            more = [
-                (await client.create_task("echo", {"text": f"after {i}"}))["taskId"]
-                for i in range(6)
-            ]
-            ended = {}
-            for task_id in created + more:
-                ended[task_id] = (await client.wait_status(task_id, TERMINAL, timeout=120))[
-                    "status"
-                ]
-            try:
-                await recorder.wait_terminal(set(created + more), 30)
-            except AssertionError as exc:
-                raise AssertionError(
-                    f"{exc}: the stream connected {recorder.connects} times, ended "
-                    f"{recorder.ends} times, {len(recorder.notices)} notifications, the last "
-                    f"{recorder.notices[-3:]}"
-                ) from None
-            tg.cancel_scope.cancel()
-    terminal = recorder.terminal()
-    twice = [t for t, notices in terminal.items() if len(notices) > 1]
-    missing = [t for t in created + more if t not in terminal]
-    outcomes = sorted(set(ended.values()))
-    done = figure_time(killed)
-    print(
-        f"{IN_FLIGHT} tasks in flight: requests succeeded again {back} s after the primary was "
-        f"killed; every task ended {done} s after it; outcomes {outcomes}; the stream "
-        f"reconnected {recorder.connects - 1} times, terminal notifications missing "
-        f"{len(missing)}, repeated {len(twice)}"
-    )
-    assert not missing and not twice
-    assert all(ended[t] == "completed" for t in more), ended
-    assert all(status in TERMINAL for status in ended.values())
+        figures = await core.failover(
+            found.bridge.url, lambda _: found.topology.primary.kill(), IN_FLIGHT
+        )
+        assert found.topology.current_primary_port() == found.topology.replica.port
+    print(f"Sentinel, {figures}")
 
 
 async def test_a_burst_beyond_the_pool_waits_for_a_connection_through_sentinel(
