@@ -507,3 +507,31 @@ def test_a_closed_tls_connection_with_bytes_coming_is_not_logged_as_an_error(
         assert [r for r in caplog.records if r.levelname == "ERROR"]
     finally:
         loop.close()
+
+
+def test_multi_host_redis_urls_are_read_and_bad_ones_refused() -> None:
+    from mcp_celery_bridge.bridge.shared import topology
+
+    found = topology.sentinels(
+        "sentinel://u%40x:p%3Aw@[::1]:26380,s2/3?master=m&sentinel_password=sp"
+    )
+    assert found == topology.Sentinels(
+        hosts=[("::1", 26380), ("s2", 26379)],
+        master="m",
+        db=3,
+        username="u@x",
+        password="p:w",
+        sentinel_password="sp",
+    )
+    nodes = topology.cluster("rediss+cluster://:pw@n1:7000,n2")
+    assert nodes == topology.Cluster([("n1", 7000), ("n2", 6379)], None, "pw", tls=True)
+    assert topology.cluster("redis://h:1/0") is None and topology.sentinels("redis://h") is None
+    for bad in [
+        "sentinel://h1:26379/0",  # no master
+        "sentinel://?master=m",  # no host
+        "sentinel://h:x?master=m",  # a bad port
+        "redis+cluster://",  # no node
+        "redis+cluster://h:1/2",  # a database other than 0
+    ]:
+        with pytest.raises(ValueError):
+            topology.sentinels(bad) if bad.startswith("sentinel") else topology.cluster(bad)

@@ -54,40 +54,55 @@ class Sentinels:
         return options
 
 
-def sentinels(url: str) -> Sentinels | None:
-    """The Sentinel deployment ``url`` names, or None for a plain Redis URL. Raises
-    ValueError for a ``sentinel://`` URL that names no host or no master."""
-    if not url.startswith(SCHEME):
-        return None
-    rest = url[len(SCHEME) :]
+@dataclass(frozen=True)
+class _Parts:
+    """A multi-host URL's parts: ``scheme://[user[:password]@]h1:p1,h2:p2[/path][?query]``."""
+
+    hosts: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    path: str
+    query: dict[str, list[str]]
+
+
+def _parts(rest: str, kind: str, default_port: int) -> _Parts:
+    """The parts of a URL of ``kind`` after its scheme; ValueError when it names no host or
+    a bad one."""
     rest, _, query = rest.partition("?")
     userinfo, _, rest = rest.rpartition("@")
     hosts_part, _, path = rest.partition("/")
-    params = parse_qs(query)
-    master = params.get("master", [""])[0]
-    if not master:
-        raise ValueError("a sentinel:// Redis URL needs ?master=<the primary's name>")
     hosts = []
     for item in filter(None, hosts_part.split(",")):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", str(default_port))
         if not port.isdigit():
-            raise ValueError(f"a sentinel:// Redis URL has a bad host:port: {item!r}")
+            raise ValueError(f"a {kind} URL has a bad host:port: {item!r}")
         hosts.append((host.strip("[]"), int(port)))
     if not hosts:
-        raise ValueError("a sentinel:// Redis URL needs at least one host:port")
+        raise ValueError(f"a {kind} URL needs at least one host:port")
     username, password = None, None
     if userinfo:
         user, colon, secret = userinfo.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    db = path.strip("/")
+    return _Parts(hosts, username, password, path.strip("/"), parse_qs(query))
+
+
+def sentinels(url: str) -> Sentinels | None:
+    """The Sentinel deployment ``url`` names, or None for a plain Redis URL. Raises
+    ValueError for a ``sentinel://`` URL that names no host or no master."""
+    if not url.startswith(SCHEME):
+        return None
+    parts = _parts(url[len(SCHEME) :], "sentinel:// Redis", 26379)
+    master = parts.query.get("master", [""])[0]
+    if not master:
+        raise ValueError("a sentinel:// Redis URL needs ?master=<the primary's name>")
     return Sentinels(
-        hosts=hosts,
+        hosts=parts.hosts,
         master=master,
-        db=int(db) if db.isdigit() else 0,
-        username=username,
-        password=password,
-        sentinel_password=params.get("sentinel_password", [None])[0],
+        db=int(parts.path) if parts.path.isdigit() else 0,
+        username=parts.username,
+        password=parts.password,
+        sentinel_password=parts.query.get("sentinel_password", [None])[0],
     )
 
 
@@ -105,25 +120,10 @@ def cluster(url: str) -> Cluster | None:
     scheme = next((s for s in CLUSTER_SCHEMES if url.startswith(s)), None)
     if scheme is None:
         return None
-    rest = url[len(scheme) :].partition("?")[0]
-    userinfo, _, rest = rest.rpartition("@")
-    hosts_part, _, path = rest.partition("/")
-    if path.strip("/") not in ("", "0"):
+    parts = _parts(url[len(scheme) :], "Redis Cluster", 6379)
+    if parts.path not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0")
-    hosts = []
-    for item in filter(None, hosts_part.split(",")):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "6379")
-        if not port.isdigit():
-            raise ValueError(f"a Redis Cluster URL has a bad host:port: {item!r}")
-        hosts.append((host.strip("[]"), int(port)))
-    if not hosts:
-        raise ValueError("a Redis Cluster URL needs at least one host:port")
-    username, password = None, None
-    if userinfo:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    return Cluster(hosts, username, password, tls=scheme.startswith("rediss"))
+    return Cluster(parts.hosts, parts.username, parts.password, tls=scheme.startswith("rediss"))
 
 
 def celery_url(url: str) -> str:
