@@ -18,10 +18,12 @@ import anyio
 import httpx
 import pytest
 import redis
+from redis.crc import key_slot
 
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests import core, services
 from tests.client import TERMINAL, RawClient, connect
+from tests.reliability.harness import Recorder
 from tests.services import (
     ROOT,
     Bridge,
@@ -336,3 +338,39 @@ def test_the_operator_cli_says_an_unreachable_cluster_in_one_line(args: tuple[st
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "Redis at redis+cluster://:**@127.0.0.1" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+async def test_a_moved_slot_takes_its_streams_with_it(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    # A reshard moves the slot of an owner's keys and channel to another primary while the
+    # owner's stream is open: the node gives the shard channel up (sunsubscribe), the bridge
+    # subscribes it where it now lives, the stream resumes, and nothing is missed.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        env = cluster_env(cluster, own_redis)
+        keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
+        with (
+            celery_worker(env, logs, 2, name="cluster-reshard"),
+            running_bridge(env, logs, "bridge-cluster-reshard") as bridge,
+        ):
+            async with connect(bridge.url) as client, anyio.create_task_group() as tg:
+                recorder = Recorder(client)
+                await tg.start(recorder.run)
+                before = (await client.create_task("echo", {"text": "before"}))["taskId"]
+                await recorder.wait_terminal({before}, 30)
+                channel = keys.owner_channel(f"session:{client.session_id}")
+                slot = key_slot(channel.encode())
+                port = cluster.nodes[0].port
+                with contextlib.closing(redis.RedisCluster("127.0.0.1", port)) as rc:
+                    here = rc.nodes_manager.get_node_from_slot(slot).port
+                cluster.move_slot(slot, next(n for n in cluster.nodes if n.port != here))
+                after = (await client.create_task("echo", {"text": "after"}))["taskId"]
+                await recorder.wait_terminal({before, after}, 30)
+                tg.cancel_scope.cancel()
+            assert "slot moved" in bridge.output()
+    assert recorder.connects >= 2, "the stream should have ended and resumed"
+    terminal = recorder.terminal()
+    assert [n.status for n in terminal[before]] == ["completed"]
+    assert [n.status for n in terminal[after]] == ["completed"]

@@ -186,6 +186,26 @@ class RedisCluster:
             for client in clients:
                 client.close()
 
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Move ``slot`` and its keys to the primary ``to``, as a reshard does it: importing
+        and migrating marks, MIGRATE of the keys in batches, then every node told."""
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.tls else {}
+        with contextlib.closing(redis.RedisCluster("127.0.0.1", self.nodes[0].port, **tls)) as rc:
+            owner = rc.nodes_manager.get_node_from_slot(slot).port
+        clients = {n.port: n.client(decode_responses=True) for n in self.nodes}
+        try:
+            ids = {port: c.execute_command("CLUSTER", "MYID") for port, c in clients.items()}
+            source, target = clients[owner], clients[to.port]
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                source.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+            for client in clients.values():
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+        finally:
+            for client in clients.values():
+                client.close()
+
     def stop(self) -> None:
         for node in self.nodes + self.replicas:
             node.stop()
