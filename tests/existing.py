@@ -19,6 +19,7 @@ from mcp.shared.session import RequestResponder
 
 from tests import services
 from tests.services import ROOT, RedisServer, bridge_server, celery_worker, eventually
+from tests.topologies import RedisCluster
 
 PROJECT = ROOT / "examples" / "existing-project"
 KEY_PREFIX = "proj-test:"
@@ -28,19 +29,22 @@ KEY_PREFIX = "proj-test:"
 class Project:
     url: str
     env: dict[str, str]
-    #: The bridge's registry (its database of the private Redis).
-    registry: redis.Redis
+    #: The bridge's registry (its database of the private Redis, or a Cluster).
+    registry: redis.Redis | redis.RedisCluster
 
 
 @contextlib.contextmanager
-def project_services(data: Path, logs: Path, broker_url: str = "") -> Iterator[Project]:
+def project_services(
+    data: Path, logs: Path, broker_url: str = "", registry: RedisCluster | None = None
+) -> Iterator[Project]:
     """A private Redis (the registry and the result backend; the project's broker too,
     with a key prefix, unless ``broker_url`` names another), the project's own workers (one
-    on its default queue, one on ``pdf``) and a bridge publishing through its app."""
+    on its default queue, one on ``pdf``) and a bridge publishing through its app. With
+    ``registry``, the registry is that Redis Cluster instead."""
     server = RedisServer(data)
     server.start()
     env = {
-        **services.test_env(server.url),
+        **services.test_env(registry.url() if registry else server.url),
         "MCP_BRIDGE_CELERY_APP": "proj",
         "MCP_BRIDGE_TOOL_MODULES": "proj.mcp_tools",
         "PROJ_BROKER_URL": broker_url or server.database(1),
@@ -51,7 +55,11 @@ def project_services(data: Path, logs: Path, broker_url: str = "") -> Iterator[P
     }
     if not broker_url:
         env["PROJ_KEY_PREFIX"] = KEY_PREFIX
-    registry = redis.Redis.from_url(server.url, decode_responses=True)
+    client: redis.Redis | redis.RedisCluster = (
+        redis.RedisCluster("127.0.0.1", registry.nodes[0].port, decode_responses=True)
+        if registry
+        else redis.Redis.from_url(server.url, decode_responses=True)
+    )
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(celery_worker(env, logs, app="proj", name="proj", cwd=PROJECT))
@@ -59,9 +67,9 @@ def project_services(data: Path, logs: Path, broker_url: str = "") -> Iterator[P
                 celery_worker(env, logs, 1, app="proj", name="pdf", queues="pdf", cwd=PROJECT)
             )
             url = stack.enter_context(bridge_server(env, logs, "bridge-proj", cwd=PROJECT))
-            yield Project(url, env, registry)
+            yield Project(url, env, client)
     finally:
-        registry.close()
+        client.close()
         server.stop()
 
 

@@ -23,6 +23,7 @@ from redis.crc import key_slot
 from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests import core, services
 from tests.client import TERMINAL, RawClient, connect
+from tests.existing import completed, failure_text, project_services
 from tests.reliability.harness import Recorder
 from tests.services import (
     ROOT,
@@ -374,3 +375,28 @@ async def test_a_moved_slot_takes_its_streams_with_it(
     terminal = recorder.terminal()
     assert [n.status for n in terminal[before]] == ["completed"]
     assert [n.status for n in terminal[after]] == ["completed"]
+
+
+@pytest.mark.filterwarnings("ignore:The experimental tasks API:DeprecationWarning")
+async def test_an_existing_projects_workflow_runs_on_a_cluster_registry(tmp_path: Path) -> None:
+    # examples/existing-project: its own app, broker and result backend (a plain Redis), the
+    # bridge's registry on the Cluster; a chord as one MCP task (its book and the task's
+    # hash in one slot), followed through the MCP SDK client.
+    logs, data = tmp_path / "logs", tmp_path / "data"
+    logs.mkdir()
+    data.mkdir()
+    with (
+        redis_cluster(tmp_path / "cluster") as cluster,
+        project_services(data, logs, registry=cluster) as project,
+    ):
+        result, _ = await completed(
+            project.url,
+            "survey",
+            {"stations": ["north", "south", "east"], "seconds": 0.1},
+            lambda seen: (4.0, 4.0, "4 of 4 parts done") in seen.progress,
+        )
+        assert result.structuredContent == {"stations": 3, "mean": 7.0}
+        text = await failure_text(
+            project.url, "survey", {"stations": ["north", "broken-7"], "seconds": 0.1}
+        )
+        assert text == "ValueError: station broken-7 does not answer"
