@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from mcp_celery_bridge.bridge.shared.clients import POOL_SIZE, async_client
@@ -130,3 +131,31 @@ async def test_a_burst_beyond_the_pool_waits_for_a_connection_through_sentinel(
     finally:
         await client.aclose()
     assert replies == [None] * (POOL_SIZE * 2)
+
+
+async def test_a_tls_sentinel_deployment_is_checked_against_the_given_ca(tmp_path: Path) -> None:
+    # sentinels://: the sentinels, the primary and its replica speak only TLS; the bridge and
+    # the Celery worker (broker and result backend through the same sentinels) check their
+    # certificates against the private CA, and without it nothing falls back to plain text.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with sentinel_set(tmp_path / "redis", tls=True) as topology:
+        assert topology.url().startswith("sentinels://")
+        env = {
+            **services.test_env(topology.url()),
+            "MCP_BRIDGE_REDIS_CA_FILE": str(topology.ca),
+        }
+        with (
+            celery_worker(env, logs, 2, name="sentinel-tls"),
+            running_bridge(env, logs, "bridge-sentinel-tls") as bridge,
+        ):
+            await core.tasks_notify_and_list(bridge.url, owners=2)
+        untrusted = services.test_env(topology.url())
+        with running_bridge(untrusted, logs, "bridge-sentinel-untrusted") as bridge:
+            readyz = bridge.url.removesuffix("/mcp") + "/readyz"
+            # (Its broker check waits out kombu's own connection retries: 10-15 s.)
+            async with httpx.AsyncClient(timeout=60) as http:
+                answer = await http.get(readyz)
+            # redis-py's Sentinel client reports every sentinel refused, not why.
+            assert answer.status_code == 503
+            assert answer.json()["redis"] == "unreachable: MasterNotFoundError", answer.json()

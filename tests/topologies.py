@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -21,6 +22,9 @@ MASTER = "mcpmaster"
 @dataclass
 class SentinelSet:
     root: Path
+    #: Every server and sentinel speaks only TLS (replication and the sentinels' links
+    #: too), with certificates for 127.0.0.1 made by a CA of the test's own (``ca``).
+    tls: bool = False
     primary: RedisServer = field(init=False)
     replica: RedisServer = field(init=False)
     sentinel_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
@@ -28,16 +32,48 @@ class SentinelSet:
 
     def url(self, db: int = 0) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"sentinel://{hosts}/{db}?master={MASTER}"
+        return f"sentinel{'s' if self.tls else ''}://{hosts}/{db}?master={MASTER}"
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "tls" / "ca.crt"
+
+    def _tls(self) -> list[str]:
+        """The TLS settings of every server and sentinel (as configuration lines)."""
+        if not self.tls:
+            return []
+        tls = self.root / "tls"
+        return [
+            f"tls-cert-file {tls / 'server.crt'}",
+            f"tls-key-file {tls / 'server.key'}",
+            f"tls-ca-cert-file {self.ca}",
+            "tls-auth-clients no",
+            "tls-replication yes",
+        ]
+
+    def _server(self, name: str) -> RedisServer:
+        port = free_port()
+        options = [arg for line in self._tls() for arg in (f"--{line.split()[0]}", line.split()[1])]
+        if self.tls:
+            options += ["--port", "0", "--tls-port", str(port)]
+        server = RedisServer(
+            self.root / name, port, options=options, tls_ca=self.ca if self.tls else None
+        )
+        server.start()
+        return server
+
+    def _client(self, port: int, **kwargs: Any) -> redis.Redis:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.tls else {}
+        return redis.Redis(port=port, **tls, **kwargs)
 
     def start(self) -> None:
-        for name in ("primary", "replica", "sentinels"):
+        for name in ("primary", "replica", "sentinels", "tls"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
-        self.primary = RedisServer(self.root / "primary")
-        self.primary.start()
-        self.replica = RedisServer(self.root / "replica")
-        self.replica.start()
-        client = redis.Redis(port=self.replica.port)
+        if self.tls:
+            certificates(self.root / "tls")
+        self.primary = self._server("primary")
+        self.replica = self._server("replica")
+        client = self._client(self.replica.port)
         try:
             client.replicaof("127.0.0.1", self.primary.port)
             wait_for(
@@ -50,9 +86,9 @@ class SentinelSet:
         for port in self.sentinel_ports:
             conf = self.root / "sentinels" / f"sentinel-{port}.conf"
             # A sentinel rewrites its configuration file as it learns: one each, writable.
+            listen = f"port 0\ntls-port {port}\n" if self.tls else f"port {port}\n"
             conf.write_text(
-                f"port {port}\n"
-                "bind 127.0.0.1\n"
+                listen + "\n".join(self._tls()) + "\nbind 127.0.0.1\n"
                 f"dir {self.root / 'sentinels'}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} 1000\n"
@@ -67,7 +103,7 @@ class SentinelSet:
 
     def _knows_replica(self, port: int) -> bool:
         try:
-            with contextlib.closing(redis.Redis(port=port, socket_connect_timeout=0.5)) as client:
+            with contextlib.closing(self._client(port, socket_connect_timeout=0.5)) as client:
                 master = client.sentinel_master(MASTER)
         except redis.RedisError:
             return False
@@ -78,7 +114,7 @@ class SentinelSet:
         """The primary's port as the first sentinel that answers names it."""
         for port in self.sentinel_ports:
             try:
-                with contextlib.closing(redis.Redis(port=port)) as client:
+                with contextlib.closing(self._client(port)) as client:
                     _, primary = client.sentinel_get_master_addr_by_name(MASTER)
                     return int(primary)
             except redis.RedisError:
@@ -95,8 +131,8 @@ class SentinelSet:
 
 
 @contextlib.contextmanager
-def sentinel_set(root: Path) -> Iterator[SentinelSet]:
-    topology = SentinelSet(root)
+def sentinel_set(root: Path, tls: bool = False) -> Iterator[SentinelSet]:
+    topology = SentinelSet(root, tls)
     try:
         topology.start()
         yield topology

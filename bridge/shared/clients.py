@@ -20,7 +20,7 @@ import redis.cluster
 import redis.connection
 import redis.retry
 import redis.sentinel
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from mcp_celery_bridge.bridge.shared import topology
@@ -71,6 +71,8 @@ _CONNECTION: dict[str, Any] = {
 
 #: How long a client waits for a sentinel's answer (which primary is current).
 SENTINEL_TIMEOUT_S = 2
+_NO_RETRY_ASYNC = redis.asyncio.retry.Retry(NoBackoff(), 0)
+_NO_RETRY_SYNC = redis.retry.Retry(NoBackoff(), 0)
 
 
 def _tls(url: str, ca_file: str) -> dict[str, str]:
@@ -104,11 +106,14 @@ def async_client(url: str, *, ca_file: str = "") -> AsyncRedis:
         # fails or it turns out a replica (a failover).
         # (redis-py's Sentinel classes are not annotated.)
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            found.hosts, sentinel_kwargs=_sentinel_kwargs(found), socket_timeout=SENTINEL_TIMEOUT_S
+            found.hosts,
+            sentinel_kwargs=_sentinel_kwargs(found, ca_file, _NO_RETRY_ASYNC),
+            socket_timeout=SENTINEL_TIMEOUT_S,
         )
         client: redis.asyncio.Redis = sentinel.master_for(
             found.master,
             connection_pool_class=_BlockingSentinelPool,
+            **_sentinel_tls(found, ca_file),
             db=found.db,
             username=found.username,
             password=found.password,
@@ -216,10 +221,13 @@ def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRe
     found = topology.sentinels(url)
     if found is not None:
         sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            found.hosts, sentinel_kwargs=_sentinel_kwargs(found), socket_timeout=SENTINEL_TIMEOUT_S
+            found.hosts,
+            sentinel_kwargs=_sentinel_kwargs(found, ca_file, _NO_RETRY_SYNC),
+            socket_timeout=SENTINEL_TIMEOUT_S,
         )
         client: redis.Redis = sync_sentinel.master_for(  # type: ignore[no-untyped-call]
             found.master,
+            **_sentinel_tls(found, ca_file),
             db=found.db,
             username=found.username,
             password=found.password,
@@ -241,8 +249,21 @@ def _cluster_tls(nodes: topology.Cluster, ca_file: str) -> dict[str, Any]:
     return {"ssl": True, "ssl_ca_certs": ca_file or None}
 
 
-def _sentinel_kwargs(found: topology.Sentinels) -> dict[str, object]:
-    kwargs: dict[str, object] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S}
+def _sentinel_tls(found: topology.Sentinels, ca_file: str) -> dict[str, Any]:
+    """TLS to a ``sentinels://`` deployment's servers (the sentinels', the primary's and its
+    replicas' certificates checked alike)."""
+    if not found.tls:
+        return {}
+    return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": ca_file or None}
+
+
+def _sentinel_kwargs(
+    found: topology.Sentinels, ca_file: str, retry: redis.retry.Retry | redis.asyncio.retry.Retry
+) -> dict[str, object]:
+    # No retries at a sentinel: the next sentinel is asked instead (redis-py's default, three
+    # with a backoff of up to 10 s each, kept a client waiting on one refusing sentinel).
+    kwargs: dict[str, object] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S, "retry": retry}
+    kwargs.update(_sentinel_tls(found, ca_file))
     if found.sentinel_password:
         kwargs["password"] = found.sentinel_password
     return kwargs

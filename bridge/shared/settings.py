@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Where the registry, sessions and notification streams live: ``redis://``,
     ``rediss://`` (TLS), a Sentinel deployment,
-    ``sentinel://[:password@]host1:26379,host2:26379/0?master=<name>``, or a Redis Cluster,
+    ``sentinel://[:password@]host1:26379,host2:26379/0?master=<name>`` (``sentinels://``:
+    TLS), or a Redis Cluster,
     ``redis+cluster://[:password@]host1:6379,host2:6379`` (``rediss+cluster://``: TLS; the
     broker and result backend must then be set apart: Celery knows no Cluster)."""
     redis_shards: int = Field(0, ge=0, le=4096)
@@ -283,7 +284,7 @@ class Settings(BaseSettings):
     def celery_broker_options(self) -> dict[str, Any]:
         """The broker's transport options: the bridge's (the visibility timeout, a
         Sentinel's master name) with ``broker_transport_options`` over them."""
-        options = topology.celery_options(self.broker_url or self.redis_url)
+        options = topology.celery_options(self.broker_url or self.redis_url, self.redis_ca_file)
         return {
             "visibility_timeout": self.visibility_timeout_s,
             **options,
@@ -292,19 +293,24 @@ class Settings(BaseSettings):
 
     @property
     def celery_tls(self) -> dict[str, Any]:
-        """Celery's TLS settings for ``rediss://`` broker and backend URLs: certificates
-        checked (against ``redis_ca_file`` or the system's CA store), never skipped."""
+        """Celery's TLS settings for ``rediss://`` and ``sentinels://`` broker and backend
+        URLs: certificates checked (against ``redis_ca_file`` or the system's CA store),
+        never skipped."""
         tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_file or None}
         found: dict[str, Any] = {}
-        if self.celery_broker_url.startswith("rediss://"):
+        if _tls(self.broker_url or self.redis_url):
             found["broker_use_ssl"] = tls
-        if self.celery_result_backend.startswith("rediss://"):
+        if _tls(self.result_backend or self.redis_url):
             found["redis_backend_use_ssl"] = tls
         return found
 
     @property
     def celery_backend_options(self) -> dict[str, Any]:
-        return topology.celery_options(self.result_backend or self.redis_url)
+        return topology.celery_options(self.result_backend or self.redis_url, self.redis_ca_file)
+
+
+def _tls(url: str) -> bool:
+    return url.startswith(("rediss://", topology.TLS_SCHEME))
 
 
 def _default(value: Any) -> str:

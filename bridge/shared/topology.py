@@ -4,6 +4,7 @@ primary found through Redis Sentinel, or a Redis Cluster; and how Celery is told
 A Sentinel deployment is one URL, so that everything that takes a Redis URL takes it::
 
     sentinel://[[user]:password@]host1:26379,host2:26379,host3:26379/0?master=mymaster
+    sentinels://...   (the same over TLS: the sentinels, the primary and its replicas)
 
 ``password`` (and ``user``) authenticate to the primary and its replicas; a
 ``sentinel_password`` query parameter authenticates to the sentinels when they require it.
@@ -26,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 SCHEME = "sentinel://"
+#: The same over TLS: the sentinels, the primary and its replicas all speak TLS.
+TLS_SCHEME = "sentinels://"
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
@@ -37,6 +40,7 @@ class Sentinels:
     username: str | None
     password: str | None
     sentinel_password: str | None
+    tls: bool = False
 
     def celery_url(self) -> str:
         """The same deployment as kombu's and Celery's sentinel transports take it: one
@@ -47,10 +51,16 @@ class Sentinels:
             auth = f"{self.username or ''}:{self.password}@"
         return ";".join(f"sentinel://{auth}{host}:{port}/{self.db}" for host, port in self.hosts)
 
-    def celery_options(self) -> dict[str, Any]:
+    def celery_options(self, ca_file: str = "") -> dict[str, Any]:
         options: dict[str, Any] = {"master_name": self.master}
+        sentinel_kwargs: dict[str, Any] = {}
         if self.sentinel_password:
-            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+            sentinel_kwargs["password"] = self.sentinel_password
+        if self.tls:
+            # To the sentinels; the primary's connections take broker_use_ssl (settings).
+            sentinel_kwargs.update(ssl=True, ssl_cert_reqs="required", ssl_ca_certs=ca_file or None)
+        if sentinel_kwargs:
+            options["sentinel_kwargs"] = sentinel_kwargs
         return options
 
 
@@ -90,9 +100,10 @@ def _parts(rest: str, kind: str, default_port: int) -> _Parts:
 def sentinels(url: str) -> Sentinels | None:
     """The Sentinel deployment ``url`` names, or None for a plain Redis URL. Raises
     ValueError for a ``sentinel://`` URL that names no host or no master."""
-    if not url.startswith(SCHEME):
+    scheme = next((s for s in (SCHEME, TLS_SCHEME) if url.startswith(s)), None)
+    if scheme is None:
         return None
-    parts = _parts(url[len(SCHEME) :], "sentinel:// Redis", 26379)
+    parts = _parts(url[len(scheme) :], f"{scheme} Redis", 26379)
     master = parts.query.get("master", [""])[0]
     if not master:
         raise ValueError("a sentinel:// Redis URL needs ?master=<the primary's name>")
@@ -103,6 +114,7 @@ def sentinels(url: str) -> Sentinels | None:
         username=parts.username,
         password=parts.password,
         sentinel_password=parts.query.get("sentinel_password", [None])[0],
+        tls=scheme == TLS_SCHEME,
     )
 
 
@@ -132,11 +144,12 @@ def celery_url(url: str) -> str:
     return found.celery_url() if found is not None else url
 
 
-def celery_options(url: str) -> dict[str, Any]:
-    """The transport options Celery needs for ``url`` (a Sentinel's master name)."""
-    if url.startswith(SCHEME) and "?" in url:
+def celery_options(url: str, ca_file: str = "") -> dict[str, Any]:
+    """The transport options Celery needs for ``url`` (a Sentinel's master name, and how to
+    reach its sentinels)."""
+    if url.startswith((SCHEME, TLS_SCHEME)) and "?" in url:
         found = sentinels(url)
-        return found.celery_options() if found is not None else {}
+        return found.celery_options(ca_file) if found is not None else {}
     return {}
 
 
