@@ -6,6 +6,7 @@ one check per interval."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -26,6 +27,9 @@ CACHE_S = 2.0
 PROBE_TTL_MS = 10_000
 #: How long workers get to answer the ping.
 PING_TIMEOUT_S = 1.0
+#: How long a probe waits for the ping, connecting to the broker included (kombu retries a
+#: broker it cannot reach for 10-15 s; a probe must answer sooner).
+PING_WAIT_S = 3.0
 
 
 class Health:
@@ -43,6 +47,7 @@ class Health:
         self.reaper = reaper
         self.hub = hub
         self._cached: tuple[float, int, dict[str, Any]] | None = None
+        self._pinging: asyncio.Future[list[str]] | None = None
         self._lock = anyio.Lock()
 
     async def healthz(self, request: Request) -> Response:
@@ -56,6 +61,19 @@ class Health:
                 self._cached = (time.monotonic(), status, body)
             _, status, body = self._cached
         return JSONResponse(body, status_code=status)
+
+    async def _ping(self) -> list[str]:
+        """The workers that answer the broadcast ping, within ``PING_WAIT_S``. The ping runs
+        in a thread, which cannot be stopped: one still running from an earlier probe is
+        waited on again rather than joined by another."""
+        if self._pinging is None or self._pinging.done():
+            self._pinging = asyncio.ensure_future(
+                anyio.to_thread.run_sync(self.publisher.ping, PING_TIMEOUT_S)
+            )
+            # Its failure is read by a probe, or by nobody once no probe waits any more.
+            self._pinging.add_done_callback(lambda f: f.cancelled() or f.exception())
+        async with asyncio.timeout(PING_WAIT_S):
+            return await asyncio.shield(self._pinging)
 
     async def _check(self) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {}
@@ -74,8 +92,10 @@ class Health:
         # Streams and waits hear events through it: while it reconnects they cannot.
         body["events"] = "ok" if self.hub.listening else "reconnecting"
         try:
-            replies = await anyio.to_thread.run_sync(self.publisher.ping, PING_TIMEOUT_S)
-            body["workers"] = sorted(replies)
+            body["workers"] = sorted(await self._ping())
+        except TimeoutError:
+            body["workers"] = []
+            body["broker"] = f"unreachable: no answer within {PING_WAIT_S:g} s"
         except Exception as exc:  # the broker's own errors vary by transport
             body["workers"] = []
             body["broker"] = f"unreachable: {type(exc).__name__}"

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import anyio
 import httpx
 import pytest
 
+from mcp_celery_bridge.bridge.health import PING_WAIT_S
 from mcp_celery_bridge.bridge.shared.clients import POOL_SIZE, async_client
 from tests import core, services
 from tests.services import Bridge, Process, celery_worker, running_bridge
@@ -153,9 +155,12 @@ async def test_a_tls_sentinel_deployment_is_checked_against_the_given_ca(tmp_pat
         untrusted = services.test_env(topology.url())
         with running_bridge(untrusted, logs, "bridge-sentinel-untrusted") as bridge:
             readyz = bridge.url.removesuffix("/mcp") + "/readyz"
-            # (Its broker check waits out kombu's own connection retries: 10-15 s.)
             async with httpx.AsyncClient(timeout=60) as http:
+                asked = time.monotonic()
                 answer = await http.get(readyz)
+                # Within the probe's own bound (PING_WAIT_S), though kombu goes on retrying
+                # the broker for 10-15 s: a probe that waits that long is cut by its caller.
+                assert time.monotonic() - asked < PING_WAIT_S + 2, "readyz waited on kombu"
             # redis-py's Sentinel client reports every sentinel refused, not why.
             assert answer.status_code == 503
             assert answer.json()["redis"] == "unreachable: MasterNotFoundError", answer.json()
