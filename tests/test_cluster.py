@@ -68,13 +68,7 @@ def deployment(root: Path) -> Iterator[Deployment]:
     broker.start()
     try:
         with redis_cluster(root / "cluster") as cluster:
-            env = cluster_env(
-                cluster,
-                broker,
-                MCP_BRIDGE_MAX_INFLIGHT_PER_OWNER="2",
-                MCP_BRIDGE_LEASE_S="2",
-                MCP_BRIDGE_REAPER_INTERVAL_S="0.2",
-            )
+            env = cluster_env(cluster, broker, MCP_BRIDGE_MAX_INFLIGHT_PER_OWNER="2")
             with (
                 celery_worker(env, logs, 3, name="cluster") as worker,
                 running_bridge(env, logs, "bridge-cluster-a") as first,
