@@ -270,15 +270,19 @@ def _results(result: ResultBase) -> Any:
 
 def _announce(mcp_id: str, owner: str, tally: Tally) -> None:
     registry = runtime.registry()
-    text = f"{tally.done} of {tally.total} parts done"
+    # With the final parts' results the canvas is over, though a part before them may not
+    # have recorded its end yet (a chain link's signals run after it sent the next link):
+    # the progress says so, rather than stop one short, since nothing is announced after
+    # the task's end.
+    done = tally.total if tally.results is not None else tally.done
     try:
         registry.transition(
             mcp_id,
             owner,
             TaskStatus.WORKING,
-            text,
+            f"{done} of {tally.total} parts done",
             only_if_changed=True,
-            progress=(tally.done, tally.total),
+            progress=(done, tally.total),
         )
         if tally.results is not None:
             value = tally.results[0] if len(tally.results) == 1 else tally.results
