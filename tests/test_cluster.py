@@ -20,9 +20,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from mcp_celery_bridge.bridge.shared.keys import Keys
 from tests import core, services
-from tests.client import TERMINAL, RawClient, connect
+from tests.client import TERMINAL, RawClient, connect, running_pid
 from tests.existing import completed, failure_text, project_services
 from tests.reliability.harness import Recorder
 from tests.services import (
@@ -32,8 +31,10 @@ from tests.services import (
     RedisServer,
     celery_worker,
     eventually,
+    keys_of,
     running_bridge,
 )
+from tests.test_metrics import _samples as metric_samples
 from tests.test_streams import collect_until, twin
 from tests.topologies import RedisCluster, redis_cluster
 
@@ -47,7 +48,6 @@ class Deployment:
     env: dict[str, str]
     bridges: list[Bridge]
     worker: Process
-    logs: Path
 
 
 def cluster_env(cluster: RedisCluster, broker: RedisServer, **extra: str) -> dict[str, str]:
@@ -74,7 +74,7 @@ def deployment(root: Path) -> Iterator[Deployment]:
                 running_bridge(env, logs, "bridge-cluster-a") as first,
                 running_bridge(env, logs, "bridge-cluster-b") as second,
             ):
-                yield Deployment(cluster, broker, env, [first, second], worker, logs)
+                yield Deployment(cluster, broker, env, [first, second], worker)
     finally:
         broker.stop()
 
@@ -83,6 +83,18 @@ def deployment(root: Path) -> Iterator[Deployment]:
 def cluster_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     with deployment(tmp_path_factory.mktemp("cluster")) as found:
         yield found
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator CLI (``python -m mcp_celery_bridge.bridge.cli ARGS``) on ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def keys_per_node(found: Deployment) -> list[int]:
@@ -114,7 +126,7 @@ async def test_events_go_on_shard_channels_held_at_the_owners_node(
 ) -> None:
     first, second = (bridge.url for bridge in cluster_deployment.bridges)
     env = cluster_deployment.env
-    keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
+    keys = keys_of(env)
     async with connect(first) as client:
         channel = keys.owner_channel(f"session:{client.session_id}")
         async with client.stream() as events:
@@ -153,28 +165,34 @@ async def test_the_stateless_era_runs_tasks_and_plain_calls_on_a_cluster(
     await core.stateless_era(*(b.url for b in cluster_deployment.bridges))
 
 
+async def test_the_fleets_running_tasks_are_counted_across_the_shards(
+    cluster_deployment: Deployment,
+) -> None:
+    # /metrics reads every shard's lease set (one pipeline, each to its node).
+    url = cluster_deployment.bridges[0].url
+    async with connect(url) as client:
+        task = await client.create_task("sleep", {"seconds": 20, "steps": 200})
+        node, _ = await running_pid(client, task["taskId"])
+        running = {
+            labels: value
+            for (name, labels), value in metric_samples(url).items()
+            if name == "mcp_bridge_tasks_running"
+        }
+        assert running.get((("worker", node),), 0) >= 1, running
+        await client.call("tasks/cancel", {"taskId": task["taskId"]})
+
+
 async def test_the_operator_cli_lists_and_shows_tasks_on_every_node(
     cluster_deployment: Deployment,
 ) -> None:
     async with connect(cluster_deployment.bridges[0].url) as client:
         created = await client.create_task("echo", {"text": "seen by the operator"})
         await client.wait_status(created["taskId"], TERMINAL, 30)
-    env = {**os.environ, **cluster_deployment.env}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args, "--json"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-    listed = cli("tasks", "list", "--owner", f"session:{client.session_id}")
+    env = cluster_deployment.env
+    listed = cli(env, "tasks", "list", "--owner", f"session:{client.session_id}", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [t["id"] for t in json.loads(listed.stdout)["tasks"]] == [created["taskId"]]
-    shown = cli("tasks", "show", created["taskId"])
+    shown = cli(env, "tasks", "show", created["taskId"], "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["mcp"]["status"] == "completed"
 
@@ -237,19 +255,8 @@ def test_a_cluster_registry_needs_a_broker_and_shards_of_its_own(
     extra: dict[str, str], named: str
 ) -> None:
     # Refused at start, in one line, before anything is served or connected.
-    env = {
-        **os.environ,
-        **services.test_env("redis+cluster://:s3cret@127.0.0.1:1"),
-        **extra,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", "serve", "--port", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    env = {**services.test_env("redis+cluster://:s3cret@127.0.0.1:1"), **extra}
+    done = cli(env, "serve", "--port", "1")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert named in done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
@@ -277,7 +284,7 @@ async def test_after_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
 
 
 async def _failover(cluster: RedisCluster, env: dict[str, str], bridge: Bridge) -> None:
-    keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
+    keys = keys_of(env)
 
     def kill_the_owners_primary(client: RawClient) -> None:
         # The primary holding this owner's tasks, stream and channel.
@@ -317,19 +324,11 @@ async def test_a_tls_cluster_is_checked_against_the_given_ca(
 @pytest.mark.parametrize("args", [("tasks", "list"), ("tasks", "show", "abc.1")])
 def test_the_operator_cli_says_an_unreachable_cluster_in_one_line(args: tuple[str, ...]) -> None:
     env = {
-        **os.environ,
         **services.test_env(f"redis+cluster://:s3cret@127.0.0.1:{services.free_port()}"),
         "MCP_BRIDGE_BROKER_URL": "amqp://x",
         "MCP_BRIDGE_RESULT_BACKEND": "rpc://",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "mcp_celery_bridge.bridge.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli(env, *args)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "Redis at redis+cluster://:**@127.0.0.1" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
@@ -345,7 +344,7 @@ async def test_a_moved_slot_takes_its_streams_with_it(
     logs.mkdir()
     with redis_cluster(tmp_path / "cluster") as cluster:
         env = cluster_env(cluster, own_redis)
-        keys = Keys(env["MCP_BRIDGE_KEY_PREFIX"], 0, int(env["MCP_BRIDGE_REDIS_SHARDS"]), True)
+        keys = keys_of(env)
         with (
             celery_worker(env, logs, 2, name="cluster-reshard"),
             running_bridge(env, logs, "bridge-cluster-reshard") as bridge,

@@ -305,3 +305,39 @@ async def test_a_retried_run_releases_its_lease_only_while_no_later_run_holds_it
     assert worker.release_lease(task.id, owner, 2)
     assert await registry.redis.zscore(registry.keys.leases_of(task.id), task.id) is None
     assert await registry.redis.zscore(registry.keys.running(owner), task.id) is None
+
+
+async def test_an_owners_tasks_are_numbered_in_order_even_after_its_counter_is_lost(
+    stores: tuple[Registry, SyncRegistry],
+) -> None:
+    # Tasks are numbered per owner (no deployment-wide counter); a counter that expired,
+    # or a list made by the old deployment-wide one, goes on from the owner's last task.
+    registry, _ = stores
+    owner = "session:order"
+
+    async def create(n: int) -> str:
+        record = await registry.create(
+            task_id=registry.keys.new_id(f"{n:032d}", owner),
+            owner=owner,
+            tool="echo",
+            celery_id=f"c{n}",
+            ttl_ms=60_000,
+        )
+        return record.id
+
+    first = [await create(n) for n in range(3)]
+    other = await registry.create(
+        task_id=registry.keys.new_id("o" * 32, "session:other"),
+        owner="session:other",
+        tool="echo",
+        celery_id="co",
+        ttl_ms=60_000,
+    )
+    assert int(await registry.redis.hget(registry.keys.task(other.id), "seq")) == 1
+    # As an upgrade finds it: the list numbered far ahead, no counter of the owner's.
+    await registry.redis.zadd(registry.keys.owner_tasks(owner), {first[-1]: 500})
+    await registry.redis.delete(registry.keys.owner_seq(owner))
+    later = await create(3)
+    assert int(await registry.redis.hget(registry.keys.task(later), "seq")) == 501
+    page = await registry.list_page(owner, 0, 10)
+    assert [t.id for t in page.tasks] == [*first, later]

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -28,6 +28,7 @@ from mcp_celery_bridge.bridge.shared.errors import StoreUnavailable
 from mcp_celery_bridge.bridge.shared.topology import shown
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = [
     "REDIS_ERRORS",
@@ -171,22 +172,31 @@ _PATIENT_BACKOFF = {"base": 0.1, "cap": 1.0}
 PATIENCE_S = 15.0
 
 
+def _patiently(call: Callable[[], T], errors: tuple[type[Exception], ...], patience: float) -> T:
+    """``call()``, again after a growing pause while it raises one of ``errors``, for up to
+    ``patience`` seconds (0: once)."""
+    deadline = time.monotonic() + patience
+    pause = _PATIENT_BACKOFF["base"]
+    while True:
+        try:
+            return call()
+        except errors:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, _PATIENT_BACKOFF["cap"])
+
+
 class _PatientCluster(redis.RedisCluster):
     """A Cluster client that waits out a failover. redis-py retries a Cluster command at
     once, learning the slots again each time, with no pause between: while a replica is
     being promoted every retry fails within a second."""
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + PATIENCE_S
-        pause = _PATIENT_BACKOFF["base"]
-        while True:
-            try:
-                return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-            except redis.RedisCluster.ERRORS_ALLOW_RETRY:
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, _PATIENT_BACKOFF["cap"])
+        def once() -> Any:
+            return super(_PatientCluster, self).execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+        return _patiently(once, redis.RedisCluster.ERRORS_ALLOW_RETRY, PATIENCE_S)
 
 
 def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRedis:
@@ -201,23 +211,18 @@ def sync_client(url: str, *, patient: bool = False, ca_file: str = "") -> SyncRe
         kind = _PatientCluster if patient else redis.RedisCluster
         # redis-py's Cluster client connects as it is made (raising RedisClusterException
         # when no node answers): a patient one keeps trying as its commands do.
-        deadline = time.monotonic() + (PATIENCE_S if patient else 0)
-        pause = _PATIENT_BACKOFF["base"]
-        while True:
-            try:
-                return kind(
-                    startup_nodes=startup,
-                    username=nodes.username,
-                    password=nodes.password,
-                    **_cluster_tls(nodes, ca_file),
-                    **_CONNECTION,
-                    retry=retry,
-                )
-            except REDIS_ERRORS:
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, _PATIENT_BACKOFF["cap"])
+        return _patiently(
+            lambda: kind(
+                startup_nodes=startup,
+                username=nodes.username,
+                password=nodes.password,
+                **_cluster_tls(nodes, ca_file),
+                **_CONNECTION,
+                retry=retry,
+            ),
+            REDIS_ERRORS,
+            PATIENCE_S if patient else 0,
+        )
     found = topology.sentinels(url)
     if found is not None:
         sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]

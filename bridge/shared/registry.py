@@ -332,9 +332,11 @@ class Registry:
         every bridge sees the same). Two round trips, the second as large as the fleet's
         running tasks."""
         with translated():
-            task_ids = []
-            for shard in range(self.keys.shards):
-                task_ids += cast(list[str], await self.redis.zrange(self.keys.leases(shard), 0, -1))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard in range(self.keys.shards):
+                    pipe.zrange(self.keys.leases(shard), 0, -1)
+                sets = cast(list[list[str]], await pipe.execute())
+            task_ids = [task_id for leases in sets for task_id in leases]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
                     pipe.hget(self.keys.task(task_id), "worker")
